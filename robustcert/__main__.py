@@ -1,0 +1,4 @@
+"""``python -m robustcert`` (also used by ``torchrun ... -m robustcert``)."""
+from .cli import main
+
+main()

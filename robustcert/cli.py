@@ -1,0 +1,319 @@
+"""The ``robustcert`` command line: parse, call the Python API, write files.
+
+Every error a user can cause is printed as one line ``robustcert: error: ...`` on stderr with
+exit status 2; result rows already written stay intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .errors import RobustCertError
+
+DEFAULT_N0, DEFAULT_N, DEFAULT_ALPHA, DEFAULT_BATCH = 100, 100_000, 0.001, 1000
+
+
+class CLIError(RobustCertError):
+    """A bad command-line argument combination."""
+
+
+def fail(message: str) -> None:
+    click.echo(f"robustcert: error: {message}", err=True)
+    sys.exit(2)
+
+
+class ErrorReportingGroup(click.Group):
+    """Turn every RobustCertError (and OSError) into one readable line and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RobustCertError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc))
+
+
+@click.group(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="robustcert")
+def main():
+    """Certify the adversarial robustness of classifiers by randomized smoothing."""
+
+
+# --------------------------------------------------------------------------- shared options
+def resolve_device(device: str):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise CLIError(f"unknown device {device!r} (auto, cpu, cuda, cuda:1, ...)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda requested but no CUDA device is available")
+    return resolved
+
+
+def model_and_data_options(func):
+    options = [
+        click.option("--model", "model_spec", required=True,
+                     help="bundled:NAME, a reference checkpoint, a state_dict (with --arch) or a TorchScript file."),
+        click.option("--arch", default=None, help="Architecture of a plain state_dict (e.g. cifar_resnet110)."),
+        click.option("--trust-checkpoint", is_flag=True,
+                     help="Allow full unpickling of the checkpoint. DANGEROUS: runs code from the file."),
+        click.option("--data", "data_spec", default="digits", show_default=True,
+                     help="digits, cifar10:ROOT, mnist:ROOT, imagefolder:ROOT or npz:PATH."),
+        click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test", "val"])),
+        click.option("--sigma", type=float, required=True, help="Noise level (pixel units, [0,1] space)."),
+        click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                     help="Output TSV (a JSON sidecar FILE.json is written beside it)."),
+        click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True),
+        click.option("--batch", "batch_size", type=int, default=DEFAULT_BATCH, show_default=True),
+        click.option("--skip", type=int, default=1, show_default=True, help="Certify every SKIP-th input."),
+        click.option("--max", "max_inputs", type=int, default=-1, show_default=True,
+                     help="Stop after this many inputs (-1: all)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
+        click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def package_versions() -> dict:
+    import numpy
+    import scipy
+    import torch
+
+    from . import __version__
+
+    return {"robustcert": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "scipy": scipy.__version__}
+
+
+def device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def selected_indices(length: int, skip: int, max_inputs: int) -> list[int]:
+    if skip < 1:
+        raise CLIError(f"--skip must be >= 1, got {skip}")
+    indices = list(range(0, length, skip))
+    return indices if max_inputs < 0 else indices[:max_inputs]
+
+
+def load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device):
+    """Load the base model and the dataset, and check that they fit together."""
+    from .data import load_dataset
+    from .models import load_checkpoint
+
+    dataset = load_dataset(data_spec, split)
+    loaded = load_checkpoint(model_spec, arch=arch, device=device, trust_checkpoint=trust_checkpoint)
+    if loaded.num_classes is not None and loaded.num_classes != dataset.num_classes:
+        raise CLIError(
+            f"class-count mismatch: model {model_spec} has {loaded.num_classes} classes, "
+            f"dataset {data_spec} has {dataset.num_classes}"
+        )
+    if loaded.input_shape is not None and tuple(loaded.input_shape) != tuple(dataset.input_shape):
+        raise CLIError(
+            f"shape mismatch: model {model_spec} expects inputs {tuple(loaded.input_shape)}, "
+            f"dataset {data_spec} has {tuple(dataset.input_shape)}"
+        )
+    return loaded, dataset
+
+
+# --------------------------------------------------------------------------- output files
+class RowWriter:
+    """Append rows to a TSV, one flushed line each; refuses to clobber existing results.
+
+    With ``resume``: the header must match, a trailing partial line (a run killed mid-write) is
+    dropped, and the indices already written are returned so the run can skip them.
+    """
+
+    def __init__(self, path: Path, header: tuple[str, ...], resume: bool):
+        self.path = path
+        self.header = "\t".join(header)
+        self.done: set[int] = set()
+        if not path.parent.exists():
+            raise CLIError(f"output folder does not exist: {path.parent}")
+        if not os.access(path.parent, os.W_OK):
+            raise CLIError(f"output folder is not writable: {path.parent}")
+        exists = path.exists() and path.stat().st_size > 0
+        if exists and not resume:
+            raise CLIError(f"{path} already exists and is not empty: pass --resume to continue it, or remove it")
+        if exists:
+            self._recover()
+        else:
+            with open(path, "w") as handle:
+                handle.write(self.header + "\n")
+        self.handle = open(path, "a")
+
+    def _recover(self) -> None:
+        text = self.path.read_text()
+        lines = text.split("\n")
+        if lines[0] != self.header:
+            raise CLIError(f"cannot resume {self.path}: its header is {lines[0]!r}, expected {self.header!r}")
+        complete = lines[:-1]  # the last element is "" after a final newline, else a partial row
+        width = len(self.header.split("\t"))
+        kept = [complete[0]] + [line for line in complete[1:] if len(line.split("\t")) == width]
+        if len(kept) != len(complete) or not text.endswith("\n"):
+            with open(self.path, "w") as handle:  # drop the partial last row of a killed run
+                handle.write("\n".join(kept) + "\n")
+        self.done = {int(line.split("\t")[0]) for line in kept[1:]}
+
+    def write(self, line: str) -> None:
+        self.handle.write(line + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def write_sidecar(path: Path, record: dict, resume: bool) -> None:
+    """Write ``FILE.json`` atomically; on resume the recorded run parameters must match."""
+    sidecar = path.with_name(path.name + ".json")
+    if resume and sidecar.exists():
+        try:
+            previous = json.loads(sidecar.read_text())
+        except json.JSONDecodeError:
+            raise CLIError(f"cannot resume: sidecar {sidecar} is not valid JSON") from None
+        differing = [k for k, v in record["parameters"].items() if previous.get("parameters", {}).get(k) != v]
+        if differing:
+            raise CLIError(f"cannot resume {path}: parameters differ from the first run ({', '.join(differing)})")
+        record["runs"] = previous.get("runs", []) + record["runs"]
+    temporary = sidecar.with_name(sidecar.name + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    temporary.replace(sidecar)
+
+
+def progress_bar(total: int, quiet: bool, unit: str = "input"):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                disable=quiet or not sys.stderr.isatty())
+
+
+# --------------------------------------------------------------------------- methods
+def build_cohen(loaded, num_classes, sigma, device, options):
+    from .methods.cohen import Smooth
+
+    return Smooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape)
+
+
+METHOD_BUILDERS = {"cohen": build_cohen}
+
+
+def run_record(kind, method, smoothed, loaded, dataset, parameters, device) -> dict:
+    """The JSON sidecar: command, parameters (incl. alpha spending), model, data, device, versions."""
+    return {
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "kind": kind,
+        "method": method,
+        "parameters": parameters,
+        "model": {"spec": loaded.source, "arch": loaded.arch, "sha256": loaded.sha256},
+        "data": {"spec": dataset.name, "num_classes": dataset.num_classes,
+                 "input_shape": list(dataset.input_shape)},
+        "runs": [{"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device_name(device),
+                  "versions": package_versions()}],
+    }
+
+
+def inputs_per_call(n_total: int, batch_size: int) -> int:
+    """How many inputs to certify per engine call: pack several when their samples fit a batch."""
+    return max(1, batch_size // n_total) if n_total < batch_size else 1
+
+
+def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameters, device, out_path, resume,
+                     quiet, samples_per_input, batch_size, indices, rows_for):
+    """Shared driver of certify / predict: resumable, one flushed row per input, progress on stderr.
+
+    ``rows_for(xs, indices, labels)`` returns one TSV line per input.
+    """
+    import torch
+
+    writer = RowWriter(out_path, columns, resume)
+    todo = [i for i in indices if i not in writer.done]
+    record = run_record(kind, method, smoothed, loaded, dataset, parameters, device)
+    write_sidecar(out_path, record, resume)
+    chunk = inputs_per_call(samples_per_input, batch_size)
+    with progress_bar(len(indices), quiet) as bar:
+        bar.update(len(indices) - len(todo))
+        try:
+            for start in range(0, len(todo), chunk):
+                batch_indices = todo[start:start + chunk]
+                items = [dataset[i] for i in batch_indices]
+                xs = torch.stack([x for x, _ in items])
+                for line in rows_for(xs, batch_indices, [label for _, label in items]):
+                    writer.write(line)
+                bar.update(len(batch_indices))
+                rate = samples_per_input * len(batch_indices) / max(bar.format_dict["elapsed"], 1e-9)
+                bar.set_postfix(samples_per_s=f"{rate:.3g}", refresh=False)
+        finally:
+            writer.close()
+
+
+@main.command()
+@model_and_data_options
+@click.option("--n0", type=int, default=DEFAULT_N0, show_default=True, help="Selection samples per input.")
+@click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Estimation samples per input.")
+@click.option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True)
+def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, alpha, batch_size, skip,
+            max_inputs, seed, device, resume, quiet, n0, n, method, **method_options):
+    """Certify inputs of a dataset; writes idx, label, predict, radius, correct, time."""
+    from .results import CERTIFY_COLUMNS, certify_row
+
+    device = resolve_device(device)
+    loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device)
+    smoothed = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, method_options)
+    n0, n, alpha, batch_size = smoothed.check_certify_args(n0, n, alpha, batch_size)
+    parameters = {"sigma": sigma, "n0": n0, "n": n, "alpha": alpha, "batch": batch_size, "seed": seed,
+                  "skip": skip, "max": max_inputs, "split": split, "method": method, **method_options,
+                  "alpha_spending": smoothed.alpha_spending(alpha)}
+
+    def rows_for(xs, batch_indices, labels):
+        certificates = smoothed.certify_batch(xs, n0, n, alpha, batch_size, seed, batch_indices)
+        return [certify_row(c.index, y, c.prediction, c.radius, c.time) for c, y in zip(certificates, labels)]
+
+    run_over_dataset("certify", CERTIFY_COLUMNS, method, smoothed, loaded, dataset, parameters, device, out_path,
+                     resume, quiet, n0 + n, batch_size, selected_indices(len(dataset), skip, max_inputs), rows_for)
+
+
+@main.command()
+@model_and_data_options
+@click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Samples per input.")
+@click.option("--method", type=click.Choice(["cohen"]), default="cohen", show_default=True)
+def predict(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, alpha, batch_size, skip,
+            max_inputs, seed, device, resume, quiet, n, method):
+    """Predict with the smoothed classifier (may abstain); writes idx, label, predict, correct, time."""
+    from .results import PREDICT_COLUMNS, predict_row
+
+    device = resolve_device(device)
+    loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device)
+    smoothed = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, {})
+    _, n, alpha, batch_size = smoothed.check_certify_args(1, n, alpha, batch_size)
+    parameters = {"sigma": sigma, "n": n, "alpha": alpha, "batch": batch_size, "seed": seed, "skip": skip,
+                  "max": max_inputs, "split": split, "method": method}
+
+    def rows_for(xs, batch_indices, labels):
+        predictions = smoothed.predict_batch(xs, n, alpha, batch_size, seed, batch_indices)
+        return [predict_row(p.index, y, p.prediction, p.time) for p, y in zip(predictions, labels)]
+
+    run_over_dataset("predict", PREDICT_COLUMNS, method, smoothed, loaded, dataset, parameters, device, out_path,
+                     resume, quiet, n, batch_size, selected_indices(len(dataset), skip, max_inputs), rows_for)
+
+
+if __name__ == "__main__":
+    main()

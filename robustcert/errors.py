@@ -1,0 +1,67 @@
+"""Exceptions and argument checks shared by every robustcert module.
+
+Every problem a user can cause (bad sigma, alpha, sample counts, shapes, checkpoints, data)
+raises a :class:`RobustCertError` subclass whose message names the problem in one line. The
+CLI prints that line and exits non-zero; nothing is certified from invalid input.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+
+class RobustCertError(Exception):
+    """Base class of every error robustcert raises on purpose."""
+
+
+class InvalidArgumentError(RobustCertError, ValueError):
+    """An argument is outside its valid range (sigma <= 0, alpha outside (0,1), n < 1, ...)."""
+
+
+class ShapeError(RobustCertError, ValueError):
+    """An input or a model output has the wrong shape (or the wrong number of classes)."""
+
+
+class ModelOutputError(RobustCertError, ValueError):
+    """The base model returned NaN or infinite values."""
+
+
+class CheckpointError(RobustCertError):
+    """A checkpoint is missing, unreadable, of an unknown format or needs unsafe unpickling."""
+
+
+class DataError(RobustCertError):
+    """A dataset specification is unknown or its files are missing or unreadable."""
+
+
+def check_sigma(sigma: float, name: str = "sigma") -> float:
+    """Return sigma as a float, or raise if it is not a finite number > 0."""
+    try:
+        value = float(sigma)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must be a number > 0, got {sigma!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidArgumentError(f"{name} must be a finite number > 0, got {sigma!r}")
+    return value
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> float:
+    """Return alpha as a float, or raise if it is not strictly between 0 and 1."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must be a number in (0, 1), got {alpha!r}") from None
+    if not (0.0 < value < 1.0):
+        raise InvalidArgumentError(f"{name} must be in the open interval (0, 1), got {alpha!r}")
+    return value
+
+
+def check_count(value: int, name: str, minimum: int = 1) -> int:
+    """Return value as an int, or raise if it is not a whole number >= minimum."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidArgumentError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)

@@ -1,0 +1,5 @@
+"""Smoothing methods: each one file that reads like its paper's algorithm box."""
+from .base import SmoothedClassifier
+from .cohen import Smooth
+
+__all__ = ["SmoothedClassifier", "Smooth"]

@@ -1,0 +1,176 @@
+"""Shared plumbing of every smoothed classifier: argument checks, devices, seeds, sampling.
+
+A method subclasses :class:`SmoothedClassifier` and writes only its algorithm box
+(``certify_batch`` / ``predict_batch``); sampling always goes through
+:class:`robustcert.engine.MonteCarloEngine`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..certificate import Certificate, Prediction
+from ..engine import MonteCarloEngine, fresh_seed, model_device
+from ..errors import InvalidArgumentError, ShapeError, check_alpha, check_count, check_sigma
+
+
+def as_input_batch(xs, device: torch.device, input_shape: tuple[int, ...] | None) -> torch.Tensor:
+    """Inputs as a float32 tensor (num_inputs, *input_shape) on ``device``; checks shape and values."""
+    tensor = torch.as_tensor(np.asarray(xs) if not isinstance(xs, torch.Tensor) else xs)
+    tensor = tensor.float()  # pixel-space inputs are float32 whatever the caller passed
+    if tensor.ndim < 2:
+        raise ShapeError(f"expected a batch of inputs (num_inputs, *input_shape), got shape {tuple(tensor.shape)}")
+    if input_shape is not None and tuple(tensor.shape[1:]) != tuple(input_shape):
+        raise ShapeError(
+            f"input shape {tuple(tensor.shape[1:])} does not match the model's input shape {tuple(input_shape)}"
+        )
+    if not bool(torch.isfinite(tensor).all()):
+        raise InvalidArgumentError("inputs contain NaN or infinite values")
+    return tensor.to(device)
+
+
+class SmoothedClassifier:
+    """Base class: a base model smoothed with isotropic Gaussian noise of level ``sigma``.
+
+    Args:
+        model: base classifier, any callable mapping (B, *input_shape) in [0,1] pixel space to
+            (B, num_classes) scores. Normalisation belongs inside the model (first layer), so
+            noise is added in pixel space and radii are in pixel units.
+        num_classes: number of classes the model scores.
+        sigma: noise standard deviation (pixel units), > 0.
+        device: where to sample; None means the model's device.
+        input_shape: optional shape of one input, checked on every call.
+        precision / channels_last: forwarded to the engine (see MonteCarloEngine).
+    """
+
+    method = "base"
+
+    def __init__(
+        self,
+        model: Callable,
+        num_classes: int,
+        sigma: float,
+        device: torch.device | str | None = None,
+        input_shape: Sequence[int] | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+    ):
+        if not callable(model):
+            raise InvalidArgumentError("model must be a callable (e.g. a torch.nn.Module)")
+        self.model = model
+        self.num_classes = check_count(num_classes, "num_classes", minimum=2)
+        self.sigma = check_sigma(sigma)
+        self.device = torch.device(device) if device is not None else model_device(model)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.precision = precision
+        self.channels_last = channels_last
+        self._engines: dict[tuple, MonteCarloEngine] = {}
+
+    # ----------------------------------------------------------------- plumbing
+    def engine(self, batch_size: int, model: Callable | None = None, sigma: float | None = None) -> MonteCarloEngine:
+        """The (cached) engine for a batch size; ``model``/``sigma`` override for multi-branch methods."""
+        model = self.model if model is None else model
+        sigma = self.sigma if sigma is None else sigma
+        key = (id(model), sigma, batch_size)
+        if key not in self._engines:
+            self._engines[key] = MonteCarloEngine(
+                model, sigma, batch_size, self.device, self.precision, self.channels_last
+            )
+        return self._engines[key]
+
+    def prepare(self, xs) -> torch.Tensor:
+        """Check and move a batch of inputs to the sampling device."""
+        return as_input_batch(xs, self.device, self.input_shape)
+
+    def prepare_one(self, x) -> torch.Tensor:
+        """Check one input (no batch dimension) and return it as a batch of one."""
+        tensor = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+        if self.input_shape is not None and tuple(tensor.shape) != self.input_shape:
+            raise ShapeError(
+                f"expected one input of shape {self.input_shape} (no batch dimension), got {tuple(tensor.shape)}"
+            )
+        return self.prepare(tensor.unsqueeze(0))
+
+    @staticmethod
+    def resolve_seed(seed: int | None) -> int:
+        """The seed to record: the user's, or a fresh random one when ``seed`` is None."""
+        if seed is None:
+            return fresh_seed()
+        return check_count(seed, "seed", minimum=0)
+
+    @staticmethod
+    def resolve_indices(indices: Sequence[int] | None, num_inputs: int) -> list[int]:
+        if indices is None:
+            return list(range(num_inputs))
+        indices = [int(i) for i in indices]
+        if len(indices) != num_inputs:
+            raise InvalidArgumentError(f"got {len(indices)} indices for {num_inputs} inputs")
+        return indices
+
+    def sample(
+        self,
+        xs: torch.Tensor,
+        n: int,
+        accumulator,
+        stage: str,
+        seed: int,
+        indices: Sequence[int],
+        batch_size: int,
+        model: Callable | None = None,
+        sigma: float | None = None,
+    ):
+        """Run the engine for ``n`` samples per input with per-(seed, index, stage) generators."""
+        engine = self.engine(batch_size, model, sigma)
+        generators = [engine.generator(seed, index, stage) for index in indices]
+        return engine.run(xs, n, accumulator, generators)
+
+    @staticmethod
+    def check_certify_args(n0: int, n: int, alpha: float, batch_size: int) -> tuple[int, int, float, int]:
+        return (
+            check_count(n0, "n0"),
+            check_count(n, "n"),
+            check_alpha(alpha),
+            check_count(batch_size, "batch_size"),
+        )
+
+    def alpha_spending(self, alpha: float) -> dict[str, float]:
+        """How CERTIFY spends alpha: each bound it uses and its share (the shares sum to alpha)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the API
+    def certify(self, x, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
+                seed: int | None = 0, index: int = 0) -> Certificate:
+        """Certify one input ``x`` (no batch dimension, [0,1] pixel space)."""
+        return self.certify_batch(self.prepare_one(x), n0, n, alpha, batch_size, seed, [index])[0]
+
+    def predict(self, x, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
+                seed: int | None = 0, index: int = 0) -> Prediction:
+        """Predict at one input ``x`` (no batch dimension); may abstain."""
+        return self.predict_batch(self.prepare_one(x), n, alpha, batch_size, seed, [index])[0]
+
+    def certify_batch(self, xs, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
+                      seed: int | None = 0, indices: Sequence[int] | None = None) -> list[Certificate]:
+        """Certify a batch of inputs (num_inputs, *input_shape); one Certificate each.
+
+        ``indices`` (default 0..num_inputs-1) name the inputs for seeding: an input certified
+        with the same seed and index gives the same result whatever else is in the batch.
+        """
+        raise NotImplementedError
+
+    def predict_batch(self, xs, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
+                      seed: int | None = 0, indices: Sequence[int] | None = None) -> list[Prediction]:
+        """Predict at a batch of inputs; one Prediction each."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement predict")
+
+
+class Stopwatch:
+    """Wall time of a batch call, shared equally by its inputs."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def per_input(self, num_inputs: int) -> float:
+        return (time.perf_counter() - self.start) / max(num_inputs, 1)

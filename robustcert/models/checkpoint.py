@@ -1,0 +1,211 @@
+"""Architectures by name and safe checkpoint loading.
+
+Supported model specifications (``load_checkpoint`` / ``load_model``):
+
+* ``bundled:NAME``: weights shipped inside the package (``robustcert/models/weights/NAME.pt``),
+  e.g. ``bundled:digits-0.25``;
+* a reference checkpoint (Cohen et al. 2019): ``torch.save({'epoch', 'arch', 'state_dict',
+  'optimizer'})`` with ``arch`` in :data:`ARCHITECTURES` and keys ``1.`` / ``1.module.``;
+* a plain state_dict, with the architecture given explicitly (``arch=...`` / ``--arch``);
+* a TorchScript file (``torch.jit.save``).
+
+Security: checkpoints are read with ``torch.load(weights_only=True)``, which cannot run code.
+A checkpoint that needs full unpickling (a pickled ``nn.Module``, custom classes) is refused
+unless ``trust_checkpoint=True`` (CLI ``--trust-checkpoint``): full unpickling runs arbitrary
+code from the file, so only use it on files you trust.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from .cifar_resnet import CifarResNet
+from .digits import DigitsCNN
+from .normalize import (
+    CIFAR10_MEAN, CIFAR10_STD, DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD, NormalizeLayer,
+)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How to build a network, its normalisation, default class count and input shape."""
+
+    build: Callable[[int], nn.Module]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+def _resnet50(num_classes: int) -> nn.Module:
+    from torchvision.models import resnet50
+
+    return resnet50(weights=None, num_classes=num_classes)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "cifar_resnet20": Architecture(lambda k: CifarResNet(20, k), CIFAR10_MEAN, CIFAR10_STD, 10, (3, 32, 32)),
+    "cifar_resnet110": Architecture(lambda k: CifarResNet(110, k), CIFAR10_MEAN, CIFAR10_STD, 10, (3, 32, 32)),
+    "resnet50": Architecture(_resnet50, IMAGENET_MEAN, IMAGENET_STD, 1000, (3, 224, 224)),
+    "digits_cnn": Architecture(DigitsCNN, DIGITS_MEAN, DIGITS_STD, 10, (1, 8, 8)),
+}
+
+
+def architecture(arch: str) -> Architecture:
+    """The registered architecture called ``arch`` (CheckpointError if unknown)."""
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[arch]
+
+
+def build_model(arch: str, num_classes: int | None = None) -> nn.Sequential:
+    """``Sequential(NormalizeLayer(mean, std), net)`` for a named architecture (random weights)."""
+    spec = architecture(arch)
+    return nn.Sequential(NormalizeLayer(spec.mean, spec.std), spec.build(num_classes or spec.num_classes))
+
+
+@dataclass
+class LoadedModel:
+    """A loaded base model and what is known about it."""
+
+    module: nn.Module
+    source: str
+    arch: str | None = None
+    num_classes: int | None = None
+    input_shape: tuple[int, ...] | None = None
+    sha256: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+def bundled_names() -> list[str]:
+    """Names usable as ``bundled:NAME``."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+_PREFIX = re.compile(r"(^|\.)module\.")
+
+
+def _clean_keys(state_dict: dict) -> dict:
+    """Drop DataParallel's ``module.`` segments (reference ImageNet keys are ``1.module.``)."""
+    return {_PREFIX.sub(r"\1", key): value for key, value in state_dict.items()}
+
+
+def _infer_num_classes(state_dict: dict) -> int | None:
+    for key in reversed(list(state_dict)):
+        value = state_dict[key]
+        if key.endswith("weight") and isinstance(value, torch.Tensor) and value.ndim == 2:
+            return int(value.shape[0])
+    return None
+
+
+def model_from_state_dict(state_dict: dict, arch: str) -> tuple[nn.Sequential, int]:
+    """Build ``arch`` and load a state_dict for it (full model keys ``1.`` or bare network keys)."""
+    state_dict = _clean_keys(state_dict)
+    num_classes = _infer_num_classes(state_dict) or architecture(arch).num_classes
+    model = build_model(arch, num_classes)
+    target = model if all(k.startswith("1.") for k in state_dict) else model[1]
+    try:
+        target.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"checkpoint does not match architecture {arch!r}: {detail}") from None
+    return model, num_classes
+
+
+def _torch_load(path: Path, trust_checkpoint: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+    except pickle.UnpicklingError as exc:
+        if not trust_checkpoint and "weights only" in str(exc).lower():
+            raise CheckpointError(
+                f"checkpoint {path} needs full unpickling, which can run arbitrary code; "
+                "pass --trust-checkpoint (trust_checkpoint=True) only if you trust its source"
+            ) from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # corrupt zip, truncated file, not a torch file at all
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {message}") from None
+
+
+def load_checkpoint(spec: str | Path, arch: str | None = None, device: torch.device | str = "cpu",
+                    trust_checkpoint: bool = False) -> LoadedModel:
+    """Load a base model from a specification (see the module docstring); eval mode, on ``device``."""
+    spec = str(spec)
+    if spec.startswith("bundled:"):
+        name = spec.split(":", 1)[1]
+        path = WEIGHTS_DIR / f"{name}.pt"
+        if not path.is_file():
+            raise CheckpointError(f"no bundled model {name!r}; available: {', '.join(bundled_names()) or 'none'}")
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint not found: {spec}")
+    digest = _sha256(path)
+
+    if _is_torchscript(path):
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise CheckpointError(f"cannot read TorchScript file {path}: {str(exc).splitlines()[0]}") from None
+        return LoadedModel(module.to(device).eval(), spec, arch, sha256=digest)
+
+    payload = _torch_load(path, trust_checkpoint)
+    if isinstance(payload, nn.Module):
+        return LoadedModel(payload.to(device).eval(), spec, arch, sha256=digest)
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a model or state_dict")
+
+    metadata = {k: v for k, v in payload.items() if k not in ("state_dict", "optimizer")}
+    if "state_dict" in payload:
+        state_dict = payload["state_dict"]
+        arch = arch or payload.get("arch")
+    elif payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        state_dict = payload
+        metadata = {}
+    else:
+        raise CheckpointError(f"checkpoint {path} has no 'state_dict' and is not a state_dict")
+    if arch is None:
+        raise CheckpointError(
+            f"checkpoint {path} is a plain state_dict: give its architecture with --arch "
+            f"({', '.join(sorted(ARCHITECTURES))})"
+        )
+    model, num_classes = model_from_state_dict(state_dict, arch)
+    return LoadedModel(
+        model.to(device).eval(), spec, arch, num_classes, ARCHITECTURES[arch].input_shape, digest,
+        {k: v for k, v in metadata.items() if isinstance(v, (str, int, float, bool, list, dict))},
+    )
+
+
+def load_model(spec: str | Path, arch: str | None = None, device: torch.device | str = "cpu",
+               trust_checkpoint: bool = False) -> nn.Module:
+    """The base model of a specification, ready for :class:`robustcert.Smooth`."""
+    return load_checkpoint(spec, arch, device, trust_checkpoint).module

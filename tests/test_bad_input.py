@@ -1,0 +1,110 @@
+"""Every bad input raises a robustcert error that names the problem; nothing is certified."""
+import pytest
+import torch
+
+from robustcert import (
+    CheckpointError, InvalidArgumentError, ModelOutputError, RobustCertError, ShapeError, Smooth,
+    build_model, load_model,
+)
+
+from conftest import LinearBinary
+
+
+@pytest.fixture
+def smoothed():
+    return Smooth(LinearBinary(torch.ones(4)), num_classes=2, sigma=0.5)
+
+
+@pytest.mark.parametrize("sigma", [0, -0.1, float("nan"), float("inf"), "abc"])
+def test_sigma_must_be_positive(sigma):
+    with pytest.raises(InvalidArgumentError, match="sigma"):
+        Smooth(LinearBinary(torch.ones(4)), 2, sigma=sigma)
+
+
+@pytest.mark.parametrize("alpha", [0, 1, -0.5, 1.5])
+def test_alpha_must_be_in_open_unit_interval(smoothed, alpha):
+    with pytest.raises(InvalidArgumentError, match="alpha"):
+        smoothed.certify(torch.zeros(4), n0=10, n=10, alpha=alpha)
+    with pytest.raises(InvalidArgumentError, match="alpha"):
+        smoothed.predict(torch.zeros(4), n=10, alpha=alpha)
+
+
+@pytest.mark.parametrize("kwargs,name", [({"n0": 0}, "n0"), ({"n": 0}, "n"), ({"n": -5}, "n"),
+                                          ({"n": 2.5}, "n"), ({"batch_size": 0}, "batch_size")])
+def test_sample_counts_must_be_at_least_one(smoothed, kwargs, name):
+    with pytest.raises(InvalidArgumentError, match=name):
+        smoothed.certify(torch.zeros(4), **{"n0": 10, "n": 10, **kwargs})
+
+
+def test_num_classes_must_be_at_least_two():
+    with pytest.raises(InvalidArgumentError, match="num_classes"):
+        Smooth(LinearBinary(torch.ones(4)), num_classes=1, sigma=0.5)
+
+
+def test_wrong_input_shape_is_reported():
+    model = build_model("digits_cnn")
+    with pytest.raises(ShapeError, match="shape"):
+        Smooth(model, 10, 0.25).certify(torch.zeros(3, 32, 32), n0=10, n=10)
+    with pytest.raises(ShapeError, match="no batch dimension"):
+        Smooth(model, 10, 0.25, input_shape=(1, 8, 8)).certify(torch.zeros(1, 1, 8, 8), n0=10, n=10)
+
+
+def test_class_count_mismatch_is_reported():
+    model = build_model("digits_cnn")  # 10 outputs
+    with pytest.raises(ShapeError, match="10 classes but num_classes=100"):
+        Smooth(model, num_classes=100, sigma=0.25).certify(torch.zeros(1, 8, 8), n0=10, n=10)
+
+
+class NaNModel(torch.nn.Module):
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 3)
+        out[-1, 0] = float("nan")  # a single bad logit in the batch is enough
+        return out
+
+
+def test_nan_logits_are_reported():
+    with pytest.raises(ModelOutputError, match="NaN"):
+        Smooth(NaNModel(), 3, 0.5).certify(torch.zeros(2), n0=10, n=100, batch_size=30)
+
+
+def test_nan_inputs_are_rejected(smoothed):
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        smoothed.certify(torch.tensor([0.0, float("nan"), 0.0, 0.0]), n0=10, n=10)
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "nope.pth.tar")
+    with pytest.raises(CheckpointError, match="no bundled model"):
+        load_model("bundled:does-not-exist")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(b"this is not a torch checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_model(path)
+    good = tmp_path / "truncated.pth"
+    torch.save({"arch": "digits_cnn", "state_dict": build_model("digits_cnn").state_dict()}, good)
+    data = good.read_bytes()
+    good.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_model(good)
+
+
+class Custom(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+def test_checkpoint_needing_unpickling_is_refused_without_the_flag(tmp_path):
+    path = tmp_path / "pickled.pt"
+    torch.save(Custom(), path)
+    with pytest.raises(CheckpointError, match="trust-checkpoint"):
+        load_model(path)
+    assert isinstance(load_model(path, trust_checkpoint=True), Custom)
+
+
+def test_all_errors_are_robustcert_errors():
+    for error in (CheckpointError, InvalidArgumentError, ModelOutputError, ShapeError):
+        assert issubclass(error, RobustCertError)
