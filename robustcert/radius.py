@@ -42,3 +42,86 @@ def gaussian_radius_two_sided(sigma: float, p_a_lower: float, p_b_upper: float) 
     if p_a_lower <= p_b_upper:
         return 0.0
     return 0.5 * sigma * (_probit(p_a_lower) - _probit(p_b_upper))
+
+
+# --------------------------------------------------------------------------- policy smoothing
+# Kumar, Levine and Feizi (ICLR 2022), "Policy Smoothing for Provably Robust Reinforcement
+# Learning": an adversary adds eps_t to every observation with sqrt(sum_t ||eps_t||^2) <= B over
+# the episode (adaptively); the agent acts on o_t + eps_t + delta_t, delta_t ~ N(0, sigma^2 I).
+
+
+def attacked_probability_lower(p_lower, budget: float, sigma: float):
+    """Adaptive Neyman-Pearson bound: an episode event of clean probability >= p keeps probability
+    >= Phi(Phi^-1(p) - B / sigma) under any adaptive attack of total l2 budget B.
+
+    Vectorised over ``p_lower``; Phi^-1(0) = -inf gives 0 and Phi^-1(1) = +inf gives 1. Increasing
+    in p, so a lower confidence bound on p gives a lower bound on the attacked probability.
+    """
+    import numpy as np
+
+    sigma = check_sigma(sigma)
+    budget = _check_budget(budget)
+    p = np.clip(np.asarray(p_lower, dtype=float), 0.0, 1.0)
+    return norm.cdf(norm.ppf(p) - budget / sigma)
+
+
+def _check_budget(budget: float) -> float:
+    from .errors import InvalidArgumentError
+
+    try:
+        value = float(budget)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"budget must be a number >= 0, got {budget!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgumentError(f"budget must be a finite number >= 0, got {budget!r}")
+    return value
+
+
+def _check_levels(levels, p_lower, lower_bound: float):
+    import numpy as np
+
+    from .errors import InvalidArgumentError
+
+    levels = np.asarray(levels, dtype=float)
+    p_lower = np.asarray(p_lower, dtype=float)
+    if levels.shape != p_lower.shape or levels.ndim != 1:
+        raise InvalidArgumentError("levels and p_lower must be 1-D arrays of the same length")
+    if len(levels) and (np.any(np.diff(levels) <= 0) or levels[0] <= lower_bound):
+        raise InvalidArgumentError("levels must be strictly increasing and above return_lower_bound")
+    return levels, p_lower
+
+
+def certified_expected_return(levels, p_lower, budget: float, sigma: float, lower_bound: float) -> float:
+    """Kumar et al. (2022), Theorem 2: E_attacked[R] >= v_0 + sum_i (v_i - v_{i-1}) Phi(Phi^-1(p_i) - B/sigma).
+
+    ``levels`` v_1 < ... < v_k (strictly above ``lower_bound`` = v_0, a known lower bound on every
+    return), ``p_lower`` p_i <= P_clean(R >= v_i), all holding simultaneously. Proof: for
+    R >= v_0, E[R] = v_0 + int_{v_0}^inf P(R >= t) dt, and for t in (v_{i-1}, v_i] the attacked
+    P(R >= t) >= attacked P(R >= v_i) >= Phi(Phi^-1(p_i) - B/sigma) (the event {R >= v_i} is an
+    event of the episode); the integral above v_k is >= 0.
+    """
+    import numpy as np
+
+    levels, p_lower = _check_levels(levels, p_lower, lower_bound)
+    if len(levels) == 0:
+        return float(lower_bound)
+    steps = np.diff(np.concatenate([[float(lower_bound)], levels]))
+    return float(lower_bound + np.sum(steps * attacked_probability_lower(p_lower, budget, sigma)))
+
+
+def certified_quantile(levels, p_lower, budget: float, sigma: float, lower_bound: float, q: float) -> float:
+    """The largest level v with certified attacked P(R >= v) >= 1 - q (v_0 if none).
+
+    Certifies that the attacked return is >= v with probability >= 1 - q, i.e. the attacked
+    return's q-quantile (lower q tail) is at least v. Uses the same simultaneous bounds as
+    :func:`certified_expected_return`, so it costs no extra alpha.
+    """
+    from .errors import check_alpha
+
+    levels, p_lower = _check_levels(levels, p_lower, lower_bound)
+    q = check_alpha(q, "quantile")
+    import numpy as np
+
+    attacked = attacked_probability_lower(p_lower, budget, sigma)
+    certified = np.nonzero(attacked >= 1.0 - q)[0]
+    return float(levels[certified[-1]]) if len(certified) else float(lower_bound)

@@ -55,3 +55,88 @@ def binomial_test_pvalue(k: int, n: int, p: float = 0.5) -> float:
     """
     k, n = _check_successes(k, n)
     return float(binomtest(k, n, p, alternative="two-sided").pvalue)
+
+
+# --------------------------------------------------------------------------- survival-function bands
+# Simultaneous lower confidence bands on S(t) = P(X >= t) from n i.i.d. samples: the statistics of
+# policy smoothing (Kumar, Levine and Feizi 2022), which certifies an expected return from a lower
+# bound on the whole survival function of the clean smoothed return.
+
+
+def empirical_survival(samples, thresholds):
+    """S_n(t) = #{j : X_j >= t} / n at each threshold (an array like ``thresholds``)."""
+    import numpy as np
+
+    values = np.sort(np.asarray(samples, dtype=float))
+    check_count(len(values), "number of samples", minimum=1)
+    thresholds = np.asarray(thresholds, dtype=float)
+    return (len(values) - np.searchsorted(values, thresholds, side="left")) / len(values)
+
+
+def dkw_epsilon(n: int, alpha: float) -> float:
+    """Width of the one-sided Dvoretzky-Kiefer-Wolfowitz band (Massart 1990).
+
+    Massart (1990, Ann. Probab. 18, Theorem 1 and its one-sided corollary): for n i.i.d. samples
+    of ANY distribution, P(sup_t (S_n(t) - S(t)) > eps) <= exp(-2 n eps^2) whenever
+    exp(-2 n eps^2) <= 1/2. Hence, for alpha <= 1/2, with probability >= 1 - alpha,
+    S(t) >= S_n(t) - eps for every t at once, with eps = sqrt(ln(1/alpha) / (2n)).
+    (S_n - S for the survival function is F - F_n at left limits, i.e. the one-sided DKW statement
+    for -X; discontinuous distributions only make the supremum stochastically smaller.)
+    For alpha > 1/2 Massart's one-sided condition fails and the two-sided constant is used:
+    eps = sqrt(ln(2/alpha) / (2n)) (P(sup |F_n - F| > eps) <= 2 exp(-2 n eps^2) for all eps).
+    The two-sided form sqrt(ln(2/alpha)/(2n)) is always valid but wider than needed for a
+    one-sided band.
+    """
+    import math
+
+    n = check_count(n, "n")
+    alpha = check_alpha(alpha)
+    log_term = math.log(1.0 / alpha) if alpha <= 0.5 else math.log(2.0 / alpha)
+    return math.sqrt(log_term / (2.0 * n))
+
+
+def dkw_survival_lower(samples, thresholds, alpha: float):
+    """Lower band max(S_n(t) - eps, 0), valid for all t simultaneously with probability >= 1 - alpha.
+
+    eps from :func:`dkw_epsilon`. The thresholds may depend on the samples (the band holds for
+    every t at once), so certifying at the observed levels costs nothing extra.
+    """
+    import numpy as np
+
+    survival = empirical_survival(samples, thresholds)
+    return np.maximum(survival - dkw_epsilon(len(np.atleast_1d(samples)), alpha), 0.0)
+
+
+def clopper_pearson_survival_lower(samples, thresholds, alpha: float, fixed_grid: bool = False):
+    """Clopper-Pearson lower bounds on S(t) = P(X >= t), simultaneous over all thresholds.
+
+    Two ways to split alpha (both union bounds):
+
+    * ``fixed_grid=True``: the m thresholds were declared BEFORE sampling (e.g. every integer
+      return 1..T of a T-step episode). Each bound is a one-sided Clopper-Pearson bound at level
+      alpha/m on the count #{X_j >= t}; the union bound over the m fixed events gives 1 - alpha.
+    * ``fixed_grid=False`` (default): the thresholds may be chosen from the data (e.g. the distinct
+      observed values). alpha is then split over the n possible count levels c = 1..n instead:
+      with L_c = CP_lower(c, n, alpha/n), let q_c be the largest t with S(t) >= L_c; the event
+      "some t with count(t) >= c has S(t) < L_c" implies #{X_j > q_c} >= c, where
+      P(X > q_c) <= L_c, so it has probability <= P(Binomial(n, L_c) >= c) = alpha/n. The union
+      over c = 1..n gives S(t) >= L_count(t) for every t at once with probability >= 1 - alpha.
+      (Splitting alpha over the k distinct OBSERVED levels instead would not be a valid union
+      bound: those levels, and k, depend on the data.)
+
+    A threshold with count 0 gets the trivial bound 0. Reuses :func:`clopper_pearson_lower`.
+    """
+    import numpy as np
+
+    thresholds = np.atleast_1d(np.asarray(thresholds, dtype=float))
+    n = len(np.atleast_1d(samples))
+    counts = np.rint(empirical_survival(samples, thresholds) * n).astype(int)
+    splits = len(thresholds) if fixed_grid else n
+    level = check_alpha(alpha) / max(splits, 1)
+    cache: dict[int, float] = {}
+    lower = np.empty(len(thresholds))
+    for i, count in enumerate(counts):
+        if count not in cache:
+            cache[count] = clopper_pearson_lower(int(count), n, level)
+        lower[i] = cache[count]
+    return lower
