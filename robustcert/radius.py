@@ -44,6 +44,22 @@ def gaussian_radius_two_sided(sigma: float, p_a_lower: float, p_b_upper: float) 
     return 0.5 * sigma * (_probit(p_a_lower) - _probit(p_b_upper))
 
 
+def dual_gaussian_radius(sigma_a: float, sigma_b: float, p_a_lower: float, p_b_lower: float) -> float:
+    """Dual randomized smoothing (Xia et al., ICLR 2024), sound form: R = (a + b) / sqrt(1/sigma_a^2 + 1/sigma_b^2).
+
+    a = Phi^-1(p_a_lower), b = Phi^-1(p_b_lower) are the probits of lower bounds on the two
+    branches' probabilities of the predicted class; negative values are kept (not clamped) and
+    Phi^-1(0) = -inf. Returns 0.0 when a + b <= 0 (no certificate: the caller abstains). Equal
+    sigmas give sigma (a + b) / sqrt(2). The derivation is in :mod:`robustcert.methods.dual`.
+    NOT sqrt(R_a^2 + R_b^2) with R_i = sigma_i Phi^-1(p_i): that over-claims whenever R_a != R_b.
+    """
+    sigma_a, sigma_b = check_sigma(sigma_a, "sigma_a"), check_sigma(sigma_b, "sigma_b")
+    total = _probit(p_a_lower) + _probit(p_b_lower)  # -inf + finite = -inf; inf - inf = nan
+    if not total > 0:
+        return 0.0
+    return total / math.sqrt(sigma_a ** -2 + sigma_b ** -2)
+
+
 # --------------------------------------------------------------------------- policy smoothing
 # Kumar, Levine and Feizi (ICLR 2022), "Policy Smoothing for Provably Robust Reinforcement
 # Learning": an adversary adds eps_t to every observation with sqrt(sum_t ||eps_t||^2) <= B over
