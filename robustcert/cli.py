@@ -29,15 +29,34 @@ def fail(message: str) -> None:
 
 
 class ErrorReportingGroup(click.Group):
-    """Turn every RobustCertError (and OSError) into one readable line and exit status 2."""
+    """Turn every user error into one readable line on stderr and exit status 2.
 
-    def invoke(self, ctx):
+    RobustCertError, OSError and click's usage errors (missing option, ``--sigma abc``, unknown
+    command) all become ``robustcert: error: ...``. Called with ``standalone_mode=False`` (from
+    Python), errors propagate as exceptions instead.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            return super().invoke(ctx)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            fail(" ".join(exc.format_message().split()) + hint)
+        except click.ClickException as exc:
+            fail(" ".join(exc.format_message().split()))
+        except click.Abort:
+            click.echo("robustcert: interrupted (rows already written are kept; --resume continues)", err=True)
+            sys.exit(130)
         except RobustCertError as exc:
-            fail(str(exc))
+            fail(" ".join(str(exc).split()))
         except OSError as exc:
             fail(f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc))
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -147,13 +166,7 @@ class RowWriter:
         self.path = path
         self.header = "\t".join(header)
         self.done: set[int] = set()
-        if not path.parent.exists():
-            raise CLIError(f"output folder does not exist: {path.parent}")
-        if not os.access(path.parent, os.W_OK):
-            raise CLIError(f"output folder is not writable: {path.parent}")
-        exists = path.exists() and path.stat().st_size > 0
-        if exists and not resume:
-            raise CLIError(f"{path} already exists and is not empty: pass --resume to continue it, or remove it")
+        exists = check_output(path, resume)
         if exists:
             self._recover()
         else:
@@ -162,17 +175,25 @@ class RowWriter:
         self.handle = open(path, "a")
 
     def _recover(self) -> None:
-        text = self.path.read_text()
+        try:
+            text = self.path.read_text()
+        except UnicodeDecodeError:
+            raise CLIError(f"cannot resume {self.path}: it is not a text file") from None
         lines = text.split("\n")
         if lines[0] != self.header:
             raise CLIError(f"cannot resume {self.path}: its header is {lines[0]!r}, expected {self.header!r}")
         complete = lines[:-1]  # the last element is "" after a final newline, else a partial row
         width = len(self.header.split("\t"))
         kept = [complete[0]] + [line for line in complete[1:] if len(line.split("\t")) == width]
+        try:
+            self.done = {int(line.split("\t")[0]) for line in kept[1:]}
+        except ValueError:
+            raise CLIError(f"cannot resume {self.path}: a row has a non-integer idx") from None
         if len(kept) != len(complete) or not text.endswith("\n"):
-            with open(self.path, "w") as handle:  # drop the partial last row of a killed run
-                handle.write("\n".join(kept) + "\n")
-        self.done = {int(line.split("\t")[0]) for line in kept[1:]}
+            # drop the partial last row of a killed run; atomic, so a crash here loses nothing
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            temporary.write_text("\n".join(kept) + "\n")
+            temporary.replace(self.path)
 
     def write(self, line: str) -> None:
         self.handle.write(line + "\n")
@@ -182,27 +203,75 @@ class RowWriter:
         self.handle.close()
 
 
-def write_sidecar(path: Path, record: dict, resume: bool) -> None:
-    """Write ``FILE.json`` atomically; on resume the recorded run parameters must match."""
+def check_output(path: Path, resume: bool) -> bool:
+    """Check that ``path`` can be written; True when it holds results that ``resume`` continues.
+
+    Called before anything slow (model loading) and again by RowWriter, so that a run that is
+    going to be refused fails at once and never touches existing results.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CLIError(f"output {path} is a folder, not a file")
+    if not path.parent.is_dir():
+        raise CLIError(f"output folder does not exist: {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        raise CLIError(f"output folder is not writable: {path.parent}")
+    exists = path.exists() and path.stat().st_size > 0
+    if exists and not resume:
+        raise CLIError(f"{path} already exists and is not empty: pass --resume to continue it, or remove it")
+    if exists and not os.access(path, os.W_OK):
+        raise CLIError(f"output file is not writable: {path}")
+    return exists
+
+
+def previous_runs(path: Path, record: dict) -> list:
+    """The runs recorded in the sidecar of a result file being resumed, after checking that the
+    new run has the same parameters, model (sha256), data and kind; [] if there is nothing yet.
+
+    A file with rows but no sidecar cannot be resumed: its parameters are unknown.
+    """
+    path = Path(path)
     sidecar = path.with_name(path.name + ".json")
-    if resume and sidecar.exists():
-        try:
-            previous = json.loads(sidecar.read_text())
-        except json.JSONDecodeError:
-            raise CLIError(f"cannot resume: sidecar {sidecar} is not valid JSON") from None
-        differing = [k for k, v in record["parameters"].items() if previous.get("parameters", {}).get(k) != v]
-        if differing:
-            raise CLIError(f"cannot resume {path}: parameters differ from the first run ({', '.join(differing)})")
-        record["runs"] = previous.get("runs", []) + record["runs"]
+    has_rows = path.is_file() and b"\n" in path.read_bytes().rstrip(b"\n")
+    if not sidecar.exists():
+        if has_rows:
+            raise CLIError(f"cannot resume {path}: its sidecar {sidecar.name} is missing, so its parameters are unknown")
+        return []
+    try:
+        previous = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CLIError(f"cannot resume: sidecar {sidecar} is not valid JSON") from None
+    old, new = previous.get("parameters", {}), record["parameters"]
+    differing = [k for k in sorted(set(old) | set(new))
+                 if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str)]
+    for section, key in (("model", "sha256"), ("data", "spec")):
+        if (previous.get(section) or {}).get(key) != (record.get(section) or {}).get(key):
+            differing.append(f"{section} {key}")
+    if previous.get("kind") != record.get("kind"):
+        differing.append("command")
+    if differing:
+        raise CLIError(f"cannot resume {path}: differs from the first run in {', '.join(differing)}")
+    return previous.get("runs", [])
+
+
+def write_sidecar(path: Path, record: dict, resume: bool) -> None:
+    """Write ``FILE.json`` atomically; on resume the run must match the recorded one (previous_runs)."""
+    sidecar = path.with_name(path.name + ".json")
+    if resume:
+        record["runs"] = previous_runs(path, record) + record["runs"]
     temporary = sidecar.with_name(sidecar.name + ".tmp")
     temporary.write_text(json.dumps(record, indent=2, default=str) + "\n")
     temporary.replace(sidecar)
 
 
-def progress_bar(total: int, quiet: bool, unit: str = "input"):
+def progress_bar(total: int, quiet: bool, unit: str = "input", initial: int = 0):
+    """tqdm on stderr (inputs done, rate, ETA); off with --quiet or when stderr is not a terminal.
+
+    ``initial`` counts work done by an earlier run (resume) without inflating the rate and ETA.
+    """
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True,
+    return tqdm(total=total, initial=initial, unit=unit, file=sys.stderr, dynamic_ncols=True,
                 disable=quiet or not sys.stderr.isatty())
 
 
@@ -216,17 +285,33 @@ def build_cohen(loaded, num_classes, sigma, device, options):
 METHOD_BUILDERS = {"cohen": build_cohen}
 
 
+def invocation_command() -> str:
+    """This run's command line, shell-quoted (``robustcert certify --model ...``).
+
+    A caller that runs a command from Python (``certify.main(args, obj={"argv": [...]})``, as
+    ``robustcert demo`` does) records the equivalent shell command through ``obj["argv"]``.
+    """
+    import shlex
+
+    context = click.get_current_context(silent=True)
+    obj = context.find_root().obj if context is not None else None
+    if isinstance(obj, dict) and "argv" in obj:
+        return shlex.join(["robustcert", *obj["argv"]])
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
 def run_record(kind, method, smoothed, loaded, dataset, parameters, device) -> dict:
     """The JSON sidecar: command, parameters (incl. alpha spending), model, data, device, versions."""
     return {
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "command": invocation_command(),
         "kind": kind,
         "method": method,
         "parameters": parameters,
         "model": {"spec": loaded.source, "arch": loaded.arch, "sha256": loaded.sha256},
         "data": {"spec": dataset.name, "num_classes": dataset.num_classes,
                  "input_shape": list(dataset.input_shape)},
-        "runs": [{"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device_name(device),
+        "runs": [{"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": invocation_command(),
+                  "device": device_name(device),
                   "versions": package_versions()}],
     }
 
@@ -244,13 +329,15 @@ def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameter
     """
     import torch
 
+    record = run_record(kind, method, smoothed, loaded, dataset, parameters, device)
+    if resume:
+        previous_runs(out_path, record)  # refuse a mismatched resume before touching the TSV
     writer = RowWriter(out_path, columns, resume)
     todo = [i for i in indices if i not in writer.done]
-    record = run_record(kind, method, smoothed, loaded, dataset, parameters, device)
     write_sidecar(out_path, record, resume)
     chunk = inputs_per_call(samples_per_input, batch_size)
-    with progress_bar(len(indices), quiet) as bar:
-        bar.update(len(indices) - len(todo))
+    started, samples_done = time.perf_counter(), 0
+    with progress_bar(len(indices), quiet, initial=len(indices) - len(todo)) as bar:
         try:
             for start in range(0, len(todo), chunk):
                 batch_indices = todo[start:start + chunk]
@@ -258,9 +345,10 @@ def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameter
                 xs = torch.stack([x for x, _ in items])
                 for line in rows_for(xs, batch_indices, [label for _, label in items]):
                     writer.write(line)
-                bar.update(len(batch_indices))
-                rate = samples_per_input * len(batch_indices) / max(bar.format_dict["elapsed"], 1e-9)
+                samples_done += samples_per_input * len(batch_indices)
+                rate = samples_done / max(time.perf_counter() - started, 1e-9)
                 bar.set_postfix(samples_per_s=f"{rate:.3g}", refresh=False)
+                bar.update(len(batch_indices))
         finally:
             writer.close()
 
@@ -275,6 +363,7 @@ def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_pat
     """Certify inputs of a dataset; writes idx, label, predict, radius, correct, time."""
     from .results import CERTIFY_COLUMNS, certify_row
 
+    check_output(out_path, resume)  # fail before loading anything; never touch existing results
     device = resolve_device(device)
     loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device)
     smoothed = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, method_options)
@@ -300,6 +389,7 @@ def predict(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_pat
     """Predict with the smoothed classifier (may abstain); writes idx, label, predict, correct, time."""
     from .results import PREDICT_COLUMNS, predict_row
 
+    check_output(out_path, resume)  # fail before loading anything; never touch existing results
     device = resolve_device(device)
     loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device)
     smoothed = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, {})
