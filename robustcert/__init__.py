@@ -14,6 +14,7 @@ from .errors import (
     CheckpointError, DataError, InvalidArgumentError, ModelOutputError, RobustCertError, ShapeError,
 )
 from .methods.cohen import Smooth
+from .methods.diffusion import DiffusionDenoiser, denoised_classifier, load_denoiser  # diffusers imported lazily
 from .models import NormalizeLayer, build_model, load_checkpoint, load_model
 
 __version__ = "0.1.0"
@@ -24,3 +25,4 @@ __all__ = [
     "ShapeError", "Smooth", "VoteCounter", "build_model", "load_checkpoint", "load_dataset", "load_model",
     "__version__",
 ]
+__all__ += ["DiffusionDenoiser", "denoised_classifier", "load_denoiser"]

@@ -358,6 +358,8 @@ def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameter
 @click.option("--n0", type=int, default=DEFAULT_N0, show_default=True, help="Selection samples per input.")
 @click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Estimation samples per input.")
 @click.option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True)
+@click.option("--denoiser", default=None, help="Diffusion denoiser in front of the model (Carlini et al. 2023): "
+              "bundled:digits-ddpm or a local diffusers folder (needs pip install robustcert[diffusion]).")
 def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, alpha, batch_size, skip,
             max_inputs, seed, device, resume, quiet, n0, n, method, **method_options):
     """Certify inputs of a dataset; writes idx, label, predict, radius, correct, time."""
@@ -366,10 +368,12 @@ def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_pat
     check_output(out_path, resume)  # fail before loading anything; never touch existing results
     device = resolve_device(device)
     loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device)
+    from .methods.diffusion import with_denoiser
+    loaded, denoising = with_denoiser(loaded, method_options.pop("denoiser", None), sigma, dataset.input_shape, device)
     smoothed = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, method_options)
     n0, n, alpha, batch_size = smoothed.check_certify_args(n0, n, alpha, batch_size)
     parameters = {"sigma": sigma, "n0": n0, "n": n, "alpha": alpha, "batch": batch_size, "seed": seed,
-                  "skip": skip, "max": max_inputs, "split": split, "method": method, **method_options,
+                  "skip": skip, "max": max_inputs, "split": split, "method": method, **method_options, **denoising,
                   "alpha_spending": smoothed.alpha_spending(alpha)}
 
     def rows_for(xs, batch_indices, labels):
@@ -384,18 +388,21 @@ def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_pat
 @model_and_data_options
 @click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Samples per input.")
 @click.option("--method", type=click.Choice(["cohen"]), default="cohen", show_default=True)
+@click.option("--denoiser", default=None, help="Diffusion denoiser in front of the model (see certify --help).")
 def predict(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, alpha, batch_size, skip,
-            max_inputs, seed, device, resume, quiet, n, method):
+            max_inputs, seed, device, resume, quiet, n, method, denoiser):
     """Predict with the smoothed classifier (may abstain); writes idx, label, predict, correct, time."""
     from .results import PREDICT_COLUMNS, predict_row
 
     check_output(out_path, resume)  # fail before loading anything; never touch existing results
     device = resolve_device(device)
     loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device)
+    from .methods.diffusion import with_denoiser
+    loaded, denoising = with_denoiser(loaded, denoiser, sigma, dataset.input_shape, device)
     smoothed = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, {})
     _, n, alpha, batch_size = smoothed.check_certify_args(1, n, alpha, batch_size)
     parameters = {"sigma": sigma, "n": n, "alpha": alpha, "batch": batch_size, "seed": seed, "skip": skip,
-                  "max": max_inputs, "split": split, "method": method}
+                  "max": max_inputs, "split": split, "method": method, **denoising}
 
     def rows_for(xs, batch_indices, labels):
         predictions = smoothed.predict_batch(xs, n, alpha, batch_size, seed, batch_indices)
