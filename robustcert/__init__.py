@@ -26,3 +26,5 @@ __all__ = [
     "__version__",
 ]
 __all__ += ["DiffusionDenoiser", "denoised_classifier", "load_denoiser"]
+from .methods.policy import PolicySmooth, certify_returns  # gymnasium imported lazily
+__all__ += ["PolicySmooth", "certify_returns"]

@@ -1,0 +1,238 @@
+"""Policies for policy smoothing: batched callables, torch modules, stable-baselines3 models.
+
+A *policy* here is a callable mapping a batch of (noisy, possibly frame-stacked) observations,
+a float32 array (K, *agent_observation_shape), to K actions. Frame stacks have the layout of
+gymnasium's ``FrameStackObservation``: (k, *observation_shape), oldest frame first.
+
+Policy specifications (``load_policy``; CLI ``--policy``):
+
+* ``builtin:NAME`` / ``NAME`` of a hand-written controller (:data:`BUILTIN_CONTROLLERS`);
+* ``bundled:NAME`` / ``NAME`` of a policy shipped in ``robustcert/rl/weights/NAME.pt``;
+* a ``.pt`` file: our checkpoint ``{'arch': 'policy_mlp', 'state_dict', ...}`` or a plain
+  :class:`PolicyMLP` state_dict (read with ``torch.load(weights_only=True)``), or TorchScript;
+* a stable-baselines3 ``.zip`` (optional dependency ``stable-baselines3``). SB3 archives hold
+  cloudpickled objects, so loading one runs code from the file: it needs ``trust_checkpoint``.
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ModelOutputError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+class PolicyMLP(nn.Module):
+    """A small MLP policy: flatten the (stacked) observation, hidden tanh layers, action logits."""
+
+    def __init__(self, input_dim: int, num_actions: int, hidden: tuple[int, ...] = (32,)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = input_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.Tanh()]
+            width = size
+        layers.append(nn.Linear(width, num_actions))
+        self.net = nn.Sequential(*layers)
+        self.input_dim, self.num_actions, self.hidden = input_dim, num_actions, tuple(hidden)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.net(observations.flatten(1))
+
+    def config(self) -> dict:
+        return {"input_dim": self.input_dim, "num_actions": self.num_actions, "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict) -> "PolicyMLP":
+        """Rebuild the architecture from the Linear weight shapes (keys ``net.<i>.weight``)."""
+        weights = [state_dict[k] for k in sorted(
+            (k for k in state_dict if k.startswith("net.") and k.endswith(".weight")),
+            key=lambda k: int(k.split(".")[1]))]
+        if not weights or any(w.ndim != 2 for w in weights):
+            raise CheckpointError("state_dict is not a PolicyMLP (expected keys net.<i>.weight of Linear layers)")
+        model = cls(int(weights[0].shape[1]), int(weights[-1].shape[0]), tuple(int(w.shape[0]) for w in weights[:-1]))
+        try:
+            model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"state_dict does not fit PolicyMLP: {' '.join(str(exc).split())[:200]}") from None
+        return model
+
+
+class TorchPolicy:
+    """A torch module as a batched policy: discrete actions = argmax of its outputs (logits).
+
+    ``discrete=False``: the module's outputs are the (continuous) actions themselves.
+    The module stays available as ``.module`` for gradient attacks.
+    """
+
+    def __init__(self, module: nn.Module, discrete: bool = True, device: torch.device | str | None = None):
+        from ..engine import model_device
+
+        self.module = module.eval()
+        self.discrete = discrete
+        self.device = torch.device(device) if device is not None else model_device(module)
+
+    @torch.inference_mode()
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        outputs = self.module(torch.as_tensor(observations, dtype=torch.float32, device=self.device))
+        if not bool(torch.isfinite(outputs).all()):
+            raise ModelOutputError("the policy returned NaN or infinite outputs")
+        if self.discrete:
+            return outputs.argmax(dim=1).cpu().numpy()
+        return outputs.cpu().numpy()
+
+
+class SB3Policy:
+    """A stable-baselines3 model as a batched policy (``model.predict(obs, deterministic=True)``)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        actions, _ = self.model.predict(observations, deterministic=True)
+        return np.asarray(actions)
+
+
+# --------------------------------------------------------------------------- built-in controllers
+def cartpole_pd(observations: np.ndarray) -> np.ndarray:
+    """A hand-written CartPole controller: push right iff theta + 0.5 theta_dot + 0.05 x_dot > 0.
+
+    Observations (K, 4) = (x, x_dot, theta, theta_dot), or frame stacks (K, k, 4), whose frames
+    are averaged first (which also averages out some of the smoothing noise).
+    """
+    obs = np.asarray(observations, dtype=np.float64)
+    if obs.ndim == 3:
+        obs = obs.mean(axis=1)
+    if obs.ndim != 2 or obs.shape[1] != 4:
+        raise ModelOutputError(f"cartpole-pd expects CartPole observations (K, 4) or (K, k, 4), got {obs.shape}")
+    return (obs[:, 2] + 0.5 * obs[:, 3] + 0.05 * obs[:, 1] > 0).astype(np.int64)
+
+
+def constant_action(action: int = 0) -> Callable:
+    """A policy that always plays ``action`` (e.g. NOOP in Atari games; a smoke-test baseline)."""
+
+    def policy(observations: np.ndarray) -> np.ndarray:
+        return np.full(len(observations), action, dtype=np.int64)
+
+    return policy
+
+
+BUILTIN_CONTROLLERS: dict[str, Callable] = {"cartpole-pd": cartpole_pd, "noop": constant_action(0)}
+
+
+# --------------------------------------------------------------------------- loading
+@dataclass
+class LoadedPolicy:
+    """A policy and what is known about it (``frame_stack``, environment, training sigma ...)."""
+
+    policy: Callable
+    source: str
+    module: nn.Module | None = None
+    sha256: str | None = None
+    frame_stack: int | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+def bundled_policy_names() -> list[str]:
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
+
+
+def as_policy(policy, discrete: bool = True) -> Callable:
+    """Any supported policy object as a batched callable (torch modules -> :class:`TorchPolicy`)."""
+    if isinstance(policy, nn.Module):
+        return TorchPolicy(policy, discrete)
+    if hasattr(policy, "predict") and hasattr(policy, "policy"):  # a stable-baselines3 model
+        return SB3Policy(policy)
+    if callable(policy):
+        return policy
+    raise CheckpointError(f"a policy must be callable, a torch module or an SB3 model, got {type(policy).__name__}")
+
+
+def _load_sb3(path: Path, trust_checkpoint: bool, device):
+    if not trust_checkpoint:
+        raise CheckpointError(
+            f"{path} is a stable-baselines3 archive; loading it unpickles objects (runs code from the file): "
+            "pass --trust-checkpoint (trust_checkpoint=True) only if you trust its source"
+        )
+    try:
+        import stable_baselines3 as sb3
+    except ImportError:
+        raise CheckpointError("loading a .zip policy needs stable-baselines3: pip install stable-baselines3") from None
+    errors = []
+    for name in ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG"):
+        try:
+            return getattr(sb3, name).load(str(path), device=str(device))
+        except Exception as exc:  # the wrong algorithm class: try the next one
+            errors.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    raise CheckpointError(f"cannot load stable-baselines3 model {path}: {'; '.join(errors)[:300]}")
+
+
+def _is_sb3_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return "data" in names and "policy.pth" in names
+
+
+def load_policy(spec: str | Path, device: torch.device | str = "cpu", trust_checkpoint: bool = False) -> LoadedPolicy:
+    """Load a policy from a specification (see the module docstring). Raises CheckpointError."""
+    from ..models.checkpoint import _is_torchscript, _sha256, _torch_load
+
+    spec = str(spec)
+    name = spec.split(":", 1)[1] if spec.startswith(("builtin:", "bundled:")) else spec
+    if not spec.startswith("bundled:") and name in BUILTIN_CONTROLLERS:
+        return LoadedPolicy(BUILTIN_CONTROLLERS[name], f"builtin:{name}")
+    if spec.startswith("builtin:"):
+        raise CheckpointError(f"no built-in controller {name!r}; available: {', '.join(sorted(BUILTIN_CONTROLLERS))}")
+    path = Path(spec).expanduser()
+    if spec.startswith("bundled:") or (not path.exists() and name in bundled_policy_names()):
+        path = WEIGHTS_DIR / f"{name}.pt"
+        if not path.is_file():
+            raise CheckpointError(f"no bundled policy {name!r}; available: {', '.join(bundled_policy_names()) or 'none'}")
+        spec = f"bundled:{name}"
+    if not path.is_file():
+        raise CheckpointError(
+            f"policy not found: {spec} (not a file, a bundled policy ({', '.join(bundled_policy_names())}) "
+            f"or a built-in controller ({', '.join(sorted(BUILTIN_CONTROLLERS))}))"
+        )
+    digest = _sha256(path)
+    if _is_sb3_zip(path):
+        model = _load_sb3(path, trust_checkpoint, device)
+        return LoadedPolicy(SB3Policy(model), spec, getattr(model, "policy", None), digest)
+    if _is_torchscript(path):
+        try:
+            module = torch.jit.load(str(path), map_location="cpu").to(device).eval()
+        except Exception as exc:
+            raise CheckpointError(f"cannot read TorchScript file {path}: {str(exc).splitlines()[0]}") from None
+        return LoadedPolicy(TorchPolicy(module), spec, module, digest)
+    payload = _torch_load(path, trust_checkpoint)
+    metadata: dict = {}
+    if isinstance(payload, nn.Module):
+        module = payload
+    elif isinstance(payload, dict) and "state_dict" in payload:
+        if payload.get("arch", "policy_mlp") != "policy_mlp":
+            raise CheckpointError(f"policy checkpoint {path} has unknown arch {payload.get('arch')!r} (expected policy_mlp)")
+        module = PolicyMLP.from_state_dict(payload["state_dict"])
+        metadata = {k: v for k, v in payload.items()
+                    if k not in ("state_dict", "optimizer") and isinstance(v, (str, int, float, bool, list, dict))}
+    elif isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        module = PolicyMLP.from_state_dict(payload)
+    else:
+        raise CheckpointError(f"{path} is not a policy checkpoint (no state_dict, not a PolicyMLP state_dict)")
+    module = module.to(device).eval()
+    frame_stack = metadata.get("frame_stack")
+    return LoadedPolicy(TorchPolicy(module), spec, module, digest, int(frame_stack) if frame_stack else None, metadata)
+
+
+def save_policy(module: PolicyMLP, path: str | Path, **metadata) -> None:
+    """Save a :class:`PolicyMLP` as ``{'arch': 'policy_mlp', 'state_dict', **metadata}`` (weights_only-safe)."""
+    torch.save({"arch": "policy_mlp", "state_dict": module.state_dict(), **module.config(), **metadata}, path)
