@@ -21,12 +21,19 @@ from robustcert.models import build_model
 from robustcert.models.checkpoint import WEIGHTS_DIR
 
 
-def train(sigma: float, epochs: int, seed: int, batch_size: int = 64, lr: float = 2e-3, noise_copies: int = 4):
-    """Train one DigitsCNN at noise level sigma; returns the model and its clean test accuracy."""
+def train(sigma: float, epochs: int, seed: int, batch_size: int = 64, lr: float = 2e-3, noise_copies: int = 4,
+          arch: str = "digits_cnn", view=None):
+    """Train one DigitsCNN at noise level sigma; returns the model and its clean test accuracy.
+
+    ``arch`` and ``view`` (a function applied to the (N, 1, 8, 8) images before noise, e.g. one
+    half of a dual-smoothing split) let other recipes reuse this loop.
+    """
     torch.manual_seed(seed)
     x_train, y_train = (torch.from_numpy(a) for a in digits_arrays("train"))
     x_test, y_test = (torch.from_numpy(a) for a in digits_arrays("test"))
-    model = build_model("digits_cnn")
+    if view is not None:
+        x_train, x_test = view(x_train), view(x_test)
+    model = build_model(arch)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
     for _ in range(epochs):

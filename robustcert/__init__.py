@@ -28,3 +28,6 @@ __all__ = [
 __all__ += ["DiffusionDenoiser", "denoised_classifier", "load_denoiser"]
 from .methods.policy import PolicySmooth, certify_returns  # gymnasium imported lazily
 __all__ += ["PolicySmooth", "certify_returns"]
+from .methods.dual import DualSmooth  # dual randomized smoothing (Xia et al. 2024)
+from .splits import SPLITS, get_split
+__all__ += ["DualSmooth", "SPLITS", "get_split"]

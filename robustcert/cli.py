@@ -134,8 +134,12 @@ def selected_indices(length: int, skip: int, max_inputs: int) -> list[int]:
     return indices if max_inputs < 0 else indices[:max_inputs]
 
 
-def load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device):
-    """Load the base model and the dataset, and check that they fit together."""
+def load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device, model_input_shape=None):
+    """Load the base model and the dataset, and check that they fit together.
+
+    ``model_input_shape(dataset_shape)``, when given, is the input shape the model must take
+    (dual smoothing's branch models take sub-images); by default the dataset's.
+    """
     from .data import load_dataset
     from .models import load_checkpoint
 
@@ -146,7 +150,14 @@ def load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device
             f"class-count mismatch: model {model_spec} has {loaded.num_classes} classes, "
             f"dataset {data_spec} has {dataset.num_classes}"
         )
-    if loaded.input_shape is not None and tuple(loaded.input_shape) != tuple(dataset.input_shape):
+    if model_input_shape is not None:
+        expected = tuple(model_input_shape(tuple(dataset.input_shape)))
+        if loaded.input_shape is not None and tuple(loaded.input_shape) != expected:
+            raise CLIError(
+                f"shape mismatch: model {model_spec} expects inputs {tuple(loaded.input_shape)}, but this method "
+                f"feeds it {expected} (dataset {data_spec} has {tuple(dataset.input_shape)})"
+            )
+    elif loaded.input_shape is not None and tuple(loaded.input_shape) != tuple(dataset.input_shape):
         raise CLIError(
             f"shape mismatch: model {model_spec} expects inputs {tuple(loaded.input_shape)}, "
             f"dataset {data_spec} has {tuple(dataset.input_shape)}"
@@ -285,6 +296,74 @@ def build_cohen(loaded, num_classes, sigma, device, options):
 METHOD_BUILDERS = {"cohen": build_cohen}
 
 
+def build_dual(loaded, num_classes, sigma, device, options):
+    """Dual randomized smoothing (Xia et al. 2024): --model is branch a, --model2 branch b.
+
+    --sigma is branch a's noise level, --sigma2 branch b's (default: --sigma); --dual-split names
+    the split (default checkerboard). Branch models take sub-images: load_run_inputs checked
+    --model against the split's sub-image shape (see ``dual_model_input_shape``); here --model2
+    is checked the same way, and against its checkpoint's recorded split and branch when present.
+    Records the second model's sha256 in the run parameters.
+    """
+    from .methods.dual import DualSmooth
+    from .models import load_checkpoint
+    from .splits import get_split
+
+    split = get_split(options.get("dual_split"))
+    if not options.get("model2"):
+        raise CLIError("--method dual needs --model2 (the base model of sub-image b)")
+    trust = bool(click.get_current_context().params.get("trust_checkpoint", False))
+    second = load_checkpoint(options["model2"], arch=options.get("arch2"), device=device, trust_checkpoint=trust)
+    if second.num_classes is not None and second.num_classes != num_classes:
+        raise CLIError(f"class-count mismatch: --model2 {options['model2']} has {second.num_classes} classes, "
+                       f"the dataset has {num_classes}")
+    # every registered split cuts an image into two halves of the same shape, the one --model was checked on
+    if None not in (loaded.input_shape, second.input_shape) and tuple(second.input_shape) != tuple(loaded.input_shape):
+        raise CLIError(f"shape mismatch: --model2 {options['model2']} expects inputs {tuple(second.input_shape)}, but "
+                       f"the {split.name} split gives sub-images of shape {tuple(loaded.input_shape)}")
+    for which, model in (("a", loaded), ("b", second)):
+        recorded_split, recorded_branch = model.metadata.get("dual_split"), model.metadata.get("dual_branch")
+        if recorded_split not in (None, split.name) or recorded_branch not in (None, which):
+            raise CLIError(f"model {model.source} was trained for branch {recorded_branch} of the {recorded_split} "
+                           f"split, but is used as branch {which} of the {split.name} split "
+                           f"(--model is branch a, --model2 branch b)")
+    smoothed = DualSmooth(loaded.module, second.module, num_classes, sigma, options.get("sigma2"), split, device=device)
+    options.update(dual_split=split.name, sigma2=smoothed.sigma_b, model2_sha256=second.sha256)  # recorded as run parameters
+    return smoothed
+
+
+def dual_model_input_shape(dataset_shape, options):
+    """Branch models take sub-images: the input shape --model must have for this dataset."""
+    from .splits import get_split
+
+    return get_split(options.get("dual_split")).sub_shapes(dataset_shape)[0]
+
+
+METHOD_BUILDERS["dual"] = build_dual
+# Options that belong to one method (refused with any other) and how its --model input shape
+# follows from the dataset's.
+METHOD_OPTIONS = {"dual": ("model2", "arch2", "sigma2", "dual_split")}
+METHOD_INPUT_SHAPES = {"dual": dual_model_input_shape}
+
+
+def options_for(method, options):
+    """``options`` without other methods' options (None: not given); refuses one given for another method."""
+    kept = dict(options)
+    for owner, names in METHOD_OPTIONS.items():
+        if owner == method:
+            continue
+        for name in names:
+            if kept.pop(name, None) is not None:
+                raise CLIError(f"--{name.replace('_', '-')} is an option of --method {owner}, not {method}")
+    return kept
+
+
+def model_input_shape(method, options):
+    """The rule giving --model's input shape from the dataset's (None: the dataset's own shape)."""
+    rule = METHOD_INPUT_SHAPES.get(method)
+    return None if rule is None else (lambda dataset_shape: rule(dataset_shape, options))
+
+
 def invocation_command() -> str:
     """This run's command line, shell-quoted (``robustcert certify --model ...``).
 
@@ -358,6 +437,11 @@ def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameter
 @click.option("--n0", type=int, default=DEFAULT_N0, show_default=True, help="Selection samples per input.")
 @click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Estimation samples per input.")
 @click.option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True)
+@click.option("--model2", default=None, help="dual: base model of sub-image b (--model is sub-image a's).")
+@click.option("--arch2", default=None, help="dual: architecture of --model2 when it is a plain state_dict.")
+@click.option("--sigma2", type=float, default=None, help="dual: noise level of branch b (default: --sigma).")
+@click.option("--dual-split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]),
+              help="dual: how images are cut into two sub-images (default: checkerboard).")
 @click.option("--denoiser", default=None, help="Diffusion denoiser in front of the model (Carlini et al. 2023): "
               "bundled:digits-ddpm or a local diffusers folder (needs pip install robustcert[diffusion]).")
 def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, alpha, batch_size, skip,
@@ -367,7 +451,9 @@ def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_pat
 
     check_output(out_path, resume)  # fail before loading anything; never touch existing results
     device = resolve_device(device)
-    loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device)
+    method_options = options_for(method, method_options)
+    loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device,
+                                      model_input_shape(method, method_options))
     from .methods.diffusion import with_denoiser
     loaded, denoising = with_denoiser(loaded, method_options.pop("denoiser", None), sigma, dataset.input_shape, device)
     smoothed = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, method_options)
