@@ -76,9 +76,16 @@ def read_results(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise ResultsError(f"result file not found: {path}")
     try:
+        with open(path, encoding="utf-8") as handle:
+            handle.readline()
         frame = pd.read_csv(path, sep="\t", dtype={"time": str})
+    except UnicodeDecodeError:
+        raise ResultsError(f"cannot read result file {path}: not a text file") from None
+    except pd.errors.EmptyDataError:
+        raise ResultsError(f"cannot read result file {path}: it is empty (no header line)") from None
     except Exception as exc:
-        raise ResultsError(f"cannot read result file {path}: {str(exc).splitlines()[0]}") from None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ResultsError(f"cannot read result file {path}: not a tab-separated result file ({detail})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     required = {"idx", "label", "predict", "correct"}
     if not required <= set(frame.columns):
@@ -100,12 +107,14 @@ def read_results(path: str | Path) -> pd.DataFrame:
 def certified_accuracy(frame: pd.DataFrame, radii: Iterable[float]) -> np.ndarray:
     """Certified accuracy at each radius r: mean over ALL rows of (correct and radius >= r).
 
-    Abstentions count as wrong (they have correct = 0) and the comparison is inclusive.
+    Abstentions count as wrong (they have correct = 0) and the comparison is inclusive. NaN for a
+    file without rows (there is no accuracy to report).
     """
-    correct = frame["correct"].to_numpy().astype(bool)
-    radius = frame["radius"].to_numpy()
+    radii = [float(r) for r in radii]
     if len(frame) == 0:
-        return np.zeros(len(list(radii)))
+        return np.full(len(radii), np.nan)
+    correct = frame["correct"].to_numpy().astype(bool)
+    radius = frame["radius"].to_numpy(dtype=float)
     return np.array([np.mean(correct & (radius >= r)) for r in radii])
 
 
@@ -126,19 +135,207 @@ def high_probability_accuracy(accuracy: float, rows: int, a: float = 0.001, rho:
 
 
 def parse_radii(text: str | Sequence[float]) -> list[float]:
-    """Radii from ``"0,0.25,0.5"`` or ``"0:1.5:0.25"`` (start:stop:step, inclusive)."""
-    if not isinstance(text, str):
-        return [float(r) for r in text]
+    """Radii from ``"0,0.25,0.5"`` or ``"0:1.5:0.25"`` (start:stop:step, stop included), or a list.
+
+    Raises ResultsError unless the radii are finite numbers >= 0.
+    """
     try:
-        if ":" in text:
+        if not isinstance(text, str):
+            radii = [float(r) for r in text]
+        elif ":" in text:
             start, stop, step = (float(v) for v in text.split(":"))
-            if step <= 0:
+            if not step > 0 or not math.isfinite(stop - start):
                 raise ValueError
             count = int(math.floor((stop - start) / step + 1e-9)) + 1
-            return [round(start + i * step, 10) for i in range(count)]
-        radii = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
+            radii = [round(start + i * step, 10) for i in range(max(count, 0))]
+        else:
+            radii = [float(v) for v in text.split(",") if v.strip()]
+    except (TypeError, ValueError):
         raise ResultsError(f"bad radius list {text!r}: use e.g. 0,0.25,0.5 or 0:1.5:0.25") from None
-    if not radii or any(r < 0 or not math.isfinite(r) for r in radii):
-        raise ResultsError(f"bad radius list {text!r}: radii must be finite and >= 0")
+    if not radii or any(not math.isfinite(r) or r < 0 for r in radii):
+        raise ResultsError(f"bad radius list {text!r}: give one or more finite radii >= 0, e.g. 0,0.25,0.5")
     return radii
+
+
+# --------------------------------------------------------------------------- summary tables
+CLEAN_ACCURACY, ABSTENTION, ACR, ROWS = "clean accuracy", "abstention", "ACR", "rows"
+
+
+def radius_column(radius: float) -> str:
+    """Column name of the certified accuracy at a radius, e.g. ``r=0.25``."""
+    return f"r={radius:g}"
+
+
+def is_certify_frame(frame: pd.DataFrame) -> bool:
+    """True for a certify TSV (it has a radius column), False for a predict TSV."""
+    return "radius" in frame.columns
+
+
+def default_radii(max_radius: float, max_columns: int = 9) -> list[float]:
+    """A radius grid from 0 to ``max_radius`` (rounded up to the step) with at most ``max_columns``
+    points; the step is the smallest of 0.25, 0.5, 1, 2, 5, 10, ... that fits (0.25 gives the
+    reference CIFAR-10 grid 0, 0.25, ..., 1.5 for the published files)."""
+    max_radius = max(float(max_radius), 0.0) if math.isfinite(max_radius) else 0.0
+    steps = [0.25, 0.5, 1.0] + [m * 10.0 ** e for e in range(0, 12) for m in (2.0, 5.0, 10.0)]
+    for step in steps:
+        count = int(math.ceil(max_radius / step - 1e-9)) + 1
+        if count <= max_columns:
+            return [round(i * step, 10) for i in range(max(count, 2))]
+    return [0.0, max_radius]
+
+
+def summary_row(frame: pd.DataFrame, radii: Sequence[float]) -> dict[str, float]:
+    """One line of a results table for one file.
+
+    * ``r=R``: certified accuracy at R (mean over ALL rows of correct and radius >= R; abstentions
+      count as wrong); NaN for a predict file, which certifies nothing.
+    * ``clean accuracy``: mean of ``correct`` (for a certify file the certified accuracy at r=0,
+      for a predict file the smoothed classifier's accuracy).
+    * ``abstention``: fraction of rows with ``predict == -1``.
+    * ``ACR``: average certified radius (mean of radius * correct); NaN for a predict file.
+    * ``rows``: number of rows (the denominator of every rate).
+    Rates of a file with no rows are NaN.
+    """
+    rows = len(frame)
+    certify = is_certify_frame(frame)
+    if certify and rows:
+        accuracies = certified_accuracy(frame, radii)
+    else:
+        accuracies = np.full(len(radii), np.nan)
+    line = {radius_column(r): float(a) for r, a in zip(radii, accuracies)}
+    line[CLEAN_ACCURACY] = float(frame["correct"].mean()) if rows else math.nan
+    line[ABSTENTION] = float((frame["predict"] == -1).mean()) if rows else math.nan
+    line[ACR] = average_certified_radius(frame) if certify and rows else math.nan
+    line[ROWS] = rows
+    return line
+
+
+def results_table(frames: dict[str, pd.DataFrame] | Sequence[tuple[str, pd.DataFrame]],
+                  radii: Sequence[float] | None = None) -> pd.DataFrame:
+    """The table papers report, one row per result file (index: its label).
+
+    ``frames`` maps a label to a DataFrame from :func:`read_results`. ``radii`` defaults to
+    :func:`default_radii` of the largest radius in the certify files. Columns: see
+    :func:`summary_row`.
+    """
+    items = list(frames.items()) if isinstance(frames, dict) else list(frames)
+    if radii is None:
+        largest = max((float(f["radius"].max()) for _, f in items if is_certify_frame(f) and len(f)), default=0.0)
+        radii = default_radii(largest)
+    radii = parse_radii(radii)
+    table = pd.DataFrame([summary_row(frame, radii) for _, frame in items],
+                         index=pd.Index([label for label, _ in items], name="file"))
+    table[ROWS] = table[ROWS].astype(int)
+    return table
+
+
+def default_labels(paths: Sequence[str | Path]) -> list[str]:
+    """Short distinct labels for result files: the fewest trailing path parts that tell them apart
+    (``sigma_0.25``, or ``noise_0.12/test/sigma_0.50`` when two files share a name), ``.tsv`` dropped."""
+    parts = [list(Path(p).with_suffix("").parts if Path(p).suffix == ".tsv" else Path(p).parts) for p in paths]
+    for depth in range(1, max((len(p) for p in parts), default=1) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(p) for p in paths]
+
+
+def table_from_files(paths: Sequence[str | Path], radii: Sequence[float] | str | None = None,
+                     labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read result files (ours or the published ones) and build :func:`results_table`."""
+    if not paths:
+        raise ResultsError("no result files given")
+    if labels is None:
+        labels = default_labels(paths)
+    elif len(labels) != len(paths):
+        raise ResultsError(f"got {len(labels)} labels for {len(paths)} files")
+    if isinstance(radii, str):
+        radii = parse_radii(radii)
+    return results_table([(label, read_results(path)) for label, path in zip(labels, paths)], radii)
+
+
+# Which way is better, per column kind: certified/clean accuracy and ACR up, abstention down.
+def column_direction(column: str) -> int:
+    """+1 if larger is better, -1 if smaller is better, 0 if the column has no best (rows)."""
+    if column == ROWS:
+        return 0
+    return -1 if column == ABSTENTION else 1
+
+
+def best_rows(table: pd.DataFrame, decimals: int = 3) -> dict[str, set]:
+    """For each column, the labels whose value is best at the displayed precision (ties: all).
+
+    A column has no best when fewer than two files have a value or all shown values are equal.
+    """
+    best: dict[str, set] = {}
+    for column in table.columns:
+        direction = column_direction(column)
+        values = table[column].astype(float).round(decimals).dropna()
+        if direction == 0 or len(values) < 2 or values.nunique() < 2:
+            best[column] = set()
+            continue
+        target = values.max() if direction > 0 else values.min()
+        best[column] = set(values.index[values == target])
+    return best
+
+
+def _cell(value, column: str, decimals: int) -> str:
+    if column == ROWS:
+        return str(int(value))
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{decimals}f}"
+
+
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIALS.get(char, char) for char in text)
+
+
+def render_table(table: pd.DataFrame, fmt: str = "markdown", decimals: int = 3, mark_best: bool = True) -> str:
+    """Format a :func:`results_table` as ``markdown``, ``latex`` (booktabs) or ``csv`` text.
+
+    The best value of each column is **bold** in markdown, ``\\textbf`` in LaTeX, and followed by
+    ``*`` in csv (with a closing ``# * = best`` comment line; ``mark_best=False`` gives plain numbers).
+    """
+    if fmt not in ("markdown", "latex", "csv"):
+        raise ResultsError(f"unknown table format {fmt!r}: use markdown, latex or csv")
+    best = best_rows(table, decimals) if mark_best else {c: set() for c in table.columns}
+    columns = list(table.columns)
+    body = []
+    for label, values in table.iterrows():
+        cells = []
+        for column in columns:
+            text = _cell(values[column], column, decimals)
+            if label in best[column]:
+                text = {"markdown": f"**{text}**", "latex": f"\\textbf{{{text}}}", "csv": f"{text}*"}[fmt]
+            cells.append(text)
+        body.append((str(label), cells))
+    if fmt == "markdown":
+        lines = ["| " + " | ".join([table.index.name or "file"] + columns) + " |",
+                 "|---|" + "---:|" * len(columns)]
+        lines += ["| " + " | ".join([label.replace("|", "\\|")] + cells) + " |" for label, cells in body]
+        return "\n".join(lines) + "\n"
+    if fmt == "latex":
+        header = [table.index.name or "file"] + [f"${c.replace('=', '{=}')}$" if c.startswith("r=") else c
+                                                  for c in columns]
+        lines = [r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule",
+                 " & ".join(_latex_escape(h) if not h.startswith("$") else h for h in header) + r" \\",
+                 r"\midrule"]
+        lines += [" & ".join([_latex_escape(label)] + cells) + r" \\" for label, cells in body]
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines) + "\n"
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([table.index.name or "file"] + columns)
+    for label, cells in body:
+        writer.writerow([label] + cells)
+    if mark_best and any(best.values()):
+        buffer.write("# * = best value in its column\n")
+    return buffer.getvalue()

@@ -1,0 +1,166 @@
+"""Figures from result files: certified accuracy against radius, one curve per file.
+
+Headless by construction: figures are built with the object-oriented API
+(``matplotlib.figure.Figure``, rendered by Agg for PNG, by the PDF/SVG backends for those files),
+so no display is needed and pyplot's global backend is never touched (a notebook keeps its
+inline backend). :func:`draw_certified_accuracy` draws on any Axes, e.g. one from
+``plt.subplots()`` in a notebook.
+
+Which curve a file gets is decided by its columns (:data:`CURVES`): a certify TSV
+(``radius``, ``correct``) gives a certified-accuracy curve. Another kind of result (e.g. an RL
+policy TSV with ``budget`` and ``certified_return``) plugs in with :func:`register_curve`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .results import ResultsError, certified_accuracy, default_labels, read_results
+
+FORMATS = ("png", "pdf", "svg")
+
+
+class PlotError(ResultsError):
+    """A figure cannot be made from the given files or written to the given path."""
+
+
+@dataclass(frozen=True)
+class CurveKind:
+    """How to plot one kind of result file.
+
+    ``columns``: the header columns that identify the kind; ``read(path)`` returns a DataFrame;
+    ``draw(ax, frame, label, options)`` adds one curve and returns the largest x it drew;
+    ``xlabel``/``ylabel`` label the axes.
+    """
+
+    name: str
+    columns: frozenset
+    read: Callable[[Path], pd.DataFrame]
+    draw: Callable
+    xlabel: str
+    ylabel: str
+
+
+CURVES: list[CurveKind] = []
+
+
+def register_curve(kind: CurveKind) -> CurveKind:
+    """Add a kind of result file to :func:`plot_files` (checked in registration order)."""
+    CURVES[:] = [k for k in CURVES if k.name != kind.name] + [kind]
+    return kind
+
+
+def certified_accuracy_curve(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The exact certified-accuracy step function of a certify DataFrame.
+
+    Returns breakpoints ``radii`` (0 and every distinct certified radius of a correct row, sorted)
+    and ``accuracy[k]`` = certified accuracy at ``radii[k]``. The function is constant on each
+    interval (radii[k-1], radii[k]] (inclusive comparison) and 0 beyond the last radius.
+    """
+    if "radius" not in frame.columns:
+        raise PlotError("certified accuracy needs a certify file with a radius column (this is a predict file)")
+    correct = frame["correct"].to_numpy().astype(bool)
+    radii = np.unique(np.concatenate([[0.0], frame["radius"].to_numpy(dtype=float)[correct]]))
+    return radii, certified_accuracy(frame, radii)
+
+
+def draw_certified_accuracy(ax, frame: pd.DataFrame, label: str, options: dict | None = None) -> float:
+    """Draw one certified-accuracy curve (a step function, see certified_accuracy_curve) on ``ax``.
+
+    ``options['max_radius']`` extends the last step to that radius. Returns the largest radius drawn.
+    """
+    options = options or {}
+    radii, accuracy = certified_accuracy_curve(frame)
+    end = max(float(options.get("max_radius") or 0.0), float(radii[-1]) * 1.05, 1e-3)
+    # left-continuous steps: value accuracy[k] on (radii[k-1], radii[k]], then 0 up to `end`
+    xs = np.concatenate([radii, [end]])
+    ys = np.concatenate([accuracy, [0.0]])
+    ax.step(xs, ys, where="pre", label=label)
+    return end
+
+
+CERTIFIED_ACCURACY = register_curve(CurveKind(
+    name="certified accuracy",
+    columns=frozenset({"idx", "label", "predict", "radius", "correct"}),
+    read=read_results,
+    draw=draw_certified_accuracy,
+    xlabel="radius (l2, pixel units in [0,1])",
+    ylabel="certified accuracy",
+))
+
+
+def header_columns(path: str | Path) -> set[str]:
+    """The column names in the first line of a TSV (ResultsError if unreadable)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"result file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"cannot read result file {path}: {exc}") from None
+    return {c.strip() for c in first.rstrip("\n").split("\t")}
+
+
+def curve_kind(path: str | Path) -> CurveKind:
+    """The registered kind whose columns the file's header holds."""
+    columns = header_columns(path)
+    for kind in CURVES:
+        if kind.columns <= columns:
+            return kind
+    if {"idx", "label", "predict", "correct"} <= columns:
+        raise PlotError(f"{path} is a predict file (no radius column): there is no curve to plot")
+    raise PlotError(f"{path}: no plot for a TSV with columns {sorted(columns)}")
+
+
+def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None,
+               max_radius: float | None = None, title: str | None = None) -> Path:
+    """Plot one curve per result file into ``out`` (.png, .pdf or .svg); all files must be of one kind.
+
+    Returns the path written. The image is written to a temporary file and moved into place, so a
+    failure never leaves a truncated figure behind.
+    """
+    from matplotlib.figure import Figure
+
+    out = Path(out)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise PlotError(f"cannot write a figure to {out}: use a .png, .pdf or .svg file name")
+    if not out.parent.is_dir():
+        raise PlotError(f"output folder does not exist: {out.parent}")
+    if not paths:
+        raise PlotError("no result files given")
+    if labels is None:
+        labels = default_labels(paths)
+    elif len(labels) != len(paths):
+        raise PlotError(f"got {len(labels)} labels for {len(paths)} files")
+    kinds = {curve_kind(path).name: curve_kind(path) for path in paths}
+    if len(kinds) > 1:
+        raise PlotError(f"cannot plot different kinds of result files together: {', '.join(kinds)}")
+    kind = next(iter(kinds.values()))
+    frames = [kind.read(path) for path in paths]
+
+    figure = Figure(figsize=(5.5, 3.8), layout="constrained")
+    ax = figure.add_subplot()
+    options = {"max_radius": max_radius}
+    right = max(kind.draw(ax, frame, label, options) for frame, label in zip(frames, labels))
+    ax.set_xlim(0, max_radius if max_radius else right)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(kind.xlabel)
+    ax.set_ylabel(kind.ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small")
+    temporary = out.with_name(f".{out.name}.tmp")
+    try:
+        figure.savefig(temporary, format=fmt, dpi=150)
+        temporary.replace(out)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise PlotError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return out
