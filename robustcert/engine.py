@@ -22,15 +22,22 @@ Design (see ARCHITECTURE.md):
 from __future__ import annotations
 
 import contextlib
+import time
+import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from .errors import ModelOutputError, ShapeError, check_count, check_sigma
+from .errors import InvalidArgumentError, ModelOutputError, ResourceError, ShapeError, check_count, check_sigma
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTO = "auto"
+#: Substrings of allocation-failure messages (CUDA caching allocator, CPU allocator, oneDNN).
+OUT_OF_MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory", "failed to allocate",
+                          "bad_alloc", "cannot allocate memory")
 
 
 def derive_seed(seed: int, index: int, stage: str) -> int:
@@ -57,6 +64,47 @@ def model_device(model: Callable) -> torch.device:
         for tensor in model.buffers():
             return tensor.device
     return torch.device("cpu")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an allocation failure: ``torch.cuda.OutOfMemoryError`` or a CPU allocator error."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in OUT_OF_MEMORY_MESSAGES)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def resolve_channels_last(channels_last: bool | None, device: torch.device, precision: str) -> bool:
+    """The memory layout of 4-D batches; ``None`` means the measured default.
+
+    Measured default (results/bench/README.md): on CPU, channels-last is 1.0-4x faster
+    (oneDNN's NHWC kernels), so it is on; on CUDA it is on with bf16/fp16 (tensor-core NHWC
+    kernels) and off at fp32 until experiments/gpu_check.sh measures otherwise.
+    """
+    if channels_last is not None:
+        return bool(channels_last)
+    return device.type == "cpu" or precision != "fp32"
+
+
+_COMPILED: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
+
+
+def compiled_model(model: Callable) -> Callable:
+    """``torch.compile(model)``, shared by every engine of the same model (one compilation cache)."""
+    try:
+        return _COMPILED[model]
+    except (KeyError, TypeError):
+        pass
+    result = torch.compile(model)
+    try:
+        _COMPILED[model] = result
+    except TypeError:  # not weak-referenceable: compile again next time
+        pass
+    return result
 
 
 class Accumulator(Protocol):
@@ -136,30 +184,57 @@ class MonteCarloEngine:
         batch_size: number of noisy samples per forward pass.
         device: where noise is drawn and the model runs; None means the model's device.
         precision: "fp32" (default), "bf16" or "fp16": autocast for the forward pass only; the
-            noise and the accumulated statistics stay in full precision.
-        channels_last: store 4-D noise batches in channels-last memory format.
+            noise and the accumulated statistics stay in full precision (outputs are returned to
+            the accumulator as float32). bf16/fp16 make a different base classifier: certificates
+            hold for that classifier.
+        channels_last: store 4-D noise batches (and the model's 4-D weights, in place; values are
+            unchanged) in channels-last memory format. None: the measured default
+            (:func:`resolve_channels_last`).
+        compile: run ``torch.compile(model)``; if compilation fails on this machine, warn once
+            and run the model eagerly (``report()["compile"]`` says which happened).
+
+    Out of memory: a forward pass that runs out of device memory is retried on halves of the
+    same noisy batch (``forward_batch`` halves each time, down to 1), so the samples and the
+    statistics are the same as without the failure; a noise buffer that cannot be allocated
+    halves ``batch_size`` before any sample of the run is drawn. Both are counted in
+    :meth:`report`. ``batch_size="auto"`` chooses the batch at the first run
+    (:func:`auto_batch_size`).
     """
 
     def __init__(
         self,
         model: Callable,
         sigma: float,
-        batch_size: int = 1000,
+        batch_size: int | str = 1000,
         device: torch.device | str | None = None,
         precision: str = "fp32",
-        channels_last: bool = False,
+        channels_last: bool | None = None,
+        compile: bool = False,
     ):
         self.model = model
         self.sigma = check_sigma(sigma)
-        self.batch_size = check_count(batch_size, "batch_size")
+        self.batch_size = AUTO if batch_size == AUTO else check_count(batch_size, "batch_size")
         self.device = torch.device(device) if device is not None else model_device(model)
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+            raise InvalidArgumentError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.precision = precision
-        self.channels_last = channels_last
+        self.channels_last = resolve_channels_last(channels_last, self.device, precision)
         self._buffer: torch.Tensor | None = None
+        self.forward_batch: int | None = None  # largest forward pass after out-of-memory retries
+        self.oom_retries = 0
+        self.auto_batch_probe: dict | None = None
         if isinstance(model, torch.nn.Module):
             model.eval()
+            if self.channels_last:
+                model.to(memory_format=torch.channels_last)
+        self.compile_status = "off"
+        self._compiled: Callable | None = None
+        if compile:
+            try:
+                self._compiled = compiled_model(model)
+                self.compile_status = "on"
+            except Exception as exc:  # torch.compile itself unavailable (e.g. unsupported Python)
+                self._compile_failed(exc)
 
     def generator(self, seed: int, index: int, stage: str) -> torch.Generator:
         """The generator of one input for one stage (e.g. "selection", "estimation")."""
@@ -168,15 +243,35 @@ class MonteCarloEngine:
         return generator
 
     def _noise_buffer(self, input_shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-        shape = (self.batch_size, *input_shape)
-        buffer = self._buffer
-        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
-            memory_format = (
-                torch.channels_last if self.channels_last and len(shape) == 4 else torch.contiguous_format
-            )
-            buffer = torch.empty(shape, dtype=dtype, device=self.device, memory_format=memory_format)
-            self._buffer = buffer
-        return buffer
+        """The preallocated noise batch; halves ``batch_size`` if it cannot be allocated."""
+        while True:
+            shape = (self.batch_size, *input_shape)
+            buffer = self._buffer
+            if buffer is not None and buffer.shape == shape and buffer.dtype == dtype:
+                return buffer
+            self._buffer = None  # release the old buffer before allocating the new one
+            try:
+                self._buffer = torch.empty(shape, dtype=dtype, device=self.device,
+                                           memory_format=self._memory_format(len(shape)))
+                return self._buffer
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                message = first_line(exc)
+            if self.batch_size == 1:
+                raise ResourceError(f"out of memory on {self.device} allocating one noisy sample: {message}")
+            self._after_out_of_memory("batch_size", self.batch_size, max(1, self.batch_size // 2), message)
+            self.batch_size = max(1, self.batch_size // 2)
+
+    def _memory_format(self, ndim: int) -> torch.memory_format:
+        return torch.channels_last if self.channels_last and ndim == 4 else torch.contiguous_format
+
+    def _after_out_of_memory(self, what: str, old: int, new: int, message: str) -> None:
+        self.oom_retries += 1
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        warnings.warn(f"out of memory on {self.device} with {what}={old} ({message}); retrying with {new}",
+                      RuntimeWarning, stacklevel=3)
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -184,12 +279,36 @@ class MonteCarloEngine:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def _call(self, model: Callable, batch: torch.Tensor) -> torch.Tensor:
+        if getattr(self.model, "takes_sigma", False):
+            return model(batch, self.sigma)
+        return model(batch)
+
+    def _compile_failed(self, exc: BaseException | str) -> None:
+        message = exc if isinstance(exc, str) else first_line(exc)
+        self._compiled = None
+        self.compile_status = f"failed: {message}"
+        warnings.warn(f"torch.compile failed on this machine ({message}); running the model without compilation",
+                      RuntimeWarning, stacklevel=3)
+
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """One forward pass of the base model on a batch of noisy inputs."""
+        """One forward pass of the base model on a batch of noisy inputs.
+
+        With ``compile``, a failure of the compiled model is checked against the eager model:
+        if the eager model succeeds, compilation is what failed, and it is switched off.
+        """
         with self._autocast():
-            if getattr(self.model, "takes_sigma", False):
-                return self.model(batch, self.sigma)
-            return self.model(batch)
+            if self._compiled is None:
+                return self._call(self.model, batch)
+            try:
+                return self._call(self._compiled, batch)
+            except Exception as exc:
+                if is_out_of_memory(exc):
+                    raise
+                message = first_line(exc)
+            outputs = self._call(self.model, batch)  # raises if the model itself fails
+            self._compile_failed(message)
+            return outputs
 
     @torch.inference_mode()
     def run(
@@ -210,10 +329,13 @@ class MonteCarloEngine:
         Raises:
             ShapeError: the model fails on the input shape or returns the wrong number of classes.
             ModelOutputError: the model returned NaN or infinite values.
+            ResourceError: out of memory even with one sample per forward pass.
         """
         n = check_count(n, "n")
         if len(generators) != inputs.shape[0]:
             raise ValueError("one generator per input is required")
+        if self.batch_size == AUTO:
+            self.batch_size = auto_batch_size(self, tuple(inputs.shape[1:]), accumulator.num_classes)
         buffer = self._noise_buffer(inputs.shape[1:], inputs.dtype)
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         for segments in plan_batches(inputs.shape[0], n, self.batch_size):
@@ -222,7 +344,7 @@ class MonteCarloEngine:
                 chunk.normal_(0.0, self.sigma, generator=generators[seg.row])
                 chunk.add_(inputs[seg.row])
             filled = segments[-1].start + segments[-1].count
-            outputs = self._checked_forward(buffer[:filled], accumulator.num_classes)
+            outputs = self._forward_in_pieces(buffer[:filled], accumulator.num_classes)
             nonfinite |= ~torch.isfinite(outputs).all()
             for seg in segments:
                 accumulator.update(outputs, seg.row, seg.start, seg.start + seg.count)
@@ -230,13 +352,34 @@ class MonteCarloEngine:
             raise ModelOutputError("the base model returned NaN or infinite outputs on noisy inputs")
         return accumulator
 
+    def _forward_in_pieces(self, batch: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Outputs on a noisy batch, in forward passes of at most ``forward_batch`` samples.
+
+        On out of memory the same batch is retried in halves: the samples do not change.
+        """
+        while True:
+            limit = min(self.forward_batch or batch.shape[0], batch.shape[0])
+            try:
+                if limit == batch.shape[0]:
+                    return self._checked_forward(batch, num_classes)
+                return torch.cat([self._checked_forward(piece, num_classes) for piece in batch.split(limit)])
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                message = first_line(exc)
+            if limit == 1:
+                raise ResourceError(f"out of memory on {self.device} even with one sample per forward pass: {message}")
+            self._after_out_of_memory("forward batch", limit, limit // 2, message)
+            self.forward_batch = limit // 2
+
     def _checked_forward(self, batch: torch.Tensor, num_classes: int) -> torch.Tensor:
         try:
             outputs = self.forward(batch)
         except (RuntimeError, ValueError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if is_out_of_memory(exc):
+                raise
             raise ShapeError(
-                f"the base model failed on inputs of shape {tuple(batch.shape[1:])}: {first_line}"
+                f"the base model failed on inputs of shape {tuple(batch.shape[1:])}: {first_line(exc)}"
             ) from exc
         if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2 or outputs.shape[0] != batch.shape[0]:
             shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
@@ -245,4 +388,111 @@ class MonteCarloEngine:
             raise ShapeError(
                 f"the base model returns {outputs.shape[1]} classes but num_classes={num_classes}"
             )
+        if outputs.dtype in (torch.bfloat16, torch.float16):
+            outputs = outputs.float()  # accumulators compute in float32 whatever the autocast dtype
         return outputs
+
+    def report(self) -> dict:
+        """What the engine did: batch sizes after out-of-memory retries, precision, layout, compile."""
+        report = {
+            "device": str(self.device),
+            "batch_size": self.batch_size,
+            "forward_batch": self.forward_batch or self.batch_size,
+            "oom_retries": self.oom_retries,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compile": self.compile_status,
+        }
+        if self.auto_batch_probe is not None:
+            report["auto_batch"] = self.auto_batch_probe
+        return report
+
+
+# --------------------------------------------------------------------------- automatic batch size
+#: Fraction of the free CUDA memory that ``auto`` batches may fill (the rest is headroom for
+#: allocator fragmentation and cuDNN workspaces; an out-of-memory error still halves the batch).
+AUTO_MEMORY_FRACTION = 0.6
+MAX_AUTO_BATCH = {"cuda": 32768, "cpu": 4096}
+#: CPU search: batches 8, 16, 32, ... until one forward pass takes longer than this.
+CPU_PROBE_SECONDS = 1.0
+
+
+def _floor_power_of_two(value: float) -> int:
+    return 1 << max(0, int(value).bit_length() - 1) if value >= 1 else 1
+
+
+def auto_batch_size(engine: MonteCarloEngine, input_shape: tuple[int, ...], num_classes: int) -> int:
+    """A batch size for ``engine``'s model on its device (``batch_size="auto"``).
+
+    * CUDA: the peak memory of forward passes at 16 and 64 samples gives the memory per sample
+      (activations, plus the noise buffer); the batch is the largest power of two that fills
+      ``AUTO_MEMORY_FRACTION`` of the free memory, at most ``MAX_AUTO_BATCH["cuda"]``.
+    * CPU: a short measurement. Forward passes at 8, 16, 32, ... samples (one warm-up and one
+      timed pass each) until a pass takes more than ``CPU_PROBE_SECONDS`` or the batch reaches
+      ``MAX_AUTO_BATCH["cpu"]``; the smallest batch within 5% of the best samples/s wins
+      (beyond the CPU caches larger batches can be slower). Takes a few seconds at most.
+
+    The probe runs the eager model with the engine's precision and layout; what it measured is
+    kept in ``engine.auto_batch_probe`` (and ``engine.report()``).
+    """
+    device = engine.device
+
+    def probe(size: int) -> None:
+        batch = torch.rand((size, *input_shape), device=device)
+        batch = batch.contiguous(memory_format=engine._memory_format(batch.ndim))
+        with torch.inference_mode(), engine._autocast():
+            outputs = engine._call(engine.model, batch)
+        if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 and outputs.shape[1] != num_classes:
+            raise ShapeError(f"the base model returns {outputs.shape[1]} classes but num_classes={num_classes}")
+
+    try:
+        if device.type == "cuda":
+            batch_size = _auto_batch_cuda(engine, input_shape, probe)
+        else:
+            batch_size = _auto_batch_cpu(engine, probe)
+    except (RuntimeError, ValueError) as exc:
+        if isinstance(exc, ShapeError):
+            raise
+        if is_out_of_memory(exc):
+            raise ResourceError(f"out of memory on {device} while choosing the batch size: {first_line(exc)}")
+        raise ShapeError(f"the base model failed on inputs of shape {input_shape}: {first_line(exc)}") from exc
+    engine.auto_batch_probe = dict(engine.auto_batch_probe or {}, chosen=batch_size)
+    return batch_size
+
+
+def _auto_batch_cuda(engine: MonteCarloEngine, input_shape, probe) -> int:
+    device = engine.device
+    sample_bytes = 4 * int(np.prod(input_shape))
+    peaks = {}
+    for size in (16, 64):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        probe(size)
+        torch.cuda.synchronize(device)
+        peaks[size] = torch.cuda.max_memory_allocated(device) - before
+    per_sample = max((peaks[64] - peaks[16]) / 48, peaks[64] / 64, sample_bytes) + sample_bytes
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # cached, reusable
+    batch_size = min(_floor_power_of_two(AUTO_MEMORY_FRACTION * free / per_sample), MAX_AUTO_BATCH["cuda"])
+    engine.auto_batch_probe = {"rule": "cuda free memory", "free_bytes": int(free),
+                               "bytes_per_sample": int(per_sample)}
+    return batch_size
+
+
+def _auto_batch_cpu(engine: MonteCarloEngine, probe) -> int:
+    rates: dict[int, float] = {}
+    size = 8
+    while size <= MAX_AUTO_BATCH["cpu"]:
+        probe(size)  # warm-up (oneDNN primitive creation for this shape)
+        start = time.perf_counter()
+        probe(size)
+        seconds = time.perf_counter() - start
+        rates[size] = size / max(seconds, 1e-9)
+        if seconds > CPU_PROBE_SECONDS:
+            break
+        size *= 2
+    best = max(rates.values())
+    batch_size = min(s for s, rate in rates.items() if rate >= 0.95 * best)
+    engine.auto_batch_probe = {"rule": "cpu measurement", "samples_per_s": {str(s): round(r, 1) for s, r in rates.items()}}
+    return batch_size

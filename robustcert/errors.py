@@ -34,6 +34,10 @@ class DataError(RobustCertError):
     """A dataset specification is unknown or its files are missing or unreadable."""
 
 
+class ResourceError(RobustCertError):
+    """The device ran out of memory even at the smallest batch (one sample per forward pass)."""
+
+
 def check_sigma(sigma: float, name: str = "sigma") -> float:
     """Return sigma as a float, or raise if it is not a finite number > 0."""
     try:

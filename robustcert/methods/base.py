@@ -43,7 +43,9 @@ class SmoothedClassifier:
         sigma: noise standard deviation (pixel units), > 0.
         device: where to sample; None means the model's device.
         input_shape: optional shape of one input, checked on every call.
-        precision / channels_last: forwarded to the engine (see MonteCarloEngine).
+        precision / channels_last / compile: engine options (see MonteCarloEngine): autocast
+            "fp32" | "bf16" | "fp16", channels-last layout (None: measured default),
+            torch.compile with an eager fallback. Change them later with set_engine_options.
     """
 
     method = "base"
@@ -56,7 +58,8 @@ class SmoothedClassifier:
         device: torch.device | str | None = None,
         input_shape: Sequence[int] | None = None,
         precision: str = "fp32",
-        channels_last: bool = False,
+        channels_last: bool | None = None,
+        compile: bool = False,
     ):
         if not callable(model):
             raise InvalidArgumentError("model must be a callable (e.g. a torch.nn.Module)")
@@ -67,6 +70,7 @@ class SmoothedClassifier:
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.precision = precision
         self.channels_last = channels_last
+        self.compile = compile
         self._engines: dict[tuple, MonteCarloEngine] = {}
 
     # ----------------------------------------------------------------- plumbing
@@ -77,9 +81,34 @@ class SmoothedClassifier:
         key = (id(model), sigma, batch_size)
         if key not in self._engines:
             self._engines[key] = MonteCarloEngine(
-                model, sigma, batch_size, self.device, self.precision, self.channels_last
+                model, sigma, batch_size, self.device, self.precision, self.channels_last, self.compile
             )
         return self._engines[key]
+
+    def set_engine_options(self, precision: str | None = None, channels_last: bool | None = None,
+                           compile: bool | None = None) -> None:
+        """Change engine options (None keeps the current value); engines are rebuilt on next use."""
+        if precision is not None:
+            self.precision = precision
+        if channels_last is not None:
+            self.channels_last = channels_last
+        if compile is not None:
+            self.compile = compile
+        self._engines.clear()
+
+    def engine_report(self) -> dict:
+        """What the engines did so far (batch sizes after out-of-memory retries, precision, layout,
+        compile status), merged over the engines this classifier used."""
+        reports = [engine.report() for engine in self._engines.values()]
+        if not reports:
+            return {}
+        merged = dict(reports[-1])
+        merged["oom_retries"] = sum(r["oom_retries"] for r in reports)
+        merged["forward_batch"] = min(r["forward_batch"] for r in reports)
+        merged["batch_size"] = sorted({r["batch_size"] for r in reports}, key=str)
+        if len(merged["batch_size"]) == 1:
+            merged["batch_size"] = merged["batch_size"][0]
+        return merged
 
     def prepare(self, xs) -> torch.Tensor:
         """Check and move a batch of inputs to the sampling device."""
@@ -133,7 +162,7 @@ class SmoothedClassifier:
             check_count(n0, "n0"),
             check_count(n, "n"),
             check_alpha(alpha),
-            check_count(batch_size, "batch_size"),
+            batch_size if batch_size == "auto" else check_count(batch_size, "batch_size"),
         )
 
     def alpha_spending(self, alpha: float) -> dict[str, float]:
@@ -142,9 +171,9 @@ class SmoothedClassifier:
 
     # ------------------------------------------------------------------ the API
     def certify(self, x, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
-                seed: int | None = 0, index: int = 0) -> Certificate:
-        """Certify one input ``x`` (no batch dimension, [0,1] pixel space)."""
-        return self.certify_batch(self.prepare_one(x), n0, n, alpha, batch_size, seed, [index])[0]
+                seed: int | None = 0, index: int = 0, **options) -> Certificate:
+        """Certify one input ``x`` (no batch dimension, [0,1] pixel space); ``options`` go to certify_batch."""
+        return self.certify_batch(self.prepare_one(x), n0, n, alpha, batch_size, seed, [index], **options)[0]
 
     def predict(self, x, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
                 seed: int | None = 0, index: int = 0) -> Prediction:
