@@ -586,5 +586,94 @@ def demo(out_dir, n0, n, alpha, batch_size, seed, max_inputs, quiet):
              quiet=quiet, echo=lambda line: click.echo(line))
 
 
+# --------------------------------------------------------------------------- policy smoothing (RL)
+def parse_float_list(text: str, name: str) -> list[float]:
+    """``"0,0.1,0.2"`` or ``"0:0.8:0.1"`` (start:stop:step, inclusive) as floats."""
+    from .results import ResultsError, parse_radii
+
+    try:
+        return parse_radii(text)
+    except ResultsError:
+        raise CLIError(f"bad {name} {text!r}: use e.g. 0,0.1,0.2 or 0:0.8:0.1 (numbers >= 0)") from None
+
+
+@main.command("certify-policy")
+@click.option("--env", "env_id", required=True, help="Gymnasium id (CartPole-v1, ...) or pong / freeway / an ALE id.")
+@click.option("--policy", "policy_spec", required=True,
+              help="Bundled policy (cartpole-0.2), built-in controller (cartpole-pd), .pt state_dict / "
+                   "TorchScript file, or stable-baselines3 .zip (needs --trust-checkpoint).")
+@click.option("--sigma", type=float, required=True, help="Observation noise level (observation units).")
+@click.option("--episodes", type=int, default=1000, show_default=True, help="Smoothed episodes n.")
+@click.option("--budgets", required=True, help="Episode l2 budgets B: 0,0.1,0.2 or 0:0.8:0.1.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output TSV, one row per budget (a JSON sidecar FILE.json is written beside it).")
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bound", type=click.Choice(["dkw", "clopper-pearson"]), default="dkw", show_default=True)
+@click.option("--return-lower-bound", type=float, default=0.0, show_default=True,
+              help="A known lower bound on every episode's return (v_0).")
+@click.option("--quantiles", default="0.1,0.25,0.5", show_default=True,
+              help="Certified quantiles q: columns certified_qXX with P_attacked(R >= value) >= 1 - q.")
+@click.option("--thresholds", default=None,
+              help="Fixed return grid declared in advance (e.g. 1:200:1); default: the observed returns.")
+@click.option("--frame-stack", type=int, default=None, help="Noisy frames the agent sees (default: the policy's).")
+@click.option("--max-episode-steps", type=int, default=None,
+              help="Episode time limit (default: the policy's, else the environment's).")
+@click.option("--one-round", is_flag=True, help="Pong: end each episode at the first point.")
+@click.option("--num-envs", type=int, default=64, show_default=True, help="Vectorised environments.")
+@click.option("--device", default="cpu", show_default=True, help="Where a torch policy runs (auto, cpu, cuda).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Allow full unpickling of the policy file (SB3 .zip). DANGEROUS: runs code from the file.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alpha, seed, bound, return_lower_bound,
+                   quantiles, thresholds, frame_stack, max_episode_steps, one_round, num_envs, device,
+                   trust_checkpoint, quiet):
+    """Certify the expected return of a smoothed RL agent (Kumar et al. 2022); one row per budget."""
+    from .errors import check_alpha, check_count, check_sigma
+    from .methods.policy import PolicySmooth, alpha_spending
+    from .rl.envs import env_factory
+    from .rl.policies import load_policy
+
+    check_output(out_path, resume=False)
+    sigma, alpha, episodes = check_sigma(sigma), check_alpha(alpha), check_count(episodes, "--episodes")
+    budget_list = parse_float_list(budgets, "--budgets")
+    quantile_list = [check_alpha(q, "quantile") for q in parse_float_list(quantiles, "--quantiles")]
+    threshold_list = parse_float_list(thresholds, "--thresholds") if thresholds else None
+    device = resolve_device(device)
+    loaded = load_policy(policy_spec, device=device, trust_checkpoint=trust_checkpoint)
+    frame_stack = check_count(frame_stack if frame_stack is not None else (loaded.frame_stack or 1), "--frame-stack")
+    if max_episode_steps is None:
+        max_episode_steps = loaded.metadata.get("max_episode_steps")
+    env_fn = env_factory(env_id, max_episode_steps, one_round)
+    agent = PolicySmooth(loaded.policy, sigma, frame_stack=frame_stack, num_envs=check_count(num_envs, "--num-envs"))
+    parameters = {"env": env_id, "sigma": sigma, "episodes": episodes, "budgets": budget_list, "alpha": alpha,
+                  "seed": seed, "bound": bound, "return_lower_bound": return_lower_bound,
+                  "quantiles": quantile_list, "thresholds": thresholds, "frame_stack": frame_stack,
+                  "max_episode_steps": max_episode_steps, "one_round": one_round,
+                  "alpha_spending": alpha_spending(alpha, bound, episodes,
+                                                   None if threshold_list is None else len(set(threshold_list)))}
+    with progress_bar(episodes, quiet, unit="episode") as bar:
+        table = agent.certify(env_fn, episodes, budget_list, alpha, seed, return_lower_bound, bound, quantile_list,
+                              threshold_list, progress=lambda done: bar.update(done - bar.n))
+    record = {
+        "command": invocation_command(), "kind": "certify-policy", "method": PolicySmooth.method,
+        "parameters": parameters,
+        "model": {"spec": loaded.source, "sha256": loaded.sha256, "metadata": loaded.metadata},
+        "data": {"spec": env_id},
+        "runs": [{"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": invocation_command(),
+                  "device": device_name(device), "versions": package_versions(),
+                  "seconds": table.attrs["seconds"], "episodes_per_second": table.attrs["episodes_per_second"],
+                  "num_envs": table.attrs["num_envs"]}],
+        "mean_episode_length": table.attrs["mean_length"],
+        "returns_histogram": table.attrs["returns_histogram"],
+    }
+    temporary = out_path.with_name(f".{out_path.name}.tmp")
+    table.to_csv(temporary, sep="\t", index=False)  # full precision: a rounded bound could round up
+    temporary.replace(out_path)
+    write_sidecar(out_path, record, resume=False)
+    click.echo(table[["budget", "certified_return"] + [c for c in table.columns if c.startswith("certified_q")]]
+               .to_string(index=False))
+
+
 if __name__ == "__main__":
     main()

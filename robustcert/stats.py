@@ -133,10 +133,8 @@ def clopper_pearson_survival_lower(samples, thresholds, alpha: float, fixed_grid
     counts = np.rint(empirical_survival(samples, thresholds) * n).astype(int)
     splits = len(thresholds) if fixed_grid else n
     level = check_alpha(alpha) / max(splits, 1)
-    cache: dict[int, float] = {}
-    lower = np.empty(len(thresholds))
-    for i, count in enumerate(counts):
-        if count not in cache:
-            cache[count] = clopper_pearson_lower(int(count), n, level)
-        lower[i] = cache[count]
-    return lower
+    return np.array([_cached_clopper_pearson_lower(int(count), n, level) for count in counts], dtype=float)
+
+
+# clopper_pearson_lower memoised: bands re-use the same few (k, n, alpha) many times
+_cached_clopper_pearson_lower = __import__("functools").lru_cache(maxsize=65536)(clopper_pearson_lower)
