@@ -43,6 +43,7 @@ class CurveKind:
     draw: Callable
     xlabel: str
     ylabel: str
+    ylim: tuple | None = (0, 1.02)  # None: from 0 to the data's top
 
 
 CURVES: list[CurveKind] = []
@@ -149,7 +150,10 @@ def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[st
     options = {"max_radius": max_radius}
     right = max(kind.draw(ax, frame, label, options) for frame, label in zip(frames, labels))
     ax.set_xlim(0, max_radius if max_radius else right)
-    ax.set_ylim(0, 1.02)
+    if kind.ylim is not None:
+        ax.set_ylim(*kind.ylim)
+    else:  # e.g. returns: from 0 (or the lowest value drawn) up to the data
+        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
     ax.set_xlabel(kind.xlabel)
     ax.set_ylabel(kind.ylabel)
     if title:
@@ -164,3 +168,32 @@ def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[st
         temporary.unlink(missing_ok=True)
         raise PlotError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
+
+
+# --------------------------------------------------------------------------- policy smoothing (RL)
+def read_policy_certificate(path: str | Path) -> pd.DataFrame:
+    """A ``robustcert certify-policy`` TSV (one row per budget) as a DataFrame."""
+    try:
+        frame = pd.read_csv(path, sep="\t")
+    except Exception as exc:
+        raise ResultsError(f"cannot read policy certificate {path}: {str(exc).splitlines()[0]}") from None
+    if not {"budget", "certified_return"} <= set(frame.columns):
+        raise ResultsError(f"{path} is not a certify-policy TSV (needs budget and certified_return columns)")
+    return frame.sort_values("budget")
+
+
+def draw_certified_return(ax, frame: pd.DataFrame, label: str, options: dict | None = None) -> float:
+    """Certified expected return (Kumar et al. 2022) against the episode budget B, one line per file."""
+    ax.plot(frame["budget"], frame["certified_return"], marker="o", markersize=3, label=label)
+    return max(float(frame["budget"].max()), 1e-3)
+
+
+CERTIFIED_RETURN = register_curve(CurveKind(
+    name="certified return",
+    columns=frozenset({"budget", "certified_return"}),
+    read=read_policy_certificate,
+    draw=draw_certified_return,
+    xlabel="episode budget B (l2 over all steps, observation units)",
+    ylabel="certified expected return",
+    ylim=None,
+))

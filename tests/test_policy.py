@@ -297,6 +297,9 @@ def test_cli_certify_policy(tmp_path):
     assert again.exit_code == 2 and "already exists" in again.output
     missing = CliRunner().invoke(main, args[:4] + ["nope.pt"] + args[5:-4] + ["--out", str(tmp_path / "x.tsv")])
     assert missing.exit_code == 2 and "policy not found" in missing.output
+    plotted = CliRunner().invoke(main, ["plot", str(out), "--out", str(tmp_path / "cert.png")])
+    assert plotted.exit_code == 0, plotted.output
+    assert (tmp_path / "cert.png").stat().st_size > 1000
 
 
 # --------------------------------------------------------------------------- the committed experiment
