@@ -26,6 +26,8 @@ __all__ = [
     "__version__",
 ]
 __all__ += ["DiffusionDenoiser", "denoised_classifier", "load_denoiser"]
+from .methods.lipschitz import LipschitzSmooth  # Lipschitz-variance-margin smoothing (Delattre et al. 2024)
+__all__ += ["LipschitzSmooth"]
 from .methods.policy import PolicySmooth, certify_returns  # gymnasium imported lazily
 __all__ += ["PolicySmooth", "certify_returns"]
 from .methods.dual import DualSmooth  # dual randomized smoothing (Xia et al. 2024)

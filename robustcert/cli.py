@@ -346,6 +346,34 @@ METHOD_OPTIONS = {"dual": ("model2", "arch2", "sigma2", "dual_split")}
 METHOD_INPUT_SHAPES = {"dual": dual_model_input_shape}
 
 
+def build_lvm(loaded, num_classes, sigma, device, options):
+    """Lipschitz-variance-margin smoothing (Delattre et al. 2024): --maps, --temperatures, --lipschitz,
+    --lvm-selection (defaults: LipschitzSmooth's). Records the resolved grid as run parameters."""
+    from .methods.lipschitz import LipschitzSmooth
+
+    kwargs = {}
+    if options.get("maps"):
+        kwargs["maps"] = [name.strip() for name in options["maps"].split(",") if name.strip()]
+    if options.get("temperatures"):
+        try:
+            kwargs["temperatures"] = [float(t) for t in options["temperatures"].split(",") if t.strip()]
+        except ValueError:
+            raise CLIError(f"--temperatures must be numbers separated by commas, got {options['temperatures']!r}") from None
+    if options.get("lipschitz") is not None:
+        kwargs["lipschitz"] = options["lipschitz"]
+    if options.get("lvm_selection"):
+        kwargs["selection"] = options["lvm_selection"]
+    smoothed = LipschitzSmooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape,
+                               **kwargs)
+    options.update(candidates=[c.label for c in smoothed.candidates], formulas=smoothed.formulas,
+                   lvm_selection=smoothed.selection)
+    return smoothed
+
+
+METHOD_BUILDERS["lvm"] = build_lvm
+METHOD_OPTIONS["lvm"] = ("maps", "temperatures", "lipschitz", "lvm_selection")
+
+
 def options_for(method, options):
     """``options`` without other methods' options (None: not given); refuses one given for another method."""
     kept = dict(options)
@@ -444,6 +472,12 @@ def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameter
               help="dual: how images are cut into two sub-images (default: checkerboard).")
 @click.option("--denoiser", default=None, help="Diffusion denoiser in front of the model (Carlini et al. 2023): "
               "bundled:digits-ddpm or a local diffusers folder (needs pip install robustcert[diffusion]).")
+@click.option("--maps", default=None, help="lvm: simplex maps, e.g. softmax,sparsemax,hardmax.")
+@click.option("--temperatures", default=None, help="lvm: logit multipliers t, e.g. 0.25,0.5,1,2.")
+@click.option("--lipschitz", type=float, default=None,
+              help="lvm: l2 Lipschitz constant of the model's logits (enables the Lipschitz-margin radius).")
+@click.option("--lvm-selection", default=None, type=click.Choice(["holdout", "union"]),
+              help="lvm: choose map/temperature on the n0 selection samples, or union-bound the grid.")
 def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, alpha, batch_size, skip,
             max_inputs, seed, device, resume, quiet, n0, n, method, **method_options):
     """Certify inputs of a dataset; writes idx, label, predict, radius, correct, time."""

@@ -60,6 +60,51 @@ def dual_gaussian_radius(sigma_a: float, sigma_b: float, p_a_lower: float, p_b_l
     return total / math.sqrt(sigma_a ** -2 + sigma_b ** -2)
 
 
+# --------------------------------------------------------------------------- Lipschitz margins
+# Lipschitz-variance-margin smoothing (Delattre et al., ICLR 2024): radii from a lower bound on the
+# margin of a smoothed soft output and the Lipschitz constant of the smoothed margin.
+
+
+def smoothed_lipschitz_constant(sigma: float, width: float = 2.0, lipschitz: float | None = None) -> float:
+    """l2 Lipschitz constant of h_tilde(x) = E[h(x + delta)], delta ~ N(0, sigma^2 I), for any h
+    with values in an interval of width ``width`` (and L-Lipschitz when ``lipschitz`` = L is given).
+
+    * Any h: width / (sigma sqrt(2 pi)). The derivative along a unit u is (1/sigma) E[h(x+delta) Z],
+      Z = <delta, u>/sigma ~ N(0,1); with h in [m, m + w], E[(h - m) Z] <= w E[Z 1(Z > 0)]
+      = w / sqrt(2 pi), attained by a step across u. For a margin S_a - S_b in [-1, 1] (w = 2):
+      sqrt(2/pi) / sigma.
+    * h L-Lipschitz: L erf(w / (2 sqrt(2) L sigma)) = L (2 Phi(w / (2 L sigma)) - 1). Along u, for
+      each orthogonal part of the noise, the 1-D section g has |g'| <= L and rises by at most w over
+      any interval; by the layer-cake formula E[g'(s + sigma Z)] = int_0^inf int_{phi_sigma > r} g' dr
+      <= int_0^inf min(w, L |{phi_sigma > r}|) dr, which the ramp g(s) = clip(L s, -w/2, w/2)
+      attains; its smoothing has slope L P(|sigma Z| < w / (2L)). Tends to L as L -> 0 and to
+      w / (sigma sqrt(2 pi)) as L -> infinity. (Written with the half-width r = w/2 this is the
+      L erf(r / (sqrt(2) L sigma)) of the paper's public code; reading r as the full width would
+      overstate the constant: sound but loose.)
+    """
+    sigma = check_sigma(sigma)
+    width = check_sigma(width, "width")
+    general = width / (sigma * math.sqrt(2 * math.pi))
+    if lipschitz is None or math.isinf(lipschitz):
+        return general
+    lipschitz = check_sigma(lipschitz, "lipschitz")
+    return min(general, lipschitz * math.erf(width / (2 * math.sqrt(2) * lipschitz * sigma)))
+
+
+def lipschitz_margin_radius(margin_lower: float, lipschitz_constant: float) -> float:
+    """R = margin_lower / Lip: a function with value >= margin_lower > 0 at x that is Lip-Lipschitz
+    stays positive on the open l2 ball of that radius. 0.0 when margin_lower <= 0.
+
+    With margin = f_A - f_c of a smoothed soft output (f_c in [0,1]) and Lip = sqrt(2/pi)/sigma,
+    R = sigma sqrt(pi/2) (pA_lower - pB_upper) <= sigma/2 (Phi^-1(pA_lower) - Phi^-1(pB_upper))
+    (Phi^-1 has slope >= sqrt(2 pi)): this form only wins with a small known base Lipschitz constant.
+    """
+    lipschitz_constant = check_sigma(lipschitz_constant, "lipschitz_constant")
+    if not margin_lower > 0:
+        return 0.0
+    return float(margin_lower) / lipschitz_constant
+
+
 # --------------------------------------------------------------------------- policy smoothing
 # Kumar, Levine and Feizi (ICLR 2022), "Policy Smoothing for Provably Robust Reinforcement
 # Learning": an adversary adds eps_t to every observation with sqrt(sum_t ||eps_t||^2) <= B over

@@ -46,6 +46,90 @@ def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
     return float(_beta.ppf(1.0 - alpha, k + 1, n - k))
 
 
+# --------------------------------------------------------------------------- bounds on [0,1] means
+# Lipschitz-variance-margin smoothing (Delattre et al., ICLR 2024) bounds the mean of each soft
+# output coordinate, a [0,1]-valued random variable, from its sample mean and sample variance.
+
+
+def _mean_bound_args(mean, variance, n: int, alpha: float):
+    import numpy as np
+
+    n = check_count(n, "n", minimum=1)
+    alpha = check_alpha(alpha)
+    mean = np.asarray(mean, dtype=np.float64)
+    variance = np.asarray(variance, dtype=np.float64)
+    if np.any(~np.isfinite(mean)) or np.any((mean < 0) | (mean > 1)):
+        raise InvalidArgumentError("means of [0,1]-valued samples must lie in [0, 1]")
+    if np.any(~np.isfinite(variance)) or np.any(variance < 0):
+        raise InvalidArgumentError("sample variances must be finite and >= 0")
+    return mean, variance, n, alpha
+
+
+def _as_output(value, like):
+    return float(value) if getattr(like, "ndim", 0) == 0 else value
+
+
+def bernstein_deviation(variance, n: int, alpha: float):
+    """Maurer and Pontil (2009), Theorem 4: sqrt(2 V ln(2/alpha) / n) + 7 ln(2/alpha) / (3 (n - 1)).
+
+    For i.i.d. Z_1..Z_n in [0,1], n >= 2, and V the unbiased sample variance, with probability
+    >= 1 - alpha: E[Z] - mean(Z) <= this deviation. The statement is ONE-sided at level alpha;
+    the 2 in ln(2/alpha) is not a two-sided correction: it pays for the union of two one-sided
+    events at alpha/2 each, Bennett's inequality for the mean with the true variance, and the
+    upper confidence bound on the standard deviation from V (their Theorem 10):
+    sqrt(2 s^2 ln(2/a)/n) + ln(2/a)/(3n) with s <= sqrt(V) + sqrt(2 ln(2/a)/(n-1)) gives
+    sqrt(2 V ln(2/a)/n) + (2/sqrt(n(n-1)) + 1/(3n)) ln(2/a) <= the formula above.
+    Infinite for n < 2 (no bound).
+    """
+    import numpy as np
+
+    n = check_count(n, "n", minimum=1)
+    alpha = check_alpha(alpha)
+    if n < 2:
+        return np.inf * np.ones_like(np.asarray(variance, dtype=np.float64))
+    log_term = np.log(2.0 / alpha)
+    return np.sqrt(2.0 * np.asarray(variance, dtype=np.float64) * log_term / n) + 7.0 * log_term / (3.0 * (n - 1))
+
+
+def bernstein_lower(mean, variance, n: int, alpha: float):
+    """Empirical Bernstein lower bound on E[Z] for i.i.d. Z in [0,1] (Maurer and Pontil 2009, Thm 4).
+
+    ``mean`` and ``variance`` (unbiased, divisor n - 1) of n samples; vectorised over arrays.
+    With probability >= 1 - alpha (one-sided): E[Z] >= max(0, mean - sqrt(2 V ln(2/alpha)/n)
+    - 7 ln(2/alpha) / (3 (n-1))). Applying Theorem 4 to 1 - Z gives this lower form. 0 when n < 2.
+    """
+    import numpy as np
+
+    mean, variance, n, alpha = _mean_bound_args(mean, variance, n, alpha)
+    return _as_output(np.clip(mean - bernstein_deviation(variance, n, alpha), 0.0, 1.0), mean)
+
+
+def bernstein_upper(mean, variance, n: int, alpha: float):
+    """Empirical Bernstein upper bound: with probability >= 1 - alpha (one-sided),
+    E[Z] <= min(1, mean + sqrt(2 V ln(2/alpha)/n) + 7 ln(2/alpha) / (3 (n-1))). 1 when n < 2."""
+    import numpy as np
+
+    mean, variance, n, alpha = _mean_bound_args(mean, variance, n, alpha)
+    return _as_output(np.clip(mean + bernstein_deviation(variance, n, alpha), 0.0, 1.0), mean)
+
+
+def hoeffding_lower(mean, n: int, alpha: float):
+    """Hoeffding (1963) lower bound on E[Z] for i.i.d. Z in [0,1]: with probability >= 1 - alpha
+    (one-sided), E[Z] >= max(0, mean - sqrt(ln(1/alpha) / (2n)))."""
+    import numpy as np
+
+    mean, _, n, alpha = _mean_bound_args(mean, 0.0, n, alpha)
+    return _as_output(np.clip(mean - np.sqrt(np.log(1.0 / alpha) / (2.0 * n)), 0.0, 1.0), mean)
+
+
+def hoeffding_upper(mean, n: int, alpha: float):
+    """Hoeffding upper bound: with probability >= 1 - alpha, E[Z] <= min(1, mean + sqrt(ln(1/alpha)/(2n)))."""
+    import numpy as np
+
+    mean, _, n, alpha = _mean_bound_args(mean, 0.0, n, alpha)
+    return _as_output(np.clip(mean + np.sqrt(np.log(1.0 / alpha) / (2.0 * n)), 0.0, 1.0), mean)
+
+
 def binomial_test_pvalue(k: int, n: int, p: float = 0.5) -> float:
     """Two-sided exact binomial test p-value of k successes in n trials against proportion p.
 
