@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .errors import RobustCertError
+from .runtime import BATCH_SIZE, runtime_options
 
 DEFAULT_N0, DEFAULT_N, DEFAULT_ALPHA, DEFAULT_BATCH = 100, 100_000, 0.001, 1000
 
@@ -94,7 +95,8 @@ def model_and_data_options(func):
         click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
                      help="Output TSV (a JSON sidecar FILE.json is written beside it)."),
         click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True),
-        click.option("--batch", "batch_size", type=int, default=DEFAULT_BATCH, show_default=True),
+        click.option("--batch", "batch_size", type=BATCH_SIZE, default=DEFAULT_BATCH, show_default=True,
+                     help="Noisy samples per forward pass, or auto (free device memory / a short CPU measurement)."),
         click.option("--skip", type=int, default=1, show_default=True, help="Certify every SKIP-th input."),
         click.option("--max", "max_inputs", type=int, default=-1, show_default=True,
                      help="Stop after this many inputs (-1: all)."),
@@ -432,22 +434,29 @@ def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameter
                      quiet, samples_per_input, batch_size, indices, rows_for):
     """Shared driver of certify / predict: resumable, one flushed row per input, progress on stderr.
 
-    ``rows_for(xs, indices, labels)`` returns one TSV line per input.
+    ``rows_for(xs, indices, labels)`` returns one TSV line per input. Engine options and
+    multi-process runs: robustcert/runtime.py and robustcert/distributed.py.
     """
     import torch
 
+    from . import distributed, runtime
+
+    runtime.prepare_run(smoothed, parameters, out_path, columns, resume)
+    if distributed.current() is not None:
+        return distributed.run_sharded(kind, columns, method, smoothed, loaded, dataset, parameters, device,
+                                       out_path, resume, quiet, samples_per_input, batch_size, indices, rows_for)
     record = run_record(kind, method, smoothed, loaded, dataset, parameters, device)
     if resume:
         previous_runs(out_path, record)  # refuse a mismatched resume before touching the TSV
     writer = RowWriter(out_path, columns, resume)
     todo = [i for i in indices if i not in writer.done]
     write_sidecar(out_path, record, resume)
-    chunk = inputs_per_call(samples_per_input, batch_size)
-    started, samples_done = time.perf_counter(), 0
+    started, samples_done, start = time.perf_counter(), 0, 0
     with progress_bar(len(indices), quiet, initial=len(indices) - len(todo)) as bar:
         try:
-            for start in range(0, len(todo), chunk):
-                batch_indices = todo[start:start + chunk]
+            while start < len(todo):  # --batch auto: one input per call until the engine chose its batch
+                batch_indices = todo[start:start + runtime.inputs_per_call(samples_per_input, batch_size, smoothed)]
+                start += len(batch_indices)
                 items = [dataset[i] for i in batch_indices]
                 xs = torch.stack([x for x, _ in items])
                 for line in rows_for(xs, batch_indices, [label for _, label in items]):
@@ -458,10 +467,12 @@ def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameter
                 bar.update(len(batch_indices))
         finally:
             writer.close()
+            runtime.record_engine(out_path, smoothed)
 
 
 @main.command()
 @model_and_data_options
+@runtime_options
 @click.option("--n0", type=int, default=DEFAULT_N0, show_default=True, help="Selection samples per input.")
 @click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Estimation samples per input.")
 @click.option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True)
@@ -506,6 +517,7 @@ def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_pat
 
 @main.command()
 @model_and_data_options
+@runtime_options
 @click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Samples per input.")
 @click.option("--method", type=click.Choice(["cohen"]), default="cohen", show_default=True)
 @click.option("--denoiser", default=None, help="Diffusion denoiser in front of the model (see certify --help).")

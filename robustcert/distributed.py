@@ -1,0 +1,272 @@
+"""Multi-process certification: inputs sharded across torch.distributed ranks.
+
+    torchrun --nproc_per_node=K -m robustcert certify --model ... --out out.tsv     (one node)
+    torchrun --nnodes=M --nproc_per_node=K --rdzv-endpoint=HOST:PORT -m robustcert certify ...
+
+Under torchrun with WORLD_SIZE > 1 (or with ``--distributed``) ``certify`` and ``predict``
+split the inputs into the groups that one engine call packs in a single-process run
+(``cli.inputs_per_call``: one input when n0 + n >= batch, several for small n) and give every
+K-th group to each rank. A rank writes its rows to ``out.tsv.partR`` (flushed line by line);
+when all ranks are done, rank 0 merges the part files into ``out.tsv`` sorted by idx and records
+the run (world size, backend, each rank's device and engine report) in the sidecar.
+
+Every input's noise comes from a generator derived from (seed, index, stage), and each engine
+call sees the same inputs as in a single-process run, so the merged file equals a single-process
+run with the same seed except for the time column (same device type; with ``--batch auto`` the
+batch, hence the noise, may differ between ranks).
+
+Backends: gloo on CPU, nccl on CUDA (rank r uses cuda:LOCAL_RANK). Coordination (a few small
+Python objects: the work list, a barrier, the engine reports) always goes through a gloo group
+with a long timeout, so ranks that finish early can wait for the slowest one.
+
+Resume: ``--resume`` first merges the rows of part files left by an interrupted run into the
+TSV; the remaining inputs are sharded again, over any number of processes (or a single one).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RobustCertError
+
+#: Long enough for the slowest rank of a multi-day run; the coordination group never times out first.
+COORDINATION_TIMEOUT = datetime.timedelta(days=30)
+ENVIRONMENT = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+class DistributedError(RobustCertError):
+    """The torch.distributed environment is missing or inconsistent."""
+
+
+@dataclass
+class World:
+    """This process's place in the run, and the gloo group used for coordination."""
+
+    rank: int
+    size: int
+    local_rank: int
+    backend: str
+    group: object = None
+    finished: bool = False  # every rank passed the end of run_sharded
+
+    def broadcast(self, value):
+        """``value`` of rank 0, on every rank."""
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+    def gather(self, value) -> list | None:
+        """Every rank's ``value`` as a list on rank 0 (None elsewhere)."""
+        import torch.distributed as dist
+
+        out = [None] * self.size if self.rank == 0 else None
+        dist.gather_object(value, out, dst=0, group=self.group)
+        return out
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier(group=self.group)
+
+
+_WORLD: World | None = None
+
+
+def current() -> World | None:
+    """The distributed world of this process, or None in a single-process run."""
+    return _WORLD
+
+
+def requested(flag: bool) -> bool:
+    """True when this process is one of several (torchrun with WORLD_SIZE > 1) or ``--distributed``."""
+    return flag or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def start(flag: bool, device_option: str) -> str:
+    """Join the process group when requested; returns the device option for this rank.
+
+    ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` when CUDA is available; an explicit
+    ``cuda:N`` or ``cpu`` is kept.
+    """
+    global _WORLD
+    if not requested(flag) or _WORLD is not None:
+        return device_option
+    missing = [name for name in ENVIRONMENT if name not in os.environ]
+    if missing:
+        raise DistributedError(
+            f"--distributed needs the torch.distributed environment (missing {', '.join(missing)}); "
+            "launch with: torchrun --nproc_per_node=K -m robustcert certify ..."
+        )
+    import torch
+    import torch.distributed as dist
+
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if device_option in ("auto", "cuda") and torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise DistributedError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices")
+        device_option = f"cuda:{local_rank}"
+    backend = "nccl" if device_option.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(torch.device(device_option))
+    dist.init_process_group(backend=backend, timeout=COORDINATION_TIMEOUT)
+    group = dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT) if backend != "gloo" else None
+    _WORLD = World(dist.get_rank(), dist.get_world_size(), local_rank, backend, group)
+    return device_option
+
+
+def gather_after_run(values: list) -> list | None:
+    """``values`` of every rank concatenated on rank 0 (None on the others) after a completed
+    sharded run; unchanged in a single-process run. After a failed run, None (no collective call,
+    which could wait forever for a rank that is gone)."""
+    world = current()
+    if world is None:
+        return values
+    if not world.finished:
+        return None
+    gathered = world.gather(list(values))
+    return [v for part in gathered for v in part] if world.rank == 0 else None
+
+
+def stop() -> None:
+    """Leave the process group (no-op in a single-process run)."""
+    global _WORLD
+    if _WORLD is None:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _WORLD = None
+
+
+# --------------------------------------------------------------------------- part files
+def part_path(out_path: Path, rank: int) -> Path:
+    return out_path.with_name(f"{out_path.name}.part{rank}")
+
+
+def part_files(out_path: Path) -> list[Path]:
+    """Part files of ``out_path`` left by (possibly interrupted) multi-process runs."""
+    pattern = re.compile(re.escape(out_path.name) + r"\.part\d+$")
+    if not out_path.parent.is_dir():
+        return []
+    return sorted(p for p in out_path.parent.iterdir() if pattern.fullmatch(p.name))
+
+
+def _complete_rows(path: Path, header: str) -> list[str]:
+    """The complete rows of a TSV (a partial last line of a killed writer is dropped)."""
+    text = path.read_text()
+    lines = text.split("\n")
+    if lines[0] != header:
+        raise DistributedError(f"cannot merge {path}: its header is {lines[0]!r}, expected {header!r}")
+    width = len(header.split("\t"))
+    return [line for line in lines[1:-1] if len(line.split("\t")) == width]
+
+
+def merge_parts(out_path: Path, columns: tuple[str, ...]) -> set[int]:
+    """Merge part files into ``out_path`` (rows sorted by idx, first copy of an idx kept), atomically,
+    then delete them. Returns the indices ``out_path`` holds. ``out_path`` must exist with its header."""
+    header = "\t".join(columns)
+    parts = part_files(out_path)
+    rows = _complete_rows(out_path, header)
+    if parts:
+        for part in parts:
+            rows += _complete_rows(part, header)
+        by_index: dict[int, str] = {}
+        for row in rows:
+            by_index.setdefault(int(row.split("\t")[0]), row)
+        rows = [by_index[i] for i in sorted(by_index)]
+        temporary = out_path.with_name(out_path.name + ".tmp")
+        temporary.write_text("\n".join([header, *rows]) + "\n")
+        temporary.replace(out_path)
+        for part in parts:
+            part.unlink()
+    return {int(row.split("\t")[0]) for row in rows}
+
+
+def fold_interrupted_parts(out_path: Path, columns: tuple[str, ...], resume: bool) -> None:
+    """Before a single-process run: on resume, merge part files of an interrupted multi-process
+    run into the TSV; on a fresh run (no TSV yet), remove stale part files."""
+    parts = part_files(Path(out_path))
+    if not parts:
+        return
+    out_path = Path(out_path)
+    if resume and out_path.is_file() and out_path.stat().st_size > 0:
+        merge_parts(out_path, columns)
+    elif not out_path.exists():
+        for part in parts:
+            part.unlink()
+
+
+# --------------------------------------------------------------------------- the sharded run
+def shard_groups(todo: list[int], per_call: int, world: World) -> list[list[int]]:
+    """This rank's groups: the single-process run's engine calls, every ``world.size``-th one."""
+    groups = [todo[start:start + per_call] for start in range(0, len(todo), per_call)]
+    return groups[world.rank::world.size]
+
+
+def run_sharded(kind, columns, method, smoothed, loaded, dataset, parameters, device, out_path, resume, quiet,
+                samples_per_input, batch_size, indices, rows_for):
+    """``cli.run_over_dataset`` for one rank of a multi-process run (see the module docstring)."""
+    import json
+    import time
+
+    import torch
+
+    from . import cli
+
+    world = current()
+    out_path = Path(out_path)
+    record = cli.run_record(kind, method, smoothed, loaded, dataset, parameters, device)
+    record["runs"][-1]["distributed"] = {"world_size": world.size, "backend": world.backend}
+    plan: dict = {}
+    if world.rank == 0:
+        try:
+            if resume:
+                cli.previous_runs(out_path, record)  # refuse a mismatched resume before touching files
+            else:
+                for part in part_files(out_path):  # stale parts of a removed TSV
+                    part.unlink()
+            cli.RowWriter(out_path, columns, resume).close()  # create, or check and repair, the TSV
+            plan["done"] = sorted(merge_parts(out_path, columns))
+            cli.write_sidecar(out_path, record, resume)
+        except (RobustCertError, OSError) as exc:
+            world.broadcast({"error": str(exc)})
+            raise
+    plan = world.broadcast(plan)
+    if "error" in plan:
+        raise SystemExit(2)  # rank 0 reports the error
+    done = set(plan["done"])
+    todo = [i for i in indices if i not in done]
+    per_call = cli.inputs_per_call(samples_per_input, batch_size) if isinstance(batch_size, int) else 1
+    groups = shard_groups(todo, per_call, world)
+    writer = cli.RowWriter(part_path(out_path, world.rank), columns, resume=False)
+    started = time.perf_counter()
+    try:
+        with cli.progress_bar(sum(map(len, groups)), quiet or world.rank != 0) as bar:
+            for group in groups:
+                items = [dataset[i] for i in group]
+                xs = torch.stack([x for x, _ in items])
+                for line in rows_for(xs, group, [label for _, label in items]):
+                    writer.write(line)
+                bar.update(len(group))
+    finally:
+        writer.close()
+    report = {"rank": world.rank, "device": cli.device_name(device), "inputs": sum(map(len, groups)),
+              "seconds": round(time.perf_counter() - started, 3), "engine": smoothed.engine_report()}
+    world.barrier()
+    reports = world.gather(report)
+    world.finished = True
+    if world.rank == 0:
+        merge_parts(out_path, columns)
+        sidecar = out_path.with_name(out_path.name + ".json")
+        saved = json.loads(sidecar.read_text())
+        saved["runs"][-1]["distributed"]["ranks"] = reports
+        saved["runs"][-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        temporary = sidecar.with_name(sidecar.name + ".tmp")
+        temporary.write_text(json.dumps(saved, indent=2, default=str) + "\n")
+        temporary.replace(sidecar)
