@@ -63,7 +63,18 @@ class ErrorReportingGroup(click.Group):
 @click.group(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="robustcert")
 def main():
-    """Certify the adversarial robustness of classifiers by randomized smoothing."""
+    """Certify the adversarial robustness of classifiers by randomized smoothing.
+
+    \b
+    Typical session:
+      robustcert demo          # the main job: bundled digits models, 2-3 min
+      robustcert certify --model bundled:digits-0.25 --sigma 0.25 --n 10000 --out d.tsv
+      robustcert table d.tsv other.tsv --format latex
+      robustcert plot d.tsv other.tsv --out curve.pdf
+
+    Errors are one line on stderr (exit status 2); result rows already written are never lost.
+    Run 'robustcert COMMAND --help' for the options of a command.
+    """
 
 
 # --------------------------------------------------------------------------- shared options
@@ -406,7 +417,7 @@ def invocation_command() -> str:
     obj = context.find_root().obj if context is not None else None
     if isinstance(obj, dict) and "argv" in obj:
         return shlex.join(["robustcert", *obj["argv"]])
-    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    return shlex.join(["robustcert", *sys.argv[1:]])  # also for `python -m robustcert` (argv[0] __main__.py)
 
 
 def run_record(kind, method, smoothed, loaded, dataset, parameters, device) -> dict:
@@ -491,7 +502,10 @@ def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameter
               help="lvm: choose map/temperature on the n0 selection samples, or union-bound the grid.")
 def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, alpha, batch_size, skip,
             max_inputs, seed, device, resume, quiet, n0, n, method, **method_options):
-    """Certify inputs of a dataset; writes idx, label, predict, radius, correct, time."""
+    """Certify the inputs of a dataset, one TSV row each.
+
+    Columns: idx, label, predict, radius, correct, time (the reference format).
+    """
     from .results import CERTIFY_COLUMNS, certify_row
 
     check_output(out_path, resume)  # fail before loading anything; never touch existing results
@@ -523,7 +537,10 @@ def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_pat
 @click.option("--denoiser", default=None, help="Diffusion denoiser in front of the model (see certify --help).")
 def predict(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, alpha, batch_size, skip,
             max_inputs, seed, device, resume, quiet, n, method, denoiser):
-    """Predict with the smoothed classifier (may abstain); writes idx, label, predict, correct, time."""
+    """Predict with the smoothed classifier (may abstain).
+
+    Columns: idx, label, predict, correct, time (the reference format).
+    """
     from .results import PREDICT_COLUMNS, predict_row
 
     check_output(out_path, resume)  # fail before loading anything; never touch existing results
@@ -572,7 +589,9 @@ LABELS = click.option("--labels", default=None,
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the table to this file.")
 def table(files, radii, fmt, labels, decimals, no_mark, out_path):
-    """Summarise certify/predict TSVs (ours or the published ones) as a table.
+    """Summarise result files as a certified-accuracy table.
+
+    Reads certify/predict TSVs, ours or the published ones.
 
     One line per file: certified accuracy at each radius (abstentions count as wrong, radius >= r,
     over all rows), clean accuracy, abstention rate, average certified radius (ACR) and the number
@@ -598,7 +617,10 @@ def table(files, radii, fmt, labels, decimals, no_mark, out_path):
 @click.option("--max-radius", type=float, default=None, help="Right end of the radius axis.")
 @click.option("--title", default=None)
 def plot(files, out_path, labels, max_radius, title):
-    """Plot certified accuracy against radius, one curve per certify TSV (headless)."""
+    """Plot certified accuracy against radius.
+
+    One curve per certify TSV; headless (no display needed).
+    """
     from .plotting import plot_files
 
     if max_radius is not None and not (max_radius > 0 and max_radius < float("inf")):
@@ -619,7 +641,9 @@ def plot(files, out_path, labels, max_radius, title):
               help="Only the first MAX test images (-1: all 360).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out_dir, n0, n, alpha, batch_size, seed, max_inputs, quiet):
-    """The main job: certify the bundled digits models and write TSVs, a table and a plot.
+    """Run the main job on the bundled digits models.
+
+    Writes TSVs, a table and a plot.
 
     Certifies bundled:digits-0.12/0.25/0.50 at sigma 0.12/0.25/0.5 on the 360 digits test images
     (about 2 minutes on 2 CPU cores at the defaults), then writes the three TSVs with their JSON

@@ -102,8 +102,10 @@ def header_columns(path: str | Path) -> set[str]:
     try:
         with open(path, encoding="utf-8") as handle:
             first = handle.readline()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"cannot read result file {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ResultsError(f"cannot read result file {path}: not a text file") from None
+    except OSError as exc:
+        raise ResultsError(f"cannot read result file {path}: {exc.strerror or exc}") from None
     return {c.strip() for c in first.rstrip("\n").split("\t")}
 
 

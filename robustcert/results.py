@@ -339,3 +339,22 @@ def render_table(table: pd.DataFrame, fmt: str = "markdown", decimals: int = 3, 
     if mark_best and any(best.values()):
         buffer.write("# * = best value in its column\n")
     return buffer.getvalue()
+
+
+def certificates_frame(certificates: Sequence, labels: Sequence[int]) -> pd.DataFrame:
+    """Certificates from the Python API (``Smooth.certify_batch``) as a certify-TSV-like DataFrame.
+
+    Columns ``idx label predict radius correct time`` with the same conventions as the TSV
+    (abstention: predict -1, radius 0.0, correct 0), so every summary in this module applies.
+    Radii are kept exact here (the TSV rounds them down to 3 significant digits).
+    """
+    if len(certificates) != len(labels):
+        raise ResultsError(f"got {len(labels)} labels for {len(certificates)} certificates")
+    rows = []
+    for certificate, label in zip(certificates, labels):
+        abstained = certificate.prediction == -1
+        rows.append({"idx": int(certificate.index), "label": int(label), "predict": int(certificate.prediction),
+                     "radius": 0.0 if abstained else float(certificate.radius),
+                     "correct": int(not abstained and certificate.prediction == int(label)),
+                     "time": float(certificate.time)})
+    return pd.DataFrame(rows, columns=list(CERTIFY_COLUMNS))
