@@ -301,9 +301,38 @@ def progress_bar(total: int, quiet: bool, unit: str = "input", initial: int = 0)
 
 # --------------------------------------------------------------------------- methods
 def build_cohen(loaded, num_classes, sigma, device, options):
+    """Cohen et al.'s CERTIFY; with --sequential, SEQUENTIAL-CERTIFY (methods/sequential.py), whose
+    certify_batch stops each input early (--target-radius R or --tolerance T, at most --n-max samples)."""
     from .methods.cohen import Smooth
 
-    return Smooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape)
+    common = dict(device=device, input_shape=loaded.input_shape)
+    sequential = {name: options.pop(name, None) for name in METHOD_OPTIONS["cohen"]}
+    if not sequential.pop("sequential"):
+        given = [name for name, value in sequential.items() if value is not None]
+        if given:
+            raise CLIError(f"--{given[0].replace('_', '-')} needs --sequential")
+        return Smooth(loaded.module, num_classes, sigma, **common)
+    from .methods.sequential import SequentialSmooth
+
+    smoothed = SequentialSmooth(loaded.module, num_classes, sigma, **sequential, **common)
+    options.update(sequential=True, **sequential)  # recorded as run parameters
+    return smoothed
+
+
+def record_samples_used(out_path: Path, samples: list[int]) -> None:
+    """Add this run's sample count (total, mean and max per input) to the sidecar's last run entry."""
+    from . import distributed
+
+    samples = distributed.gather_after_run(samples)  # several processes: every rank's inputs, on rank 0 only
+    sidecar = out_path.with_name(out_path.name + ".json")
+    if not samples or not sidecar.exists():
+        return
+    record = json.loads(sidecar.read_text())
+    record["runs"][-1]["samples_used"] = {"inputs": len(samples), "total": int(sum(samples)),
+                                          "mean_per_input": sum(samples) / len(samples), "max_per_input": max(samples)}
+    temporary = sidecar.with_name(sidecar.name + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    temporary.replace(sidecar)
 
 
 METHOD_BUILDERS = {"cohen": build_cohen}
@@ -356,6 +385,7 @@ METHOD_BUILDERS["dual"] = build_dual
 # Options that belong to one method (refused with any other) and how its --model input shape
 # follows from the dataset's.
 METHOD_OPTIONS = {"dual": ("model2", "arch2", "sigma2", "dual_split")}
+METHOD_OPTIONS["cohen"] = ("sequential", "target_radius", "tolerance", "n_max")
 METHOD_INPUT_SHAPES = {"dual": dual_model_input_shape}
 
 
@@ -500,6 +530,13 @@ def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameter
               help="lvm: l2 Lipschitz constant of the model's logits (enables the Lipschitz-margin radius).")
 @click.option("--lvm-selection", default=None, type=click.Choice(["holdout", "union"]),
               help="lvm: choose map/temperature on the n0 selection samples, or union-bound the grid.")
+@click.option("--sequential", is_flag=True, default=None,
+              help="cohen: stop each input as soon as the answer is decided (anytime-valid confidence sequence).")
+@click.option("--target-radius", type=float, default=None,
+              help="--sequential: decide 'certified at radius R?' (stops when known at 1-alpha).")
+@click.option("--tolerance", type=float, default=None,
+              help="--sequential: stop when more samples cannot raise the radius by more than T.")
+@click.option("--n-max", type=int, default=None, help="--sequential: most estimation samples per input (default: --n).")
 def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, alpha, batch_size, skip,
             max_inputs, seed, device, resume, quiet, n0, n, method, **method_options):
     """Certify the inputs of a dataset, one TSV row each.
@@ -521,12 +558,19 @@ def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_pat
                   "skip": skip, "max": max_inputs, "split": split, "method": method, **method_options, **denoising,
                   "alpha_spending": smoothed.alpha_spending(alpha)}
 
+    samples_used = []  # per input certified in this run; the sidecar records total and mean
+
     def rows_for(xs, batch_indices, labels):
         certificates = smoothed.certify_batch(xs, n0, n, alpha, batch_size, seed, batch_indices)
+        samples_used.extend(c.samples_used for c in certificates)
         return [certify_row(c.index, y, c.prediction, c.radius, c.time) for c, y in zip(certificates, labels)]
 
-    run_over_dataset("certify", CERTIFY_COLUMNS, method, smoothed, loaded, dataset, parameters, device, out_path,
-                     resume, quiet, n0 + n, batch_size, selected_indices(len(dataset), skip, max_inputs), rows_for)
+    try:
+        run_over_dataset("certify", CERTIFY_COLUMNS, method, smoothed, loaded, dataset, parameters, device,
+                         out_path, resume, quiet, n0 + n, batch_size, selected_indices(len(dataset), skip, max_inputs),
+                         rows_for)
+    finally:
+        record_samples_used(out_path, samples_used)
 
 
 @main.command()

@@ -222,3 +222,107 @@ def clopper_pearson_survival_lower(samples, thresholds, alpha: float, fixed_grid
 
 # clopper_pearson_lower memoised: bands re-use the same few (k, n, alpha) many times
 _cached_clopper_pearson_lower = __import__("functools").lru_cache(maxsize=65536)(clopper_pearson_lower)
+
+
+# --------------------------------------------------------------------------- confidence sequences
+# Sequential certification (robustcert/methods/sequential.py) looks at the votes after every
+# checkpoint and stops as soon as the answer is decided. A fixed-n bound re-applied at every look
+# is NOT valid: the chance that SOME look fails grows with the number of looks (naive peeking).
+# A confidence sequence (CS) holds at all looks at once: P(exists t: p outside CS_t) <= alpha, so
+# it holds at any data-dependent stopping time.
+
+
+def _check_checkpoints(checkpoints) -> list[int]:
+    grid = [int(n) for n in checkpoints]
+    if not grid or grid[0] < 1 or grid != list(checkpoints) or any(b <= a for a, b in zip(grid, grid[1:])):
+        raise InvalidArgumentError(f"checkpoints must be a non-empty increasing list of sample counts, got {grid}")
+    return grid
+
+
+def stitched_alpha(checkpoints, alpha: float) -> float:
+    """The level of each bound of the stitched Clopper-Pearson sequence: alpha_k = alpha / K.
+
+    K = len(checkpoints); the K shares sum to alpha (union bound over the declared checkpoints).
+    """
+    return check_alpha(alpha) / len(_check_checkpoints(checkpoints))
+
+
+def _stitched_level(n: int, checkpoints, alpha: float) -> float:
+    grid = _check_checkpoints(checkpoints)
+    if n not in grid:
+        raise InvalidArgumentError(
+            f"n = {n} is not one of the declared checkpoints {grid}: the stitched sequence holds only there"
+        )
+    return check_alpha(alpha) / len(grid)
+
+
+def stitched_clopper_pearson_lower(k: int, n: int, checkpoints, alpha: float) -> float:
+    """Lower confidence sequence for a Bernoulli mean p over checkpoints declared in advance.
+
+    ``checkpoints`` n_1 < ... < n_K are fixed before sampling (e.g. a geometric grid up to n_max).
+    At a checkpoint n = n_j with k successes among the first n_j draws, the bound is the one-sided
+    Clopper-Pearson lower bound at level alpha_k = alpha / K:  L_j = CP_lower(k, n_j, alpha / K).
+    Union bound: P(exists j: L_j > p) <= sum_j alpha / K = alpha, so the bounds hold at every
+    checkpoint simultaneously with probability >= 1 - alpha, and therefore at any stopping time
+    that only stops at checkpoints, however it depends on the data (the running maximum of the
+    L_j is valid too). This is the finite-horizon, Bonferroni form of "stitching" fixed-n bounds
+    over a geometric grid of epochs with alpha_k summing to alpha (Howard, Ramdas, McAuliffe and
+    Sekhon 2021, Ann. Statist. 49(2), Sec. 3; group-sequential Bonferroni tests). Over a geometric
+    grid K ~ log2(n_max / n_1), so the price of peeking is only alpha -> alpha / K.
+    Raises InvalidArgumentError when n is not a declared checkpoint.
+    """
+    return clopper_pearson_lower(k, n, _stitched_level(n, checkpoints, alpha))
+
+
+def stitched_clopper_pearson_upper(k: int, n: int, checkpoints, alpha: float) -> float:
+    """Upper confidence sequence over declared checkpoints: U_j = CP_upper(k, n_j, alpha / K).
+
+    P(exists j: U_j < p) <= alpha (union bound; see :func:`stitched_clopper_pearson_lower`).
+    """
+    return clopper_pearson_upper(k, n, _stitched_level(n, checkpoints, alpha))
+
+
+def beta_binomial_log_mixture(k: int, n: int, p: float, a: float = 0.5, b: float = 0.5) -> float:
+    """ln M_n(p) of Robbins' beta-binomial mixture martingale for a Bernoulli mean p.
+
+    M_n(p) = integral of prod_i (q/p)^{X_i} ((1-q)/(1-p))^{1-X_i} dBeta(a, b)(q)
+           = B(a + k, b + n - k) / (B(a, b) p^k (1 - p)^(n - k)),   k = sum of the first n X_i.
+    Under the true p it is a nonnegative martingale with M_0 = 1 (a mixture of likelihood ratios),
+    so Ville's inequality gives P(exists n: M_n(p) >= 1/alpha) <= alpha (Robbins 1970; Howard et
+    al. 2021, Ann. Statist. 49(2), the beta-binomial confidence sequence).
+    """
+    from math import log, log1p
+
+    from scipy.special import betaln
+
+    k, n = (0, 0) if n == 0 else _check_successes(k, n)
+    if not 0.0 < p < 1.0:
+        raise InvalidArgumentError(f"p must lie in (0, 1), got {p!r}")
+    return float(betaln(a + k, b + n - k) - betaln(a, b) - k * log(p) - (n - k) * log1p(-p))
+
+
+def beta_binomial_mixture_bounds(k: int, n: int, alpha: float, a: float = 0.5, b: float = 0.5) -> tuple[float, float]:
+    """Time-uniform confidence sequence from the beta-binomial mixture: {p : M_n(p) < 1/alpha}.
+
+    With probability >= 1 - alpha the interval (lower, upper) contains p at EVERY n = 1, 2, ...
+    simultaneously (no horizon, no declared checkpoints; see :func:`beta_binomial_log_mixture`).
+    ln M_n(p) is convex in p and <= 0 at p = k/n (a mixture of likelihoods never exceeds the
+    maximum likelihood), so the set is an interval around k/n; its ends are found by root finding.
+    Each end is also a one-sided bound at level alpha. Prior Beta(a, b), default Beta(1/2, 1/2).
+    """
+    from math import log
+
+    from scipy.optimize import brentq
+
+    k, n = _check_successes(k, n)
+    threshold = log(1.0 / check_alpha(alpha))
+    excess = lambda p: beta_binomial_log_mixture(k, n, p, a, b) - threshold  # noqa: E731
+    tiny = 1e-300
+    p_hat = k / n
+    lower = 0.0
+    if k > 0 and excess(tiny) >= 0:
+        lower = brentq(excess, tiny, min(p_hat, 1.0 - 1e-16), xtol=1e-15, rtol=1e-14)
+    upper = 1.0
+    if k < n and excess(1.0 - 1e-16) >= 0:
+        upper = brentq(excess, max(p_hat, tiny), 1.0 - 1e-16, xtol=1e-15, rtol=1e-14)
+    return float(lower), float(upper)

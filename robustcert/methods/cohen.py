@@ -33,6 +33,7 @@ import numpy as np
 
 from ..certificate import ABSTAIN, Certificate, Prediction
 from ..engine import VoteCounter
+from ..errors import InvalidArgumentError
 from ..radius import gaussian_radius
 from ..stats import binomial_test_pvalue, clopper_pearson_lower
 from .base import SmoothedClassifier, Stopwatch
@@ -55,7 +56,16 @@ class Smooth(SmoothedClassifier):
     def alpha_spending(self, alpha):
         return {CERTIFY_BOUND: alpha}
 
-    def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None):
+    def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None,
+                      sequential=False, **sequential_options):
+        """CERTIFY; ``sequential=True`` stops each input early instead (methods/sequential.py): pass
+        ``target_radius=`` or ``tolerance=``, optionally ``n_max=`` (default n), ``growth=``, ``n_first=``."""
+        if sequential:
+            from .sequential import certify_sequential  # imported here: sequential.py builds on this module
+
+            return certify_sequential(self, xs, n0, n, alpha, batch_size, seed, indices, **sequential_options)
+        if sequential_options:
+            raise InvalidArgumentError(f"{', '.join(sorted(sequential_options))}: only with sequential=True")
         n0, n, alpha, batch_size = self.check_certify_args(n0, n, alpha, batch_size)
         xs = self.prepare(xs)
         seed = self.resolve_seed(seed)
