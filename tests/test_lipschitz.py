@@ -329,3 +329,40 @@ def test_nan_outputs_and_bad_alpha_raise():
         smoothed.certify(torch.zeros(3), n0=10, n=10)
     with pytest.raises(InvalidArgumentError):
         LipschitzSmooth(torch.nn.Identity(), 2, 0.5).certify(torch.zeros(2), alpha=1.5)
+
+
+# ----------------------------------------------------------------------------- the CLI
+def test_cli_certify_with_lvm_and_cohen_beside_it(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from robustcert.cli import main
+    from robustcert.results import read_results
+
+    common = ["--model", "bundled:digits-0.25", "--sigma", "0.25", "--n0", "30", "--n", "300", "--max", "3"]
+    out = tmp_path / "lvm.tsv"
+    result = CliRunner().invoke(main, ["certify", *common, "--method", "lvm", "--maps", "softmax,hardmax",
+                                       "--temperatures", "0.5,1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = read_results(out)
+    assert len(rows) == 3 and (rows["radius"] > 0).any()
+    parameters = json.loads(out.with_name("lvm.tsv.json").read_text())["parameters"]
+    assert parameters["candidates"] == ["softmax(t=0.5)", "softmax(t=1)", "hardmax"]
+    assert parameters["lvm_selection"] == "holdout" and sum(parameters["alpha_spending"].values()) == 0.001
+    result = CliRunner().invoke(main, ["certify", *common, "--method", "lvm", "--maps", "softmax",
+                                       "--temperatures", "1", "--lipschitz", "2.0", "--out", str(tmp_path / "l.tsv")])
+    assert result.exit_code == 0, result.output
+    parameters = json.loads((tmp_path / "l.tsv.json").read_text())["parameters"]
+    assert parameters["lipschitz"] == 2.0 and "margin-union" in parameters["formulas"]
+    # cohen is unaffected by the lvm options it does not use
+    result = CliRunner().invoke(main, ["certify", *common, "--out", str(tmp_path / "cohen.tsv")])
+    assert result.exit_code == 0, result.output
+    for args, message in [(["--method", "lvm", "--maps", "nope"], "unknown simplex map"),
+                          (["--method", "lvm", "--temperatures", "a"], "--temperatures"),
+                          (["--method", "lvm", "--temperatures", "-1"], "temperatures"),
+                          (["--maps", "softmax"], "--maps")]:
+        result = CliRunner().invoke(main, ["certify", *common, *args, "--out", str(tmp_path / "bad.tsv")])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / "bad.tsv").exists() or (tmp_path / "bad.tsv").stat().st_size == 0

@@ -108,6 +108,11 @@ FORMULAS = {
     "margin-union": "R = (pA_lower - pB_upper) / Lip   [pB_upper = min(1 - pA_lower, max_c upper_c)]",
 }
 SELECTIONS = ("holdout", "union")
+# Default grid: t multiplies the logits, so useful values depend on the model's logit scale (the
+# bundled digits models have top-two logit gaps of about 4 to 15). hardmax with Clopper-Pearson
+# is Cohen et al.'s vote count, so the grid can fall back to it where soft outputs do not help.
+DEFAULT_MAPS = ("softmax", "sparsemax", "hardmax")
+DEFAULT_TEMPERATURES = (0.25, 0.5, 1.0, 2.0)
 
 
 def formula_spending(formula: str, bound: str, num_classes: int, alpha: float, label: str = "") -> dict[str, float]:
@@ -179,8 +184,8 @@ class LipschitzSmooth(SmoothedClassifier):
 
     method = "lvm"
 
-    def __init__(self, model, num_classes, sigma, maps: Sequence[str] = ("softmax", "sparsemax"),
-                 temperatures: Sequence[float] = (0.25, 0.5, 1.0, 2.0), lipschitz: float | None = None,
+    def __init__(self, model, num_classes, sigma, maps: Sequence[str] = DEFAULT_MAPS,
+                 temperatures: Sequence[float] = DEFAULT_TEMPERATURES, lipschitz: float | None = None,
                  formulas: Sequence[str] | None = None, bound: str = "auto", selection: str = "holdout",
                  **kwargs):
         super().__init__(model, num_classes, sigma, **kwargs)
