@@ -679,12 +679,14 @@ def plot(files, out_path, labels, max_radius, title):
 @click.option("--n0", type=int, default=100, show_default=True, help="Selection samples per image.")
 @click.option("--n", "n", type=int, default=10_000, show_default=True, help="Estimation samples per image.")
 @click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True)
-@click.option("--batch", "batch_size", type=int, default=2000, show_default=True)
+@click.option("--batch", "batch_size", type=int, default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max", "max_inputs", type=int, default=-1, show_default=True,
               help="Only the first MAX test images (-1: all 360).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo(out_dir, n0, n, alpha, batch_size, seed, max_inputs, quiet):
+@click.option("--jobs", type=int, default=3, show_default=True,
+              help="Certify runs at once, as child processes (1: one after another in this process).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def demo(out_dir, n0, n, alpha, batch_size, seed, max_inputs, jobs, quiet):
     """Run the main job on the bundled digits models.
 
     Writes TSVs, a table and a plot.
@@ -697,7 +699,7 @@ def demo(out_dir, n0, n, alpha, batch_size, seed, max_inputs, quiet):
     from .demo import run_demo
 
     run_demo(out_dir, n=n, n0=n0, alpha=alpha, batch_size=batch_size, seed=seed, max_inputs=max_inputs,
-             quiet=quiet, echo=lambda line: click.echo(line))
+             quiet=quiet, jobs=jobs, echo=lambda line: click.echo(line))
 
 
 # --------------------------------------------------------------------------- policy smoothing (RL)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 DEMO_MODELS = (("digits-0.12", 0.12), ("digits-0.25", 0.25), ("digits-0.50", 0.5))
-DEMO_N0, DEMO_N, DEMO_ALPHA, DEMO_BATCH, DEMO_SEED = 100, 10_000, 0.001, 2000, 0
+DEMO_N0, DEMO_N, DEMO_ALPHA, DEMO_BATCH, DEMO_SEED, DEMO_JOBS = 100, 10_000, 0.001, 1000, 0, 3
 TABLE_FILE, PLOT_FILE, README_FILE = "table.md", "certified_accuracy.png", "README.md"
 
 
@@ -57,40 +57,41 @@ def certify_arguments(name: str, sigma: float, out: Path, n0: int, n: int, alpha
 
 def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DEMO_N0, alpha: float = DEMO_ALPHA,
              batch_size: int = DEMO_BATCH, seed: int = DEMO_SEED, max_inputs: int = -1, quiet: bool = False,
-             echo: Callable[[str], None] = print) -> DemoResult:
+             jobs: int = DEMO_JOBS, echo: Callable[[str], None] = print) -> DemoResult:
     """Certify the three bundled digits models, then write the table, the plot and a README.
 
-    Each certification goes through the ``robustcert certify`` command itself (in this process),
-    so the TSVs and sidecars are exactly what that command writes, and each sidecar records the
-    equivalent shell command. Errors propagate as RobustCertError.
+    Each certification is the ``robustcert certify`` command itself, so the TSVs and sidecars are
+    exactly what that command writes and each sidecar records the equivalent shell command.
+    ``jobs > 1`` runs up to ``jobs`` of them at once as child processes, each with
+    ``cpu_count // jobs`` torch threads (single-threaded processes use a small shared machine far
+    better than one process whose two threads wait on each other); ``jobs = 1`` runs them one
+    after another in this process. Errors propagate as RobustCertError.
     """
-    from .cli import certify
     from .errors import check_alpha, check_count
     from .plotting import plot_files
     from .results import render_table, table_from_files
 
     n, n0, batch_size = check_count(n, "n"), check_count(n0, "n0"), check_count(batch_size, "batch_size")
-    alpha = check_alpha(alpha)
+    alpha, jobs = check_alpha(alpha), check_count(jobs, "jobs")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    tsv_files, labels, commands, certify_seconds = [], [], [], []
+    runs = []
     for name, sigma in DEMO_MODELS:
         out = out_dir / f"{name}.tsv"
         for stale in (out, out.with_name(out.name + ".json")):  # the demo regenerates its own outputs
             stale.unlink(missing_ok=True)
-        arguments = certify_arguments(name, sigma, out, n0, n, alpha, batch_size, seed, max_inputs, quiet)
-        command = shlex.join(["robustcert", *[a for a in arguments if a != "--quiet"]])
-        echo(f"[demo] {command}")
-        run_started = time.perf_counter()
-        certify.main(args=arguments[1:], prog_name="robustcert certify", standalone_mode=False,
-                     obj={"argv": arguments})
-        certify_seconds.append(time.perf_counter() - run_started)
-        echo(f"[demo]   done in {certify_seconds[-1]:.1f} s")
-        tsv_files.append(out)
-        labels.append(f"bundled:{name} sigma={sigma:g}")
-        commands.append(command)
+        arguments = certify_arguments(name, sigma, out, n0, n, alpha, batch_size, seed, max_inputs,
+                                      quiet or jobs > 1)
+        runs.append(DemoRun(name, sigma, out, arguments))
+        echo(f"[demo] {runs[-1].command}")
+    if jobs > 1:
+        threads = run_in_processes(runs, jobs, echo, quiet, expected_rows=360 if max_inputs < 0 else max_inputs)
+    else:
+        threads = run_in_this_process(runs, echo)
 
+    tsv_files = [run.out for run in runs]
+    labels = [f"bundled:{run.name} sigma={run.sigma:g}" for run in runs]
     table = table_from_files(tsv_files, labels=labels)
     table_markdown = render_table(table, "markdown", decimals=3)
     table_file = out_dir / TABLE_FILE
@@ -99,8 +100,8 @@ def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DE
                            title=f"bundled digits models, n={n}, alpha={alpha:g}")
     seconds = time.perf_counter() - started
     readme_file = out_dir / README_FILE
-    write_text(readme_file, demo_readme(commands, table_markdown, seconds, certify_seconds, n0, n, alpha,
-                                        batch_size, seed, max_inputs, [f.name for f in tsv_files], labels))
+    settings = RunSettings(n0, n, alpha, batch_size, seed, max_inputs, jobs, threads)
+    write_text(readme_file, demo_readme(runs, table_markdown, seconds, settings, labels))
     echo("")
     echo(table_markdown.rstrip("\n"))
     echo("")
@@ -108,7 +109,104 @@ def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DE
          f"wrote {out_dir}/: {', '.join(f.name for f in tsv_files)} (+ .json sidecars), {TABLE_FILE}, "
          f"{PLOT_FILE}, {README_FILE}; wall time {seconds:.1f} s")
     return DemoResult(out_dir, tsv_files, table_file, plot_file, readme_file, table_markdown, seconds,
-                      certify_seconds, commands)
+                      [run.seconds for run in runs], [run.command for run in runs])
+
+
+@dataclass
+class DemoRun:
+    """One ``robustcert certify`` run of the demo."""
+
+    name: str
+    sigma: float
+    out: Path
+    arguments: list[str]
+    seconds: float = 0.0
+
+    @property
+    def command(self) -> str:
+        return shlex.join(["robustcert", *[a for a in self.arguments if a != "--quiet"]])
+
+
+@dataclass
+class RunSettings:
+    n0: int
+    n: int
+    alpha: float
+    batch_size: int
+    seed: int
+    max_inputs: int
+    jobs: int
+    threads: int
+
+
+def run_in_this_process(runs: list[DemoRun], echo) -> int:
+    """Run the certify commands one after another through click (errors raise). Returns torch threads."""
+    import torch
+
+    from .cli import certify
+
+    for run in runs:
+        run_started = time.perf_counter()
+        certify.main(args=run.arguments[1:], prog_name="robustcert certify", standalone_mode=False,
+                     obj={"argv": run.arguments})
+        run.seconds = time.perf_counter() - run_started
+        echo(f"[demo]   {run.name} done in {run.seconds:.1f} s")
+    return torch.get_num_threads()
+
+
+def run_in_processes(runs: list[DemoRun], jobs: int, echo, quiet: bool, expected_rows: int) -> int:
+    """Run the certify commands as up to ``jobs`` child processes at once; report progress from the
+    rows they flush. A failing child stops the others and raises its one-line error."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from .errors import RobustCertError
+
+    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(runs)))
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    pending, active = list(runs), {}
+    total = expected_rows * len(runs)
+    last_report = started = time.perf_counter()
+    try:
+        while pending or active:
+            while pending and len(active) < jobs:
+                run = pending.pop(0)
+                log = tempfile.TemporaryFile(mode="w+")
+                process = subprocess.Popen([sys.executable, "-m", "robustcert", *run.arguments],
+                                           stdout=subprocess.DEVNULL, stderr=log, env=environment)
+                active[process] = (run, log, time.perf_counter())
+            time.sleep(0.2)
+            for process in [p for p in active if p.poll() is not None]:
+                run, log, run_started = active.pop(process)
+                run.seconds = time.perf_counter() - run_started
+                log.seek(0)
+                lines = [line.strip() for line in log.read().splitlines() if line.strip()]
+                log.close()
+                if process.returncode != 0:
+                    detail = lines[-1] if lines else f"exit status {process.returncode}"
+                    raise RobustCertError(f"demo run {run.command!r} failed: {detail}")
+                echo(f"[demo]   {run.name} done in {run.seconds:.1f} s")
+            now = time.perf_counter()
+            if not quiet and now - last_report >= 10 and active:
+                done = sum(_rows(run.out) for run in runs)
+                echo(f"[demo]   {done}/{total} images certified, {now - started:.0f} s")
+                last_report = now
+    finally:
+        for process, (_, log, _) in active.items():  # only after a failure or an interrupt
+            process.terminate()
+            process.wait()
+            log.close()
+    return threads
+
+
+def _rows(path: Path) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return max(handle.read().count(b"\n") - 1, 0)
+    except OSError:
+        return 0
 
 
 def write_text(path: Path, text: str) -> None:
@@ -125,33 +223,40 @@ def largest_radius_factor(n: int, alpha: float) -> float:
     return float(norm.ppf(alpha ** (1.0 / n)))
 
 
-def demo_readme(commands, table_markdown, seconds, certify_seconds, n0, n, alpha, batch_size, seed, max_inputs,
-                tsv_names, labels) -> str:
+def demo_readme(runs: list[DemoRun], table_markdown: str, seconds: float, settings: RunSettings,
+                labels: list[str]) -> str:
     import os
 
     import torch
 
     from . import __version__
 
-    images = "all 360 digits test images" if max_inputs < 0 else f"the first {max_inputs} digits test images"
+    n0, n, alpha = settings.n0, settings.n, settings.alpha
+    tsv_paths = [shlex.quote(str(run.out)) for run in runs]
+    plot_path = shlex.quote(str(runs[0].out.with_name(PLOT_FILE)))
+    images = "all 360 digits test images" if settings.max_inputs < 0 else \
+        f"the first {settings.max_inputs} digits test images"
+    how = (f"{min(settings.jobs, len(runs))} certify processes at a time with {settings.threads} torch "
+           f"thread(s) each" if settings.jobs > 1 else f"one certify run after another, {settings.threads} torch threads")
     lines = [
         "# Demo: certified accuracy of the bundled digits models",
         "",
         "Written by `robustcert demo` (the README's main job). It certified "
         f"{images} with Cohen et al.'s CERTIFY at n0={n0}, n={n}, alpha={alpha:g} "
         f"(one one-sided Clopper-Pearson bound per image, so each certificate holds with probability "
-        f">= {1 - alpha:g}), seed={seed}, batch {batch_size}, with these commands:",
+        f">= {1 - alpha:g}), seed={settings.seed}, batch {settings.batch_size}; these are the commands it ran "
+        "(from the repository root), and the `table` and `plot` commands that give the same table and figure:",
         "",
         "```bash",
-        *commands,
-        f"robustcert table {' '.join(tsv_names)} --labels {shlex.quote(','.join(labels))}",
-        f"robustcert plot {' '.join(tsv_names)} --labels {shlex.quote(','.join(labels))} --out {PLOT_FILE}",
+        *[run.command for run in runs],
+        f"robustcert table {' '.join(tsv_paths)} --labels {shlex.quote(','.join(labels))}",
+        f"robustcert plot {' '.join(tsv_paths)} --labels {shlex.quote(','.join(labels))} --out {plot_path}",
         "```",
         "",
-        f"Wall time of the whole demo: **{seconds:.1f} s** (certify runs: "
-        + ", ".join(f"{s:.1f} s" for s in certify_seconds)
-        + f") on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), robustcert {__version__}.",
+        f"Wall time of the whole demo: **{seconds:.1f} s** ({how}; certify runs took "
+        + ", ".join(f"{run.seconds:.1f} s" for run in runs)
+        + f") on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"robustcert {__version__}.",
         "",
         "Certified accuracy at radius r (l2, pixel units in [0,1]) counts an image when it is "
         f"classified correctly and certified at radius >= r; abstentions count as wrong. With n={n} and "

@@ -319,12 +319,14 @@ def test_plot_draws_the_certified_accuracy_step_function(uninterrupted):
 
 def test_demo_writes_tsvs_table_plot_and_readme(tmp_path):
     out_dir = tmp_path / "demo"
-    args = ["demo", "--out-dir", out_dir, "--n", "60", "--n0", "10", "--max", "5", "--quiet"]
-    result = invoke(*args)
+    args = ["demo", "--out-dir", out_dir, "--n", "60", "--n0", "10", "--max", "5"]
+    result = invoke(*args)  # default: the three certify runs as parallel child processes
     assert result.exit_code == 0, result.stderr
     names = ["digits-0.12", "digits-0.25", "digits-0.50"]
+    first = {}
     for name in names:
-        assert len(data_rows(out_dir / f"{name}.tsv")) == 5
+        first[name] = without_time(out_dir / f"{name}.tsv")
+        assert len(first[name]) == 5
         record = json.loads((out_dir / f"{name}.tsv.json").read_text())
         assert record["command"].startswith(f"robustcert certify --model bundled:{name}")
         assert f"--out {out_dir / name}.tsv --max 5" in record["command"]
@@ -339,8 +341,23 @@ def test_demo_writes_tsvs_table_plot_and_readme(tmp_path):
     command = record["command"].split()[1:]
     command[command.index("--out") + 1] = str(again)
     assert invoke(*command, "--quiet").exit_code == 0
-    assert without_time(again) == without_time(out_dir / "digits-0.50.tsv")
-    assert invoke(*args).exit_code == 0  # a second demo regenerates its own files
+    assert without_time(again) == first["digits-0.50"]
+    # in this process, one run after another: regenerates the same files
+    assert invoke(*args, "--jobs", "1", "--quiet").exit_code == 0
+    assert {name: without_time(out_dir / f"{name}.tsv") for name in names} == first
+
+
+def test_demo_reports_a_failing_run_in_one_line(tmp_path):
+    from robustcert.demo import DemoRun, run_in_processes
+    from robustcert.errors import RobustCertError
+
+    result = invoke("demo", "--out-dir", tmp_path, "--n", "0")
+    assert result.exit_code == 2 and result.stderr.strip() == "robustcert: error: n must be >= 1, got 0"
+    bad = DemoRun("bad", 0.25, tmp_path / "bad.tsv", ["certify", "--model", "bundled:nope", "--sigma", "0.25",
+                                                        "--out", str(tmp_path / "bad.tsv"), "--quiet"])
+    with pytest.raises(RobustCertError, match="failed: robustcert: error: no bundled model 'nope'") as info:
+        run_in_processes([bad], jobs=2, echo=print, quiet=True, expected_rows=1)
+    assert "\n" not in str(info.value)
 
 
 def test_help_lists_every_command():
