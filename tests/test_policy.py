@@ -201,15 +201,22 @@ def test_budget_is_enforced_whatever_the_adversary_returns(cartpole):
     assert np.all(episodes.perturbation_norms > 0.29)
 
 
-def test_gradient_attack_lowers_returns_within_budget(cartpole):
-    torch.manual_seed(0)
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny forward/backward passes: extra threads only cost time
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_gradient_attack_lowers_returns_within_budget(cartpole, one_thread):
     loaded = load_policy("cartpole-0.2")
-    agent = PolicySmooth(loaded.module, sigma=0.2, frame_stack=loaded.frame_stack, num_envs=20)
-    clean = agent.rollout(cartpole, 20, seed=1)
-    attack = GradientAttack(loaded.module, sigma=0.2, budget=3.0, attack_steps=100, iterations=5, eot_samples=4)
-    attacked = agent.rollout(cartpole, 20, seed=1, adversary=attack)
-    assert np.all(attacked.perturbation_norms <= 3.0 + 1e-6)
-    assert attacked.returns.mean() < clean.returns.mean() - 20
+    agent = PolicySmooth(loaded.module, sigma=0.2, frame_stack=loaded.frame_stack, num_envs=16)
+    clean = agent.rollout(cartpole, 16, seed=1)
+    attack = GradientAttack(loaded.module, sigma=0.2, budget=3.2, attack_steps=50, iterations=5, eot_samples=4)
+    attacked = agent.rollout(cartpole, 16, seed=1, adversary=attack)
+    assert np.all(attacked.perturbation_norms <= 3.2 + 1e-6)
+    assert attacked.returns.mean() < clean.returns.mean() - 50
 
 
 # --------------------------------------------------------------------------- policies and errors
