@@ -25,6 +25,7 @@ import math
 import numpy as np
 import torch
 
+from ..engine import model_device
 from ..errors import InvalidArgumentError, check_count, check_sigma
 
 
@@ -51,7 +52,7 @@ class GradientAttack:
         self.iterations = check_count(iterations, "iterations")
         self.eot_samples = check_count(eot_samples, "eot_samples")
         self.generator = torch.Generator().manual_seed(int(seed))
-        self.device = next(iter(module.parameters())).device if any(True for _ in module.parameters()) else "cpu"
+        self.device = model_device(module)
 
     def step_radius(self, remaining: np.ndarray, step: np.ndarray) -> np.ndarray:
         """min(remaining budget, B / sqrt(H)) during the first H steps, 0 afterwards."""

@@ -80,7 +80,7 @@ class NoisyObservation(gym.ObservationWrapper):
 def is_noisy(env) -> bool:
     """True when ``env`` already contains a NoisyObservation wrapper (noise would be added twice)."""
     while env is not None:
-        if type(env).__name__ == "NoisyObservation":
+        if isinstance(env, NoisyObservation):
             return True
         env = getattr(env, "env", None)
     return False
