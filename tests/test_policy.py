@@ -283,6 +283,7 @@ def test_atari_smoke():
 
     episodes = PolicySmooth(noop, sigma=0.1, frame_stack=4, num_envs=2).rollout(pong, 2, seed=0)
     assert episodes.returns.shape == (2,) and seen[0] == (2, 4, 84, 84)
+    assert episodes.lengths.tolist() == [25, 25]  # the time limit counts agent steps, not raw frames
     assert make_env("pong", sigma=0.1, frame_stack=4, max_episode_steps=5).reset(seed=0)[0].shape == (4, 84, 84)
 
 

@@ -119,7 +119,8 @@ def make_clean_env(env_id: str, max_episode_steps: int | None = None, one_round:
     atari = "NoFrameskip" in env_id or env_id.startswith("ALE/")
     if atari:
         _register_atari()
-    kwargs = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
+    # Atari: the time limit counts agent steps (after frame skipping), so it is applied after preprocessing
+    kwargs = {} if max_episode_steps is None or atari else {"max_episode_steps": int(max_episode_steps)}
     if atari and env_id.startswith("ALE/"):
         kwargs["frameskip"] = 1  # AtariPreprocessing does the frame skipping
     try:
@@ -133,6 +134,8 @@ def make_clean_env(env_id: str, max_episode_steps: int | None = None, one_round:
                                  noop_max=30)
         if one_round:
             env = _end_on_first_point(env)
+        if max_episode_steps is not None:
+            env = gym.wrappers.TimeLimit(env, int(max_episode_steps))
     elif one_round:
         raise InvalidArgumentError("one_round is only defined for Atari Pong")
     return env
