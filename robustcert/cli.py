@@ -745,10 +745,12 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
                    quantiles, thresholds, frame_stack, max_episode_steps, one_round, num_envs, device,
                    trust_checkpoint, quiet):
     """Certify the expected return of a smoothed RL agent (Kumar et al. 2022); one row per budget."""
+    import gymnasium as gym
+
     from .errors import check_alpha, check_count, check_sigma
     from .methods.policy import PolicySmooth, alpha_spending
     from .rl.envs import env_factory
-    from .rl.policies import load_policy
+    from .rl.policies import TorchPolicy, load_policy
 
     check_output(out_path, resume=False)
     sigma, alpha, episodes = check_sigma(sigma), check_alpha(alpha), check_count(episodes, "--episodes")
@@ -761,6 +763,10 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
     if max_episode_steps is None:
         max_episode_steps = loaded.metadata.get("max_episode_steps")
     env_fn = env_factory(env_id, max_episode_steps, one_round)
+    if isinstance(loaded.policy, TorchPolicy):  # a torch policy's outputs are logits only for discrete actions
+        probe = env_fn()
+        loaded.policy.discrete = isinstance(probe.action_space, gym.spaces.Discrete)
+        probe.close()
     agent = PolicySmooth(loaded.policy, sigma, frame_stack=frame_stack, num_envs=check_count(num_envs, "--num-envs"))
     parameters = {"env": env_id, "sigma": sigma, "episodes": episodes, "budgets": budget_list, "alpha": alpha,
                   "seed": seed, "bound": bound, "return_lower_bound": return_lower_bound,
