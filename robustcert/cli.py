@@ -204,6 +204,8 @@ class RowWriter:
         except UnicodeDecodeError:
             raise CLIError(f"cannot resume {self.path}: it is not a text file") from None
         lines = text.split("\n")
+        if len(lines) == 1 and self.header.startswith(text):  # killed while writing the header: no rows
+            lines = [self.header, ""]
         if lines[0] != self.header:
             raise CLIError(f"cannot resume {self.path}: its header is {lines[0]!r}, expected {self.header!r}")
         complete = lines[:-1]  # the last element is "" after a final newline, else a partial row

@@ -366,3 +366,24 @@ def test_help_lists_every_command():
     for command in ["certify", "predict", "table", "plot", "demo"]:
         assert f"  {command} " in result.stdout
     assert invoke("table", "--help").exit_code == 0
+
+
+def test_row_writer_recovers_what_a_killed_run_left(tmp_path):
+    from robustcert.cli import CLIError, RowWriter
+
+    columns = tuple(HEADER.split("\t"))
+    path = tmp_path / "r.tsv"
+    path.write_text("idx\tlab")  # killed while writing the header: nothing to lose
+    writer = RowWriter(path, columns, resume=True)
+    writer.close()
+    assert path.read_text() == HEADER + "\n" and writer.done == set()
+    path.write_text(HEADER + "\n0\t1\t1\t0.5\t1\t0:00:01\n2\t3\t3\t0.2\t1\t0:00:01\n4\t5\t5")
+    writer = RowWriter(path, columns, resume=True)
+    writer.write("4\t5\t5\t0.3\t1\t0:00:01")
+    writer.close()
+    assert writer.done == {0, 2}
+    assert path.read_text() == HEADER + "\n0\t1\t1\t0.5\t1\t0:00:01\n2\t3\t3\t0.2\t1\t0:00:01\n4\t5\t5\t0.3\t1\t0:00:01\n"
+    path.write_text("idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t0:00:01\n")  # a predict file
+    with pytest.raises(CLIError, match="its header is"):
+        RowWriter(path, columns, resume=True)
+    assert path.read_text() == "idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t0:00:01\n"
