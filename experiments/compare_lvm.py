@@ -99,7 +99,7 @@ def main():
         f"--sigmas {args.sigmas} --skip {args.skip} --n {args.n}` "
         f"(torch threads: {args.threads}, CPU).",
         "",
-        f"Digits test split, every {args.skip}th image ({len(indices)} images), n0 = {args.n0}, n = {args.n}, "
+        f"Digits test split, one image in every {args.skip} ({len(indices)} images), n0 = {args.n0}, n = {args.n}, "
         f"alpha = {args.alpha}, seed = {args.seed}; each sigma uses the bundled model trained at that sigma. "
         "Every method sees the same images with the same seed (so cohen and lvm-votes draw the same noise).",
         "",
