@@ -799,5 +799,41 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
                .to_string(index=False))
 
 
+@main.command()
+@click.option("--models", default="digits,cifar_resnet110,resnet50", show_default=True,
+              help="Comma-separated: digits (bundled CNN), cifar_resnet110 (32x32), resnet50 (224x224).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--channels-last/--no-channels-last", "channels_last", default=None,
+              help="Layout for (a) and (b) [default: the engine's measured default].")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model for (a) and (b).")
+@click.option("--quick", is_flag=True, help="Small sample counts (a minute or two on CPU).")
+@click.option("--sweep", is_flag=True, help="Also measure (b) under each engine option.")
+@click.option("--no-packing", is_flag=True, help="Skip the cross-input packing measurement.")
+@click.option("--n", "n", type=int, default=None, help="Override the profile's estimation samples per image.")
+@click.option("--reps", type=int, default=None, help="Override the profile's repetitions.")
+@click.option("--threads", type=int, default=None, help="torch.set_num_threads (CPU); default: torch's.")
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="cpu: process CPU time, for --threads 1 on a CPU shared with other jobs.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results/bench"),
+              show_default=True)
+def bench(models, device, precision, channels_last, compile_model, quick, sweep, no_packing, n, reps, threads,
+          clock, out_dir):
+    """Measure the certification loop: (a) forward-pass limit, (b) robustcert, (c) published loop.
+
+    Interleaved repetitions, medians, samples/s and the ratios (b)/(a), (b)/(c); plus cross-input
+    packing for small n. Writes JSON and markdown into --out-dir (see robustcert/bench.py).
+    """
+    from .bench import MODELS, run_bench
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown or not names:
+        raise CLIError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_bench(names, resolve_device(device), precision, channels_last, compile_model, quick, out_dir, threads,
+              sweep, not no_packing, n, reps, clock, log=click.echo)
+
+
 if __name__ == "__main__":
     main()

@@ -336,6 +336,13 @@ class MonteCarloEngine:
             raise ValueError("one generator per input is required")
         if self.batch_size == AUTO:
             self.batch_size = auto_batch_size(self, tuple(inputs.shape[1:]), accumulator.num_classes)
+        if bool(self._sample(inputs, n, accumulator, generators)):  # the one host sync of the run
+            raise ModelOutputError("the base model returned NaN or infinite outputs on noisy inputs")
+        return accumulator
+
+    def _sample(self, inputs: torch.Tensor, n: int, accumulator: Accumulator,
+                generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """The sampling loop; returns a device flag: did any output have NaN/inf? No host sync."""
         buffer = self._noise_buffer(inputs.shape[1:], inputs.dtype)
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         for segments in plan_batches(inputs.shape[0], n, self.batch_size):
@@ -348,9 +355,7 @@ class MonteCarloEngine:
             nonfinite |= ~torch.isfinite(outputs).all()
             for seg in segments:
                 accumulator.update(outputs, seg.row, seg.start, seg.start + seg.count)
-        if bool(nonfinite):
-            raise ModelOutputError("the base model returned NaN or infinite outputs on noisy inputs")
-        return accumulator
+        return nonfinite
 
     def _forward_in_pieces(self, batch: torch.Tensor, num_classes: int) -> torch.Tensor:
         """Outputs on a noisy batch, in forward passes of at most ``forward_batch`` samples.

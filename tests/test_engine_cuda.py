@@ -1,0 +1,125 @@
+"""Engine checks that need a CUDA device (marker ``cuda``; skipped without one).
+
+Run them with ``python -m pytest -m cuda tests/test_engine_cuda.py`` (experiments/gpu_check.sh).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from robustcert import Smooth
+from robustcert.engine import MonteCarloEngine, VoteCounter
+from robustcert.models import load_model
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+DEVICE = torch.device("cuda")
+
+
+def digits_model():
+    return load_model("bundled:digits-0.25", device=DEVICE)
+
+
+def test_the_sampling_loop_never_synchronises_with_the_host(digits_test):
+    engine = MonteCarloEngine(digits_model(), sigma=0.25, batch_size=500)
+    xs = digits_test[0][:4].to(DEVICE)
+    generators = [engine.generator(0, i, "s") for i in range(4)]
+    counter = VoteCounter(4, 10, DEVICE)
+    with torch.inference_mode():
+        engine._sample(xs, 300, counter, generators)  # warm-up: cuDNN plans, allocator
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            flag = engine._sample(xs, 1200, counter, generators)  # packed and unpacked batches
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert not bool(flag) and counter.result().sum() == 4 * 1500
+
+
+def test_same_seed_same_certificate_and_every_sample_counted(digits_test):
+    smoothed = Smooth(digits_model(), 10, 0.25)
+    x = digits_test[0][:3]
+    first = smoothed.certify_batch(x, n0=100, n=5000, batch_size=2000, seed=4)
+    second = smoothed.certify_batch(x, n0=100, n=5000, batch_size=2000, seed=4)
+    assert [c.counts for c in first] == [c.counts for c in second]
+    assert all(sum(c.counts) == 5000 for c in first)
+
+
+def test_bf16_channels_last_is_a_close_base_classifier(digits_test):
+    x = digits_test[0][:20]
+    fp32 = Smooth(digits_model(), 10, 0.25, precision="fp32").certify_batch(x, n0=100, n=2000, batch_size=4000)
+    bf16 = Smooth(digits_model(), 10, 0.25, precision="bf16", channels_last=True).certify_batch(
+        x, n0=100, n=2000, batch_size=4000)
+    agree = np.mean([a.prediction == b.prediction for a, b in zip(fp32, bf16)])
+    assert agree >= 0.9
+    assert all(sum(c.counts) == 2000 for c in bf16)
+
+
+def test_cuda_out_of_memory_is_retried_on_the_same_samples():
+    class Greedy(torch.nn.Module):
+        """Asks for an impossible amount of memory when a forward pass has more than 256 samples."""
+
+        def forward(self, x):
+            if x.shape[0] > 256:
+                torch.empty(1 << 50, dtype=torch.uint8, device=x.device)  # 1 PiB
+            score = x.flatten(1).sum(1)
+            return torch.stack([score, -score], 1)
+
+    x = torch.tensor([[0.2, -0.1, 0.0]], device=DEVICE)
+
+    def votes(model):
+        engine = MonteCarloEngine(model, sigma=1.0, batch_size=1000, device=DEVICE)
+        counts = engine.run(x, 3000, VoteCounter(1, 2, DEVICE), [engine.generator(1, 0, "s")]).result()
+        return counts, engine.report()
+
+    expected, _ = votes(_Plain())
+    with pytest.warns(RuntimeWarning, match="out of memory"):
+        counts, report = votes(Greedy())
+    np.testing.assert_array_equal(counts, expected)
+    assert report["forward_batch"] == 250 and report["oom_retries"] == 2
+
+
+class _Plain(torch.nn.Module):
+    def forward(self, x):
+        score = x.flatten(1).sum(1)
+        return torch.stack([score, -score], 1)
+
+
+def test_auto_batch_uses_free_memory(digits_test):
+    smoothed = Smooth(digits_model(), 10, 0.25)
+    cert = smoothed.certify(digits_test[0][0], n0=100, n=20_000, batch_size="auto")
+    report = smoothed.engine_report()
+    assert report["auto_batch"]["rule"] == "cuda free memory"
+    assert 1024 <= report["batch_size"] <= 32768 and sum(cert.counts) == 20_000
+
+
+def test_compile_on_cuda_matches_eager(digits_test):
+    x = digits_test[0][:2]
+    eager = Smooth(digits_model(), 10, 0.25).certify_batch(x, n0=100, n=4000, batch_size=2000)
+    compiled = Smooth(digits_model(), 10, 0.25, compile=True)
+    with_compile = compiled.certify_batch(x, n0=100, n=4000, batch_size=2000)
+    status = compiled.engine_report()["compile"]
+    print("compile status:", status)
+    for a, b in zip(eager, with_compile):
+        assert np.abs(np.subtract(a.counts, b.counts)).max() <= 20
+
+
+def test_nccl_run_of_one_process_equals_the_plain_run(tmp_path):
+    args = ["certify", "--model", "bundled:digits-0.25", "--sigma", "0.25", "--n", "2000", "--max", "6",
+            "--seed", "2", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    plain = subprocess.run([sys.executable, "-m", "robustcert", *args, "--out", str(tmp_path / "a.tsv")],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                          "-m", "robustcert", "--", *args, "--distributed", "--out", str(tmp_path / "b.tsv")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    strip = lambda p: [line.split("\t")[:-1] for line in p.read_text().splitlines()]  # noqa: E731
+    assert strip(tmp_path / "a.tsv") == strip(tmp_path / "b.tsv")
+    record = json.loads((tmp_path / "b.tsv.json").read_text())
+    assert record["runs"][-1]["distributed"]["backend"] == "nccl"
