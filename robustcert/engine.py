@@ -44,9 +44,11 @@ def derive_seed(seed: int, index: int, stage: str) -> int:
     """A 63-bit seed for one input and one sampling stage, derived from the run's seed.
 
     numpy's SeedSequence hashes (seed, index, stage) so that neighbouring indices give
-    statistically independent streams.
+    statistically independent streams. The whole stage name is used (as one arbitrary-size
+    integer), so names that share a prefix, e.g. "selection-a" and "selection-b", never share
+    a stream.
     """
-    stage_key = int.from_bytes(stage.encode("utf-8")[:8].ljust(8, b"\0"), "little")
+    stage_key = int.from_bytes(stage.encode("utf-8"), "little")
     state = np.random.SeedSequence([int(seed) & (2**63 - 1), int(index), stage_key]).generate_state(2, np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 

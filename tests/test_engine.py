@@ -54,6 +54,9 @@ def test_generators_are_distinct_per_index_and_stage():
     seeds = {derive_seed(0, i, stage) for i in range(100) for stage in ("selection", "estimation")}
     assert len(seeds) == 200
     assert derive_seed(0, 5, "selection") == derive_seed(0, 5, "selection")
+    # the whole stage name counts, not a prefix
+    assert derive_seed(0, 5, "selection-a") != derive_seed(0, 5, "selection-b")
+    assert derive_seed(0, 5, "estimation-branch-1") != derive_seed(0, 5, "estimation-branch-2")
 
 
 def test_accumulation_continues_across_runs():
