@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from robustcert.cli import main
@@ -29,8 +30,14 @@ def torchrun(tmp_path, out, *extra):
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
+    """The single-process run, with one thread like each torchrun worker (same kernels)."""
     out = tmp_path_factory.mktemp("single") / "one.tsv"
-    result = CliRunner().invoke(main, [*ARGS, "--out", str(out)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = CliRunner().invoke(main, [*ARGS, "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     return out
 
