@@ -20,7 +20,6 @@ torch.set_num_threads(1): the CPU is shared.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import sys
 import time
