@@ -33,3 +33,5 @@ __all__ += ["PolicySmooth", "certify_returns"]
 from .methods.dual import DualSmooth  # dual randomized smoothing (Xia et al. 2024)
 from .splits import SPLITS, get_split
 __all__ += ["DualSmooth", "SPLITS", "get_split"]
+from .methods.sequential import SequentialSmooth  # anytime-valid early stopping (Smooth.certify(sequential=True))
+__all__ += ["SequentialSmooth"]
