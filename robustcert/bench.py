@@ -45,6 +45,7 @@ import torch
 
 from .cli import device_name, inputs_per_call
 from .engine import PRECISIONS
+from .errors import ModelOutputError
 from .methods.cohen import Smooth
 from .models import build_model, load_model
 from .stats import clopper_pearson_lower
@@ -231,7 +232,7 @@ def bench_sweep(name: str, setting: Setting, device, reps: int, with_compile: bo
     """(b) under each engine option, interleaved: the measurements behind the defaults."""
     shape, num_classes = MODELS[name]
     x = torch.rand(shape, device=device)
-    loops = {}
+    loops, failed = {}, {}
     for precision, channels_last, compile in SWEEP:
         if compile and not with_compile:
             continue
@@ -239,6 +240,11 @@ def bench_sweep(name: str, setting: Setting, device, reps: int, with_compile: bo
                           precision=precision, channels_last=channels_last, compile=compile)
         label = f"{precision}{'' if channels_last is None else ('+channels_last' if channels_last else '+contiguous')}"
         label += "+compile" if compile else ""
+        try:  # e.g. fp16 overflows to inf on deep random-weight networks: the engine refuses such outputs
+            smoothed.certify(x, setting.n0, min(setting.n, setting.batch), ALPHA, setting.batch, seed=0)
+        except ModelOutputError as exc:
+            failed[label] = str(exc)
+            continue
         loops[label] = (lambda s=smoothed: s.certify(x, setting.n0, setting.n, ALPHA, setting.batch, seed=0))
     seconds = interleave(loops, reps)
     samples = setting.n0 + setting.n
@@ -246,7 +252,7 @@ def bench_sweep(name: str, setting: Setting, device, reps: int, with_compile: bo
     base = rate["fp32+contiguous"]
     return {"model": name, "n0": setting.n0, "n": setting.n, "batch": setting.batch, "reps": reps,
             "samples_per_s": {k: round(v, 1) for k, v in rate.items()},
-            "vs_fp32_contiguous": {k: round(v / base, 2) for k, v in rate.items()}}
+            "vs_fp32_contiguous": {k: round(v / base, 2) for k, v in rate.items()}, "failed": failed}
 
 
 # --------------------------------------------------------------------------- the run
@@ -310,7 +316,8 @@ def run_bench(models: list[str], device: torch.device, precision: str = "fp32", 
             result = bench_sweep(name, settings[name], device, min(3, settings[name].reps),
                                  with_compile=(name == "digits"))  # compiling resnets takes minutes
             record["sweep"].append(result)
-            log(f"sweep {name}: " + ", ".join(f"{k} {v}x" for k, v in result["vs_fp32_contiguous"].items()))
+            log(f"sweep {name}: " + ", ".join(f"{k} {v}x" for k, v in result["vs_fp32_contiguous"].items())
+                + "".join(f"; {k}: {v}" for k, v in result["failed"].items()))
     record["load_average_end"] = _load_average()
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -382,5 +389,6 @@ def markdown(record: dict) -> str:
                   "(fp32 with no layout given = the measured default layout):", ""]
         for r in record["sweep"]:
             lines.append(f"- {r['model']} (n0={r['n0']}, n={r['n']}, batch {r['batch']}): " +
-                         ", ".join(f"{k} {v}x ({r['samples_per_s'][k]:.4g}/s)" for k, v in r["vs_fp32_contiguous"].items()))
+                         ", ".join(f"{k} {v}x ({r['samples_per_s'][k]:.4g}/s)" for k, v in r["vs_fp32_contiguous"].items())
+                         + "".join(f"; {k}: {v}" for k, v in r.get("failed", {}).items()))
     return "\n".join(lines) + "\n"
