@@ -67,7 +67,7 @@ def main():
 
     \b
     Typical session:
-      robustcert demo          # the main job: bundled digits models, 2-3 min
+      robustcert demo          # the main job: bundled digits models, 1-3 min
       robustcert certify --model bundled:digits-0.25 --sigma 0.25 --n 10000 --out d.tsv
       robustcert table d.tsv other.tsv --format latex
       robustcert plot d.tsv other.tsv --out curve.pdf
@@ -694,7 +694,7 @@ def demo(out_dir, n0, n, alpha, batch_size, seed, max_inputs, jobs, quiet):
     Writes TSVs, a table and a plot.
 
     Certifies bundled:digits-0.12/0.25/0.50 at sigma 0.12/0.25/0.5 on the 360 digits test images
-    (about 2 minutes on 2 CPU cores at the defaults), then writes the three TSVs with their JSON
+    (1 to 2.5 minutes on 2 CPU cores at the defaults), then writes the three TSVs with their JSON
     sidecars, table.md, certified_accuracy.png and a README.md into OUT_DIR, replacing the demo's
     own earlier output there.
     """

@@ -75,7 +75,7 @@ def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DE
     alpha, jobs = check_alpha(alpha), check_count(jobs, "jobs")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    started, cpu_started = time.perf_counter(), cpu_seconds()
+    started, cpu_started, load = time.perf_counter(), cpu_seconds(), load_average()
     runs = []
     for name, sigma in DEMO_MODELS:
         out = out_dir / f"{name}.tsv"
@@ -100,7 +100,7 @@ def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DE
                            title=f"bundled digits models, n={n}, alpha={alpha:g}")
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     readme_file = out_dir / README_FILE
-    settings = RunSettings(n0, n, alpha, batch_size, seed, max_inputs, jobs, threads, cpu)
+    settings = RunSettings(n0, n, alpha, batch_size, seed, max_inputs, jobs, threads, cpu, load)
     write_text(readme_file, demo_readme(runs, table_markdown, seconds, settings, labels))
     echo("")
     echo(table_markdown.rstrip("\n"))
@@ -138,6 +138,17 @@ class RunSettings:
     jobs: int
     threads: int
     cpu_seconds: float
+    load_average: float | None
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (how busy the machine was when the demo started), if known."""
+    import os
+
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def cpu_seconds() -> float:
@@ -268,7 +279,8 @@ def demo_readme(runs: list[DemoRun], table_markdown: str, seconds: float, settin
         + ", ".join(f"{run.seconds:.1f} s" for run in runs)
         + f") on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"robustcert {__version__}. CPU time (user + system, all processes): {settings.cpu_seconds:.1f} s; "
-        "the wall time depends on what else the machine runs, the CPU time much less.",
+        "the wall time depends on what else the machine runs (1-minute load average when the demo started: "
+        f"{'unknown' if settings.load_average is None else f'{settings.load_average:.2f}'}), the CPU time much less.",
         "",
         "Certified accuracy at radius r (l2, pixel units in [0,1]) counts an image when it is "
         f"classified correctly and certified at radius >= r; abstentions count as wrong. With n={n} and "
