@@ -139,16 +139,21 @@ def test_published_files_reproduce_the_reference_readme():
 
 def test_table_command_on_published_files(tmp_path):
     rows = read_readme_tables()
-    cifar = [(p, r, e) for p, r, e in rows if "cifar10" in str(p)]
-    radii = cifar[0][1]
-    out = tmp_path / "table.csv"
-    result = CliRunner().invoke(main, ["table", *[str(p) for p, _, _ in cifar], "--radii", ",".join(map(str, radii)),
-                                       "--format", "csv", "--decimals", "2", "--no-mark", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    parsed = pd.read_csv(out, index_col=0)
-    for (path, _, expected), (_, line) in zip(cifar, parsed.iterrows()):
-        assert line[[f"r={r:g}" for r in radii]].tolist() == pytest.approx(expected), path
-    assert out.read_text() == result.stdout
+    checked = 0
+    for dataset in ("cifar10", "imagenet"):  # one command per README table (each has its radius grid)
+        group = [(p, r, e) for p, r, e in rows if f"/{dataset}/" in str(p)]
+        radii = group[0][1]
+        out = tmp_path / f"{dataset}.csv"
+        result = CliRunner().invoke(main, ["table", *[str(p) for p, _, _ in group], "--radii",
+                                           ",".join(map(str, radii)), "--format", "csv", "--decimals", "2",
+                                           "--no-mark", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        parsed = pd.read_csv(out, index_col=0)
+        for (path, _, expected), (_, line) in zip(group, parsed.iterrows()):
+            assert line[[f"r={r:g}" for r in radii]].tolist() == pytest.approx(expected), path
+            checked += 1
+        assert out.read_text() == result.stdout
+    assert checked == 7
 
 
 def test_reference_time_columns_are_read_as_seconds():
