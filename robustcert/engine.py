@@ -346,12 +346,20 @@ class MonteCarloEngine:
                 generators: Sequence[torch.Generator]) -> torch.Tensor:
         """The sampling loop; returns a device flag: did any output have NaN/inf? No host sync."""
         buffer = self._noise_buffer(inputs.shape[1:], inputs.dtype)
+        # Noise is drawn on the buffer's memory as one flat contiguous tensor, whatever its layout:
+        # i.i.d. draws do not care about element order, and Tensor.normal_ is vectorised only on
+        # contiguous tensors (on CPU the strided path is ~8x slower, e.g. 5% of a ResNet-50
+        # forward pass with channels-last batches). The inputs are laid out the same way.
+        per_sample = buffer[0].numel()
+        flat = buffer.as_strided((buffer.numel(),), (1,))
+        flat_inputs = inputs.contiguous(memory_format=self._memory_format(inputs.ndim))
+        flat_inputs = flat_inputs.as_strided((inputs.shape[0], per_sample), (per_sample, 1))
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         for segments in plan_batches(inputs.shape[0], n, self.batch_size):
             for seg in segments:
-                chunk = buffer[seg.start : seg.start + seg.count]
+                chunk = flat[seg.start * per_sample : (seg.start + seg.count) * per_sample].view(seg.count, per_sample)
                 chunk.normal_(0.0, self.sigma, generator=generators[seg.row])
-                chunk.add_(inputs[seg.row])
+                chunk.add_(flat_inputs[seg.row])
             filled = segments[-1].start + segments[-1].count
             outputs = self._forward_in_pieces(buffer[:filled], accumulator.num_classes)
             nonfinite |= ~torch.isfinite(outputs).all()
