@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from .cli import device_name, inputs_per_call
-from .engine import PRECISIONS
+from .engine import PRECISIONS, tune_cpu_allocator
 from .errors import ModelOutputError
 from .methods.cohen import Smooth
 from .models import build_model, load_model
@@ -268,7 +268,7 @@ def options_label(precision: str, channels_last: bool | None, compile: bool) -> 
 def run_bench(models: list[str], device: torch.device, precision: str = "fp32", channels_last: bool | None = None,
               compile: bool = False, quick: bool = False, out_dir: Path | None = Path("results/bench"),
               threads: int | None = None, sweep: bool = False, packing: bool = True, n: int | None = None,
-              reps: int | None = None, clock: str = "wall", log=print) -> dict:
+              reps: int | None = None, clock: str = "wall", tune_allocator: bool = True, log=print) -> dict:
     """Run the benchmark, print a table, write JSON + markdown into ``out_dir`` (None: don't write)."""
     global _clock
     if precision not in PRECISIONS:
@@ -278,12 +278,13 @@ def run_bench(models: list[str], device: torch.device, precision: str = "fp32", 
     _clock = CLOCKS[clock]
     if threads:
         torch.set_num_threads(threads)
+    allocator_tuned = tune_cpu_allocator() if device.type == "cpu" and tune_allocator else False
     profile = PROFILES[(device.type, quick)]
     record = {
         "device": device_name(device), "device_type": device.type, "torch": torch.__version__,
         "python": platform.python_version(), "threads": torch.get_num_threads(),
         "options": {"precision": precision, "channels_last": channels_last, "compile": compile, "quick": quick,
-                    "clock": clock},
+                    "clock": clock, "cpu_allocator_tuned": allocator_tuned},
         "command": "robustcert " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name in ("robustcert", "__main__.py")
         else " ".join(sys.argv),
         "load_average_start": _load_average(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -323,7 +324,7 @@ def run_bench(models: list[str], device: torch.device, precision: str = "fp32", 
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = f"bench-{slug(device.type if device.type == 'cpu' else record['device'])}-" \
                f"{options_label(precision, channels_last, compile)}{'-quick' if quick else ''}" \
-               f"{'-cpuclock' if clock == 'cpu' else ''}"
+               f"{'-cpuclock' if clock == 'cpu' else ''}{'-malloc-default' if device.type == 'cpu' and not allocator_tuned else ''}"
         (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
         (out_dir / f"{stem}.md").write_text(markdown(record))
         record["written"] = [str(out_dir / f"{stem}.json"), str(out_dir / f"{stem}.md")]
@@ -355,7 +356,8 @@ def markdown(record: dict) -> str:
         f"Command: `{record['command']}`  ",
         f"torch {record['torch']}, {record['threads']} threads, precision {options['precision']}, "
         f"channels_last {options['channels_last'] if options['channels_last'] is not None else 'default'}, "
-        f"compile {options['compile']}, clock {options['clock']} "
+        f"compile {options['compile']}, CPU allocator tuned {options.get('cpu_allocator_tuned')}, "
+        f"clock {options['clock']} "
         f"({'process CPU time' if options['clock'] == 'cpu' else 'elapsed time'}); "
         f"load average {record['load_average_start']} -> {record['load_average_end']}.",
         "",

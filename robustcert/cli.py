@@ -815,10 +815,11 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads (CPU); default: torch's.")
 @click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
               help="cpu: process CPU time, for --threads 1 on a CPU shared with other jobs.")
+@click.option("--no-malloc-tuning", is_flag=True, help="Keep glibc's default allocator settings (CPU).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results/bench"),
               show_default=True)
 def bench(models, device, precision, channels_last, compile_model, quick, sweep, no_packing, n, reps, threads,
-          clock, out_dir):
+          clock, no_malloc_tuning, out_dir):
     """Measure the certification loop: (a) forward-pass limit, (b) robustcert, (c) published loop.
 
     Interleaved repetitions, medians, samples/s and the ratios (b)/(a), (b)/(c); plus cross-input
@@ -832,7 +833,7 @@ def bench(models, device, precision, channels_last, compile_model, quick, sweep,
         raise CLIError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     run_bench(names, resolve_device(device), precision, channels_last, compile_model, quick, out_dir, threads,
-              sweep, not no_packing, n, reps, clock, log=click.echo)
+              sweep, not no_packing, n, reps, clock, not no_malloc_tuning, log=click.echo)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,10 @@ def prepare_run(smoothed, parameters: dict, out_path: Path, columns, resume: boo
     options = (context.meta.get(META_KEY) if context is not None else None) or {}
     if options:
         smoothed.set_engine_options(**options)
+    if getattr(getattr(smoothed, "device", None), "type", None) == "cpu":
+        from .engine import tune_cpu_allocator
+
+        tune_cpu_allocator()  # activations reused instead of page-faulted back each forward pass
     precision = options.get("precision", getattr(smoothed, "precision", "fp32"))
     if precision != "fp32":
         parameters["precision"] = precision
