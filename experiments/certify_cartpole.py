@@ -88,7 +88,7 @@ def plot(out: Path, certificates: dict, strongest: pd.DataFrame) -> None:
         ax.set_ylabel("return")
         ax.set_ylim(0, 205)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", loc="lower left")
+        ax.legend(fontsize="small", loc="upper right")
     figure.savefig(out, dpi=150)
 
 
