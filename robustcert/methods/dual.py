@@ -47,8 +47,8 @@ Fithian 2019). A fixed n per branch would make the pooled counts a stratified sa
 the test's exact level is not established.
 
 Sampling: both branches go through the same engine (``SmoothedClassifier.sample``), each branch
-and stage with its own generator stage name (``sel-a``, ``est-b``, ...; names are at most 8
-bytes because the engine's seed derivation reads only the first 8 bytes of the stage name).
+and stage with its own generator stage name (``sel-a``, ``est-b``, ...), so no two streams are
+shared and selection samples are never reused for estimation.
 
 Example::
 
