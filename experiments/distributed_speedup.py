@@ -39,8 +39,24 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--max", type=int, default=40)
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--synthetic", default=None, metavar="ARCH",
+                        help="a random-weight ARCH (e.g. cifar_resnet20) on random 3x32x32 images "
+                             "(replaces --model/--data)")
     parser.add_argument("--out-dir", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
+    workdir = tempfile.TemporaryDirectory()
+    if args.synthetic:
+        import numpy as np
+        import torch
+
+        from robustcert import build_model
+
+        torch.manual_seed(0)
+        args.model = str(Path(workdir.name) / f"{args.synthetic}.pth.tar")
+        torch.save({"arch": args.synthetic, "state_dict": build_model(args.synthetic).state_dict()}, args.model)
+        images = np.random.default_rng(0).random((max(args.max, 1), 3, 32, 32), dtype=np.float32)
+        np.savez(Path(workdir.name) / "images.npz", x=images, y=np.arange(len(images)) % 10)
+        args.data = f"npz:{Path(workdir.name) / 'images.npz'}"
 
     certify = ["certify", "--model", args.model, "--data", args.data, "--sigma", str(args.sigma), "--n", str(args.n),
                "--batch", str(args.batch), "--max", str(args.max), "--seed", "0", "--quiet", "--device", "cpu"]
@@ -61,8 +77,10 @@ def main(argv=None):
             for index, (name, (launcher, env)) in enumerate(launchers.items()):
                 out = Path(folder) / f"run{rep}-{index}.tsv"
                 start = time.perf_counter()
-                subprocess.run(launcher + certify + ["--out", str(out)], check=True, capture_output=True,
-                               env=dict(os.environ, **env))
+                done = subprocess.run(launcher + certify + ["--out", str(out)], capture_output=True, text=True,
+                                      env=dict(os.environ, **env))
+                if done.returncode != 0:
+                    sys.exit(f"{name} failed:\n{done.stderr[-2000:]}")
                 seconds[name].append(time.perf_counter() - start)
                 rows = strip_time(out)
                 reference = reference or rows
@@ -81,10 +99,11 @@ def main(argv=None):
         "outputs_identical_except_time": identical,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"distributed-cpu-{args.nproc}proc"
+    stem = args.out_dir / f"distributed-cpu-{args.nproc}proc{'-' + args.synthetic if args.synthetic else ''}"
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    what = f"{args.synthetic} (random weights) on random images" if args.synthetic else f"{args.model} on {args.data}"
     lines = [f"# Multi-process certify on CPU ({os.cpu_count()} cores)", "",
-             f"Command: `{record['command']}`; certify {args.max} digits images, n = {args.n}, batch {args.batch}; "
+             f"Command: `{record['command']}`; certify {args.max} inputs, {what}, n = {args.n}, batch {args.batch}; "
              f"load average at the end {record['load_average_end']}.", "",
              "| launcher | median wall s | runs | speed-up vs one process |", "|---|---|---|---|"]
     for name in launchers:
