@@ -139,6 +139,12 @@ class SmoothedClassifier:
             raise InvalidArgumentError(f"got {len(indices)} indices for {num_inputs} inputs")
         return indices
 
+    def begin(self, xs, seed: int | None, indices: Sequence[int] | None):
+        """The common start of every ``*_batch`` call: the checked inputs on the sampling device,
+        the seed to record, the input indices and a stopwatch."""
+        xs = self.prepare(xs)
+        return xs, self.resolve_seed(seed), self.resolve_indices(indices, len(xs)), Stopwatch()
+
     def sample(
         self,
         xs: torch.Tensor,

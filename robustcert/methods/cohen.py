@@ -36,7 +36,7 @@ from ..engine import VoteCounter
 from ..errors import InvalidArgumentError
 from ..radius import gaussian_radius
 from ..stats import binomial_test_pvalue, clopper_pearson_lower
-from .base import SmoothedClassifier, Stopwatch
+from .base import SmoothedClassifier
 
 CERTIFY_BOUND = "Clopper-Pearson one-sided lower bound on pA"
 PREDICT_TEST = "two-sided binomial test of nA against nA + nB"
@@ -46,6 +46,15 @@ def top_two(counts: np.ndarray) -> tuple[int, int]:
     """Indices of the largest and second-largest counts (ties: lowest index first)."""
     order = np.argsort(-counts, kind="stable")
     return int(order[0]), int(order[1])
+
+
+def predict_from_counts(counts: np.ndarray, alpha: float) -> tuple[int, float]:
+    """PREDICT's decision from vote counts: (top class, or ABSTAIN when the two-sided binomial
+    test of nA against nA + nB has p-value > alpha; the p-value)."""
+    c_a, c_b = top_two(counts)
+    n_a, n_b = int(counts[c_a]), int(counts[c_b])
+    p_value = binomial_test_pvalue(n_a, n_a + n_b, 0.5)
+    return (ABSTAIN if p_value > alpha else c_a), p_value
 
 
 class Smooth(SmoothedClassifier):
@@ -67,10 +76,7 @@ class Smooth(SmoothedClassifier):
         if sequential_options:
             raise InvalidArgumentError(f"{', '.join(sorted(sequential_options))}: only with sequential=True")
         n0, n, alpha, batch_size = self.check_certify_args(n0, n, alpha, batch_size)
-        xs = self.prepare(xs)
-        seed = self.resolve_seed(seed)
-        indices = self.resolve_indices(indices, len(xs))
-        clock = Stopwatch()
+        xs, seed, indices, clock = self.begin(xs, seed, indices)
         common = dict(seed=seed, indices=indices, batch_size=batch_size)
         selection = self.sample(xs, n0, VoteCounter(len(xs), self.num_classes, self.device), "selection", **common)
         estimation = self.sample(xs, n, VoteCounter(len(xs), self.num_classes, self.device), "estimation", **common)
@@ -99,21 +105,16 @@ class Smooth(SmoothedClassifier):
 
     def predict_batch(self, xs, n=1000, alpha=0.001, batch_size=1000, seed=0, indices=None):
         _, n, alpha, batch_size = self.check_certify_args(1, n, alpha, batch_size)
-        xs = self.prepare(xs)
-        seed = self.resolve_seed(seed)
-        indices = self.resolve_indices(indices, len(xs))
-        clock = Stopwatch()
+        xs, seed, indices, clock = self.begin(xs, seed, indices)
         counts = self.sample(
             xs, n, VoteCounter(len(xs), self.num_classes, self.device), "prediction", seed, indices, batch_size
         ).result()
         seconds = clock.per_input(len(xs))
         predictions = []
         for row, index in enumerate(indices):
-            c_a, c_b = top_two(counts[row])
-            n_a, n_b = int(counts[row][c_a]), int(counts[row][c_b])
-            p_value = binomial_test_pvalue(n_a, n_a + n_b, 0.5)
+            prediction, p_value = predict_from_counts(counts[row], alpha)
             predictions.append(Prediction(
-                prediction=ABSTAIN if p_value > alpha else c_a,
+                prediction=prediction,
                 counts=[int(c) for c in counts[row]],
                 n=n, alpha=alpha, sigma=self.sigma, method=self.method, seed=seed, index=index,
                 p_value=p_value, alpha_spending={PREDICT_TEST: alpha}, samples_used=n, time=seconds,

@@ -71,9 +71,9 @@ from ..errors import InvalidArgumentError, check_sigma
 from ..radius import _probit as probit
 from ..radius import dual_gaussian_radius
 from ..splits import Split, get_split
-from ..stats import binomial_test_pvalue, clopper_pearson_lower
-from .base import SmoothedClassifier, Stopwatch
-from .cohen import top_two
+from ..stats import clopper_pearson_lower
+from .base import SmoothedClassifier
+from .cohen import predict_from_counts
 
 BRANCHES = ("a", "b")
 PREDICT_TEST = "two-sided binomial test of nA against nA + nB on the pooled votes of 2n coin-allocated draws"
@@ -140,10 +140,7 @@ class DualSmooth(SmoothedClassifier):
     # ----------------------------------------------------------------- CERTIFY
     def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None):
         n0, n, alpha, batch_size = self.check_certify_args(n0, n, alpha, batch_size)
-        xs = self.prepare(xs)
-        seed = self.resolve_seed(seed)
-        indices = self.resolve_indices(indices, len(xs))
-        clock = Stopwatch()
+        xs, seed, indices, clock = self.begin(xs, seed, indices)
         common = dict(seed=seed, indices=indices, batch_size=batch_size)
         branches = self.branches(xs)
         selection = [self._votes(branch, n0, "sel", **common) for branch in branches]
@@ -188,10 +185,7 @@ class DualSmooth(SmoothedClassifier):
 
     def predict_batch(self, xs, n=1000, alpha=0.001, batch_size=1000, seed=0, indices=None):
         _, n, alpha, batch_size = self.check_certify_args(1, n, alpha, batch_size)
-        xs = self.prepare(xs)
-        seed = self.resolve_seed(seed)
-        indices = self.resolve_indices(indices, len(xs))
-        clock = Stopwatch()
+        xs, seed, indices, clock = self.begin(xs, seed, indices)
         pooled = np.zeros((len(xs), self.num_classes), dtype=np.int64)
         for row, index in enumerate(indices):  # each input draws its own allocation, hence its own n per branch
             n_a = self.allocation(n, seed, index)
@@ -201,11 +195,9 @@ class DualSmooth(SmoothedClassifier):
         seconds = clock.per_input(len(xs))
         predictions = []
         for row, index in enumerate(indices):
-            c_a, c_b = top_two(pooled[row])
-            n_a, n_b = int(pooled[row][c_a]), int(pooled[row][c_b])
-            p_value = binomial_test_pvalue(n_a, n_a + n_b, 0.5)
+            prediction, p_value = predict_from_counts(pooled[row], alpha)
             predictions.append(Prediction(
-                prediction=ABSTAIN if p_value > alpha else c_a,
+                prediction=prediction,
                 counts=[int(c) for c in pooled[row]],
                 n=2 * n, alpha=alpha, sigma=self.sigma_a, method=self.method, seed=seed, index=index,
                 p_value=p_value, alpha_spending={PREDICT_TEST: alpha}, samples_used=2 * n, time=seconds,

@@ -70,7 +70,7 @@ from ..stats import (
     bernstein_lower, bernstein_upper, clopper_pearson_lower, clopper_pearson_upper, hoeffding_lower,
     hoeffding_upper,
 )
-from .base import SmoothedClassifier, Stopwatch
+from .base import SmoothedClassifier
 
 
 # ----------------------------------------------------------------------------- bounds on means
@@ -249,10 +249,7 @@ class LipschitzSmooth(SmoothedClassifier):
 
     def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None):
         n0, n, alpha, batch_size = self.check_certify_args(n0, n, alpha, batch_size)
-        xs = self.prepare(xs)
-        seed = self.resolve_seed(seed)
-        indices = self.resolve_indices(indices, len(xs))
-        clock = Stopwatch()
+        xs, seed, indices, clock = self.begin(xs, seed, indices)
         common = dict(seed=seed, indices=indices, batch_size=batch_size)
         selection = self.sample(xs, n0, SoftMoments(len(xs), self.num_classes, self.device, self.candidates),
                                 "selection", **common)
@@ -329,10 +326,7 @@ class LipschitzSmooth(SmoothedClassifier):
         or f_A > 1/2 > f_c.
         """
         _, n, alpha, batch_size = self.check_certify_args(1, n, alpha, batch_size)
-        xs = self.prepare(xs)
-        seed = self.resolve_seed(seed)
-        indices = self.resolve_indices(indices, len(xs))
-        clock = Stopwatch()
+        xs, seed, indices, clock = self.begin(xs, seed, indices)
         candidate = self.candidates[0]
         moments = self.sample(xs, n, SoftMoments(len(xs), self.num_classes, self.device, [candidate]),
                               "prediction", seed, indices, batch_size)

@@ -212,10 +212,8 @@ def certify_sequential(smoothed, xs, n0: int = 100, n: int = 100_000, alpha: flo
     rule = stopping_rule(smoothed.sigma, target_radius, tolerance)
     n_max = check_count(n if n_max is None else n_max, "n_max")
     checkpoint_schedule(n_max, 1, growth, n_first)  # refuse bad growth / n_first before sampling
-    xs = smoothed.prepare(xs)
-    seed = smoothed.resolve_seed(seed)
-    indices = smoothed.resolve_indices(indices, len(xs))
-    started = time.perf_counter()
+    xs, seed, indices, clock = smoothed.begin(xs, seed, indices)
+    started = clock.start
     selection = smoothed.sample(xs, n0, VoteCounter(len(xs), smoothed.num_classes, smoothed.device), "selection",
                                 seed, indices, batch_size).result()
     selection_seconds = (time.perf_counter() - started) / len(xs)

@@ -30,7 +30,6 @@ from torch import nn
 from ..errors import CheckpointError
 from .cifar_resnet import CifarResNet
 from .digits import DigitsCNN
-from .digits_sub import DigitsSubCNN
 from .normalize import (
     CIFAR10_MEAN, CIFAR10_STD, DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD, NormalizeLayer,
 )
@@ -61,8 +60,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "resnet50": Architecture(_resnet50, IMAGENET_MEAN, IMAGENET_STD, 1000, (3, 224, 224)),
     "digits_cnn": Architecture(DigitsCNN, DIGITS_MEAN, DIGITS_STD, 10, (1, 8, 8)),
     # dual smoothing branch models on half digits (checkerboard / columns: 1x8x4, rows: 1x4x8)
-    "digits_sub_8x4": Architecture(lambda k: DigitsSubCNN(k, 8, 4), DIGITS_MEAN, DIGITS_STD, 10, (1, 8, 4)),
-    "digits_sub_4x8": Architecture(lambda k: DigitsSubCNN(k, 4, 8), DIGITS_MEAN, DIGITS_STD, 10, (1, 4, 8)),
+    "digits_sub_8x4": Architecture(lambda k: DigitsCNN(k, 8, 4), DIGITS_MEAN, DIGITS_STD, 10, (1, 8, 4)),
+    "digits_sub_4x8": Architecture(lambda k: DigitsCNN(k, 4, 8), DIGITS_MEAN, DIGITS_STD, 10, (1, 4, 8)),
 }
 
 
