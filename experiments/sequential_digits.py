@@ -145,7 +145,7 @@ def write_readme(args, summary, rows) -> None:
         top = max(share, key=share.get)
         lines.append(f"- {r['model']} r={r['target_radius']}: {parts}; '{top}' images use "
                      f"{100 * share[top]:.0f}% of all samples.")
-    lines += ["", f"Wall time (s): " + "; ".join(
+    lines += ["", "Wall time (s): " + "; ".join(
         f"{r['model']} r={r['target_radius']}: fixed (all radii, one run) {r['fixed_seconds']:.0f}, "
         f"sequential {r['sequential_seconds']:.0f}" for r in rows) + ".", ""]
     (args.out_dir / "digits.md").write_text("\n".join(lines) + "\n")

@@ -34,6 +34,10 @@ class DataError(RobustCertError):
     """A dataset specification is unknown or its files are missing or unreadable."""
 
 
+class CLIError(RobustCertError):
+    """A bad command-line argument or argument combination."""
+
+
 class ResourceError(RobustCertError):
     """The device ran out of memory even at the smallest batch (one sample per forward pass)."""
 

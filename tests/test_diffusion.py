@@ -14,9 +14,8 @@ from click.testing import CliRunner
 from scipy.stats import norm
 
 from robustcert import ABSTAIN, CheckpointError, InvalidArgumentError, ShapeError, Smooth, load_model
-from robustcert.methods import diffusion
 from robustcert.methods.diffusion import (
-    DenoisedClassifier, DiffusionDenoiser, MissingDependencyError, denoised_classifier, load_denoiser,
+    DiffusionDenoiser, MissingDependencyError, denoised_classifier, load_denoiser,
     select_timestep, with_denoiser,
 )
 from robustcert.models import LoadedModel

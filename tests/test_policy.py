@@ -14,7 +14,7 @@ from scipy.stats import norm
 
 import robustcert.stats as stats
 from robustcert import PolicySmooth, RobustCertError, certify_returns
-from robustcert.radius import attacked_probability_lower, certified_expected_return, certified_quantile
+from robustcert.radius import attacked_probability_lower
 from robustcert.stats import _cached_clopper_pearson_lower as cached_clopper_pearson_lower
 from robustcert.stats import clopper_pearson_survival_lower, dkw_epsilon, dkw_survival_lower, empirical_survival
 

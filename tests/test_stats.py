@@ -1,6 +1,4 @@
 """Confidence bounds against closed forms and reference implementations."""
-import math
-
 import numpy as np
 import pytest
 from scipy.stats import beta, binom

@@ -27,7 +27,6 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 
