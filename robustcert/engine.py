@@ -391,7 +391,9 @@ class MonteCarloEngine:
                 chunk.add_(flat_inputs[seg.row])
             filled = segments[-1].start + segments[-1].count
             outputs = self._forward_in_pieces(buffer[:filled], accumulator.num_classes)
-            nonfinite |= ~torch.isfinite(outputs).all()
+            # one float64 reduction: NaN or +-inf anywhere makes the sum non-finite, and a float64 sum
+            # of float32 values cannot overflow (cheaper than an elementwise isfinite + all)
+            nonfinite |= ~torch.isfinite(outputs.sum(dtype=torch.float64))
             for seg in segments:
                 accumulator.update(outputs, seg.row, seg.start, seg.start + seg.count)
         return nonfinite

@@ -67,6 +67,33 @@ def test_nan_logits_are_reported():
         Smooth(NaNModel(), 3, 0.5).certify(torch.zeros(2), n0=10, n=100, batch_size=30)
 
 
+class InfModel(torch.nn.Module):
+    def __init__(self, values):
+        super().__init__()
+        self.values = values
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 3)
+        for column, value in enumerate(self.values):
+            out[0, column] = value
+        return out
+
+
+@pytest.mark.parametrize("values", [(float("inf"),), (float("-inf"),), (float("inf"), float("-inf"))])
+def test_infinite_logits_are_reported(values):
+    with pytest.raises(ModelOutputError, match="infinite"):
+        Smooth(InfModel(values), 3, 0.5).certify(torch.zeros(2), n0=10, n=100, batch_size=30)
+
+
+def test_huge_finite_logits_are_not_mistaken_for_infinite():
+    class Huge(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 3), 3e38).index_fill_(1, torch.tensor([0]), 0.0)
+
+    cert = Smooth(Huge(), 3, 0.5).certify(torch.zeros(2), n0=10, n=1000, batch_size=1000)
+    assert cert.prediction == 1  # argmax of (0, 3e38, 3e38): the first maximum
+
+
 def test_nan_inputs_are_rejected(smoothed):
     with pytest.raises(InvalidArgumentError, match="NaN"):
         smoothed.certify(torch.tensor([0.0, float("nan"), 0.0, 0.0]), n0=10, n=10)
