@@ -46,6 +46,16 @@ def binomial_slack(rate: float, trials: int, z: float = 3.5) -> float:
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test with one torch thread: tiny models and many small batches gain nothing from
+    intra-op threads, which cost several times more than they save on a shared 2-core CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def linear_model():
     generator = torch.Generator().manual_seed(1)
     return LinearBinary(torch.randn(16, generator=generator), b=0.3)

@@ -83,13 +83,7 @@ def ddpm():
     return denoiser.unet, types.SimpleNamespace(alphas_cumprod=denoiser.alphas_cumprod)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny UNet gains nothing from threads; one thread avoids contention on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: the tiny UNet gains nothing from threads
 
 
 @pytest.fixture

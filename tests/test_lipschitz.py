@@ -18,13 +18,7 @@ from robustcert.stats import bernstein_lower, bernstein_upper, hoeffding_lower, 
 from conftest import LinearBinary, binomial_slack
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run single-threaded: on a busy 2-core machine, intra-op threads spin and cost 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 
 # ----------------------------------------------------------------------------- Bernstein and Hoeffding

@@ -201,14 +201,6 @@ def test_budget_is_enforced_whatever_the_adversary_returns(cartpole):
     assert np.all(episodes.perturbation_norms > 0.29)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny forward/backward passes: extra threads only cost time
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_gradient_attack_lowers_returns_within_budget(cartpole, one_thread):
     loaded = load_policy("cartpole-0.2")
     agent = PolicySmooth(loaded.module, sigma=0.2, frame_stack=loaded.frame_stack, num_envs=16)

@@ -28,13 +28,7 @@ from conftest import LinearBinary, binomial_slack
 ALPHA = 0.1
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Many small batches: one thread is several times faster on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: many small batches, one torch thread
 
 
 # --------------------------------------------------------------------------- the confidence sequences
