@@ -391,25 +391,51 @@ def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameter
             runtime.record_engine(out_path, smoothed)
 
 
+def method_and_denoiser_options(func):
+    """Options of the dual and lvm methods and the diffusion denoiser, shared by certify and predict."""
+    options = [
+        click.option("--model2", default=None, help="dual: base model of sub-image b (--model is sub-image a's)."),
+        click.option("--arch2", default=None, help="dual: architecture of --model2 when it is a plain state_dict."),
+        click.option("--sigma2", type=float, default=None, help="dual: noise level of branch b (default: --sigma)."),
+        click.option("--dual-split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]),
+                     help="dual: how images are cut into two sub-images (default: checkerboard)."),
+        click.option("--denoiser", default=None,
+                     help="Diffusion denoiser in front of the model (Carlini et al. 2023): bundled:digits-ddpm "
+                          "or a local diffusers folder (needs pip install robustcert[diffusion])."),
+        click.option("--maps", default=None, help="lvm: simplex maps, e.g. softmax,sparsemax,hardmax."),
+        click.option("--temperatures", default=None, help="lvm: logit multipliers t, e.g. 0.25,0.5,1,2."),
+        click.option("--lipschitz", type=float, default=None,
+                     help="lvm: l2 Lipschitz constant of the model's logits (enables the Lipschitz-margin radius)."),
+        click.option("--lvm-selection", default=None, type=click.Choice(["holdout", "union"]),
+                     help="lvm: choose map/temperature on the n0 selection samples, or union-bound the grid."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_smoothed(method, method_options, model_spec, arch, trust_checkpoint, data_spec, split, sigma, device):
+    """Load the model and data, put the denoiser in front if asked, build the method.
+
+    Returns (smoothed classifier, loaded model, dataset, run parameters of the method and denoiser).
+    """
+    from .methods.diffusion import with_denoiser
+
+    method_options = options_for(method, method_options)
+    loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device,
+                                      model_input_shape(method, method_options))
+    loaded, denoising = with_denoiser(loaded, method_options.pop("denoiser", None), sigma, dataset.input_shape, device)
+    smoothed = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, method_options)
+    return smoothed, loaded, dataset, {**method_options, **denoising}
+
+
 @main.command()
 @model_and_data_options
 @runtime_options
 @click.option("--n0", type=int, default=DEFAULT_N0, show_default=True, help="Selection samples per input.")
 @click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Estimation samples per input.")
 @click.option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True)
-@click.option("--model2", default=None, help="dual: base model of sub-image b (--model is sub-image a's).")
-@click.option("--arch2", default=None, help="dual: architecture of --model2 when it is a plain state_dict.")
-@click.option("--sigma2", type=float, default=None, help="dual: noise level of branch b (default: --sigma).")
-@click.option("--dual-split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]),
-              help="dual: how images are cut into two sub-images (default: checkerboard).")
-@click.option("--denoiser", default=None, help="Diffusion denoiser in front of the model (Carlini et al. 2023): "
-              "bundled:digits-ddpm or a local diffusers folder (needs pip install robustcert[diffusion]).")
-@click.option("--maps", default=None, help="lvm: simplex maps, e.g. softmax,sparsemax,hardmax.")
-@click.option("--temperatures", default=None, help="lvm: logit multipliers t, e.g. 0.25,0.5,1,2.")
-@click.option("--lipschitz", type=float, default=None,
-              help="lvm: l2 Lipschitz constant of the model's logits (enables the Lipschitz-margin radius).")
-@click.option("--lvm-selection", default=None, type=click.Choice(["holdout", "union"]),
-              help="lvm: choose map/temperature on the n0 selection samples, or union-bound the grid.")
+@method_and_denoiser_options
 @click.option("--sequential", is_flag=True, default=None,
               help="cohen: stop each input as soon as the answer is decided (anytime-valid confidence sequence).")
 @click.option("--target-radius", type=float, default=None,
@@ -427,15 +453,11 @@ def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_pat
 
     check_output(out_path, resume)  # fail before loading anything; never touch existing results
     device = resolve_device(device)
-    method_options = options_for(method, method_options)
-    loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device,
-                                      model_input_shape(method, method_options))
-    from .methods.diffusion import with_denoiser
-    loaded, denoising = with_denoiser(loaded, method_options.pop("denoiser", None), sigma, dataset.input_shape, device)
-    smoothed = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, method_options)
+    smoothed, loaded, dataset, method_parameters = build_smoothed(
+        method, method_options, model_spec, arch, trust_checkpoint, data_spec, split, sigma, device)
     n0, n, alpha, batch_size = smoothed.check_certify_args(n0, n, alpha, batch_size)
     parameters = {"sigma": sigma, "n0": n0, "n": n, "alpha": alpha, "batch": batch_size, "seed": seed,
-                  "skip": skip, "max": max_inputs, "split": split, "method": method, **method_options, **denoising,
+                  "skip": skip, "max": max_inputs, "split": split, "method": method, **method_parameters,
                   "alpha_spending": smoothed.alpha_spending(alpha)}
 
     samples_used = []  # per input certified in this run; the sidecar records total and mean
@@ -457,25 +479,25 @@ def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_pat
 @model_and_data_options
 @runtime_options
 @click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Samples per input.")
-@click.option("--method", type=click.Choice(["cohen"]), default="cohen", show_default=True)
-@click.option("--denoiser", default=None, help="Diffusion denoiser in front of the model (see certify --help).")
+@click.option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True)
+@method_and_denoiser_options
 def predict(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, alpha, batch_size, skip,
-            max_inputs, seed, device, resume, quiet, n, method, denoiser):
+            max_inputs, seed, device, resume, quiet, n, method, **method_options):
     """Predict with the smoothed classifier (may abstain).
 
-    Columns: idx, label, predict, correct, time (the reference format).
+    Columns: idx, label, predict, correct, time (the reference format). How each method decides
+    and spends alpha: its predict_batch (cohen and dual: Cohen et al.'s binomial test; lvm:
+    simultaneous Bernstein / Clopper-Pearson bounds on every class, with the first map).
     """
     from .results import PREDICT_COLUMNS, predict_row
 
     check_output(out_path, resume)  # fail before loading anything; never touch existing results
     device = resolve_device(device)
-    loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device)
-    from .methods.diffusion import with_denoiser
-    loaded, denoising = with_denoiser(loaded, denoiser, sigma, dataset.input_shape, device)
-    smoothed = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, {})
+    smoothed, loaded, dataset, method_parameters = build_smoothed(
+        method, method_options, model_spec, arch, trust_checkpoint, data_spec, split, sigma, device)
     _, n, alpha, batch_size = smoothed.check_certify_args(1, n, alpha, batch_size)
     parameters = {"sigma": sigma, "n": n, "alpha": alpha, "batch": batch_size, "seed": seed, "skip": skip,
-                  "max": max_inputs, "split": split, "method": method, **denoising}
+                  "max": max_inputs, "split": split, "method": method, **method_parameters}
 
     def rows_for(xs, batch_indices, labels):
         predictions = smoothed.predict_batch(xs, n, alpha, batch_size, seed, batch_indices)

@@ -387,3 +387,20 @@ def test_row_writer_recovers_what_a_killed_run_left(tmp_path):
     with pytest.raises(CLIError, match="its header is"):
         RowWriter(path, columns, resume=True)
     assert path.read_text() == "idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t0:00:01\n"
+
+
+@pytest.mark.parametrize("method_args", [
+    ["--method", "dual", "--model", "bundled:digits-dual-a-0.25", "--model2", "bundled:digits-dual-b-0.25"],
+    ["--method", "lvm", "--maps", "softmax", "--temperatures", "1", "--model", "bundled:digits-0.25"],
+])
+def test_predict_with_other_methods(tmp_path, method_args):
+    out = tmp_path / "pred.tsv"
+    result = invoke("predict", *method_args, "--sigma", 0.25, "--n", 200, "--max", 6, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = out.read_text().splitlines()
+    assert rows[0] == "idx\tlabel\tpredict\tcorrect\ttime" and len(rows) == 7
+    for row in rows[1:]:
+        idx, label, predict, correct, _ = row.split("\t")
+        assert int(correct) == int(predict == label)
+    sidecar = json.loads(out.with_name(out.name + ".json").read_text())
+    assert sidecar["method"] == method_args[1]
