@@ -402,6 +402,9 @@ def method_and_denoiser_options(func):
         click.option("--denoiser", default=None,
                      help="Diffusion denoiser in front of the model (Carlini et al. 2023): bundled:digits-ddpm "
                           "or a local diffusers folder (needs pip install robustcert[diffusion])."),
+        click.option("--denoiser-steps", type=click.IntRange(min=1), default=None,
+                     help="With --denoiser: run the deterministic DDIM chain from t* in this many model calls "
+                          "instead of one-shot denoising (costs that many times more)."),
         click.option("--maps", default=None, help="lvm: simplex maps, e.g. softmax,sparsemax,hardmax."),
         click.option("--temperatures", default=None, help="lvm: logit multipliers t, e.g. 0.25,0.5,1,2."),
         click.option("--lipschitz", type=float, default=None,
@@ -424,7 +427,11 @@ def build_smoothed(method, method_options, model_spec, arch, trust_checkpoint, d
     method_options = options_for(method, method_options)
     loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device,
                                       model_input_shape(method, method_options))
-    loaded, denoising = with_denoiser(loaded, method_options.pop("denoiser", None), sigma, dataset.input_shape, device)
+    denoiser, steps = method_options.pop("denoiser", None), method_options.pop("denoiser_steps", None)
+    if steps is not None and denoiser is None:
+        raise CLIError("--denoiser-steps needs --denoiser")
+    loaded, denoising = with_denoiser(loaded, denoiser, sigma, dataset.input_shape, device,
+                                      multistep=steps is not None, steps=steps)
     smoothed = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, method_options)
     return smoothed, loaded, dataset, {**method_options, **denoising}
 

@@ -374,6 +374,16 @@ def test_cli_certify_and_predict_with_the_bundled_denoiser(tmp_path, no_network)
     result = CliRunner().invoke(main, ["certify", *common[:2], "--denoiser", str(tmp_path / "missing"), "--sigma",
                                        "0.5", "--out", str(tmp_path / "x.tsv")])
     assert result.exit_code == 2 and "denoiser folder not found" in result.output
+    # --denoiser-steps: the deterministic DDIM chain, recorded in the sidecar; refused without --denoiser
+    result = CliRunner().invoke(main, ["certify", *common, "--denoiser-steps", "2", "--n0", "20", "--n", "50",
+                                       "--out", str(tmp_path / "ddim.tsv")])
+    assert result.exit_code == 0, result.output
+    parameters = json.loads((tmp_path / "ddim.tsv.json").read_text())["parameters"]
+    assert parameters["denoiser_multistep"] is True and parameters["denoiser_steps"] == 2
+    result = CliRunner().invoke(main, ["certify", *common[:2], "--denoiser-steps", "2", "--sigma", "0.5",
+                                       "--out", str(tmp_path / "y.tsv")])
+    assert result.exit_code == 2 and "--denoiser-steps needs --denoiser" in result.output
+    assert not (tmp_path / "y.tsv").exists()
 
 
 # ----------------------------------------------------------------------------- rRCM-style models

@@ -365,19 +365,20 @@ def load_denoiser(spec: str | Path, sigma: float, multistep: bool = False, data_
 
 
 def with_denoiser(loaded, spec: str | Path | None, sigma: float, input_shape: Sequence[int],
-                  device: torch.device | str = "cpu", multistep: bool = False):
+                  device: torch.device | str = "cpu", multistep: bool = False, steps: int | None = None):
     """Put a denoiser in front of a loaded classifier (the CLI's ``--denoiser``).
 
     Returns ``(LoadedModel, parameters)``: the composed base model (taking ``input_shape``
     inputs, resized to the classifier's input size when it declares another one) and the
     parameters to record in the result sidecar (denoiser spec, t*, mode, weights hash).
-    ``spec=None`` returns ``loaded`` unchanged and no parameters.
+    ``spec=None`` returns ``loaded`` unchanged and no parameters. ``multistep``/``steps``: the
+    deterministic DDIM chain from t* (see DiffusionDenoiser) instead of one-shot denoising.
     """
     if spec is None:
         return loaded, {}
     from ..models.checkpoint import LoadedModel
 
-    denoiser = load_denoiser(spec, sigma, multistep=multistep, device=device)
+    denoiser = load_denoiser(spec, sigma, multistep=multistep, steps=steps, device=device)
     input_shape = tuple(int(v) for v in input_shape)
     denoiser.check_input_shape(input_shape)
     resize_to = None
@@ -392,6 +393,7 @@ def with_denoiser(loaded, spec: str | Path | None, sigma: float, input_shape: Se
         "denoiser": str(spec),
         "denoiser_t_star": denoiser.t_star,
         "denoiser_multistep": denoiser.multistep,
+        "denoiser_steps": steps if denoiser.multistep else None,
         "denoiser_sha256": denoiser_digest(resolve_denoiser_path(spec)),
     }
     composed = LoadedModel(model, loaded.source, loaded.arch, loaded.num_classes, input_shape, loaded.sha256,
