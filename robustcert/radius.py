@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from scipy.stats import norm
 
-from .errors import check_sigma
+from .errors import InvalidArgumentError, check_alpha, check_sigma
 
 
 def _probit(p: float) -> float:
@@ -118,8 +119,6 @@ def attacked_probability_lower(p_lower, budget: float, sigma: float):
     Vectorised over ``p_lower``; Phi^-1(0) = -inf gives 0 and Phi^-1(1) = +inf gives 1. Increasing
     in p, so a lower confidence bound on p gives a lower bound on the attacked probability.
     """
-    import numpy as np
-
     sigma = check_sigma(sigma)
     budget = _check_budget(budget)
     p = np.clip(np.asarray(p_lower, dtype=float), 0.0, 1.0)
@@ -127,8 +126,6 @@ def attacked_probability_lower(p_lower, budget: float, sigma: float):
 
 
 def _check_budget(budget: float) -> float:
-    from .errors import InvalidArgumentError
-
     try:
         value = float(budget)
     except (TypeError, ValueError):
@@ -139,10 +136,6 @@ def _check_budget(budget: float) -> float:
 
 
 def _check_levels(levels, p_lower, lower_bound: float):
-    import numpy as np
-
-    from .errors import InvalidArgumentError
-
     levels = np.asarray(levels, dtype=float)
     p_lower = np.asarray(p_lower, dtype=float)
     if levels.shape != p_lower.shape or levels.ndim != 1:
@@ -161,8 +154,6 @@ def certified_expected_return(levels, p_lower, budget: float, sigma: float, lowe
     P(R >= t) >= attacked P(R >= v_i) >= Phi(Phi^-1(p_i) - B/sigma) (the event {R >= v_i} is an
     event of the episode); the integral above v_k is >= 0.
     """
-    import numpy as np
-
     levels, p_lower = _check_levels(levels, p_lower, lower_bound)
     if len(levels) == 0:
         return float(lower_bound)
@@ -177,12 +168,8 @@ def certified_quantile(levels, p_lower, budget: float, sigma: float, lower_bound
     return's q-quantile (lower q tail) is at least v. Uses the same simultaneous bounds as
     :func:`certified_expected_return`, so it costs no extra alpha.
     """
-    from .errors import check_alpha
-
     levels, p_lower = _check_levels(levels, p_lower, lower_bound)
     q = check_alpha(q, "quantile")
-    import numpy as np
-
     attacked = attacked_probability_lower(p_lower, budget, sigma)
     certified = np.nonzero(attacked >= 1.0 - q)[0]
     return float(levels[certified[-1]]) if len(certified) else float(lower_bound)

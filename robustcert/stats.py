@@ -5,10 +5,17 @@ probability with which it holds, so the methods can say exactly how they spend a
 """
 from __future__ import annotations
 
+import functools
+import math
+from math import log, log1p
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import betaln
 from scipy.stats import beta as _beta
 from scipy.stats import binomtest
 
-from .errors import check_alpha, check_count, InvalidArgumentError
+from .errors import InvalidArgumentError, check_alpha, check_count
 
 
 def _check_successes(k: int, n: int) -> tuple[int, int]:
@@ -52,8 +59,6 @@ def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
 
 
 def _mean_bound_args(mean, variance, n: int, alpha: float):
-    import numpy as np
-
     n = check_count(n, "n", minimum=1)
     alpha = check_alpha(alpha)
     mean = np.asarray(mean, dtype=np.float64)
@@ -81,8 +86,6 @@ def bernstein_deviation(variance, n: int, alpha: float):
     sqrt(2 V ln(2/a)/n) + (2/sqrt(n(n-1)) + 1/(3n)) ln(2/a) <= the formula above.
     Infinite for n < 2 (no bound).
     """
-    import numpy as np
-
     n = check_count(n, "n", minimum=1)
     alpha = check_alpha(alpha)
     if n < 2:
@@ -98,8 +101,6 @@ def bernstein_lower(mean, variance, n: int, alpha: float):
     With probability >= 1 - alpha (one-sided): E[Z] >= max(0, mean - sqrt(2 V ln(2/alpha)/n)
     - 7 ln(2/alpha) / (3 (n-1))). Applying Theorem 4 to 1 - Z gives this lower form. 0 when n < 2.
     """
-    import numpy as np
-
     mean, variance, n, alpha = _mean_bound_args(mean, variance, n, alpha)
     return _as_output(np.clip(mean - bernstein_deviation(variance, n, alpha), 0.0, 1.0), mean)
 
@@ -107,8 +108,6 @@ def bernstein_lower(mean, variance, n: int, alpha: float):
 def bernstein_upper(mean, variance, n: int, alpha: float):
     """Empirical Bernstein upper bound: with probability >= 1 - alpha (one-sided),
     E[Z] <= min(1, mean + sqrt(2 V ln(2/alpha)/n) + 7 ln(2/alpha) / (3 (n-1))). 1 when n < 2."""
-    import numpy as np
-
     mean, variance, n, alpha = _mean_bound_args(mean, variance, n, alpha)
     return _as_output(np.clip(mean + bernstein_deviation(variance, n, alpha), 0.0, 1.0), mean)
 
@@ -116,16 +115,12 @@ def bernstein_upper(mean, variance, n: int, alpha: float):
 def hoeffding_lower(mean, n: int, alpha: float):
     """Hoeffding (1963) lower bound on E[Z] for i.i.d. Z in [0,1]: with probability >= 1 - alpha
     (one-sided), E[Z] >= max(0, mean - sqrt(ln(1/alpha) / (2n)))."""
-    import numpy as np
-
     mean, _, n, alpha = _mean_bound_args(mean, 0.0, n, alpha)
     return _as_output(np.clip(mean - np.sqrt(np.log(1.0 / alpha) / (2.0 * n)), 0.0, 1.0), mean)
 
 
 def hoeffding_upper(mean, n: int, alpha: float):
     """Hoeffding upper bound: with probability >= 1 - alpha, E[Z] <= min(1, mean + sqrt(ln(1/alpha)/(2n)))."""
-    import numpy as np
-
     mean, _, n, alpha = _mean_bound_args(mean, 0.0, n, alpha)
     return _as_output(np.clip(mean + np.sqrt(np.log(1.0 / alpha) / (2.0 * n)), 0.0, 1.0), mean)
 
@@ -149,8 +144,6 @@ def binomial_test_pvalue(k: int, n: int, p: float = 0.5) -> float:
 
 def empirical_survival(samples, thresholds):
     """S_n(t) = #{j : X_j >= t} / n at each threshold (an array like ``thresholds``)."""
-    import numpy as np
-
     values = np.sort(np.asarray(samples, dtype=float))
     check_count(len(values), "number of samples", minimum=1)
     thresholds = np.asarray(thresholds, dtype=float)
@@ -171,8 +164,6 @@ def dkw_epsilon(n: int, alpha: float) -> float:
     The two-sided form sqrt(ln(2/alpha)/(2n)) is always valid but wider than needed for a
     one-sided band.
     """
-    import math
-
     n = check_count(n, "n")
     alpha = check_alpha(alpha)
     log_term = math.log(1.0 / alpha) if alpha <= 0.5 else math.log(2.0 / alpha)
@@ -185,8 +176,6 @@ def dkw_survival_lower(samples, thresholds, alpha: float):
     eps from :func:`dkw_epsilon`. The thresholds may depend on the samples (the band holds for
     every t at once), so certifying at the observed levels costs nothing extra.
     """
-    import numpy as np
-
     survival = empirical_survival(samples, thresholds)
     return np.maximum(survival - dkw_epsilon(len(np.atleast_1d(samples)), alpha), 0.0)
 
@@ -210,8 +199,6 @@ def clopper_pearson_survival_lower(samples, thresholds, alpha: float, fixed_grid
 
     A threshold with count 0 gets the trivial bound 0. Reuses :func:`clopper_pearson_lower`.
     """
-    import numpy as np
-
     thresholds = np.atleast_1d(np.asarray(thresholds, dtype=float))
     n = len(np.atleast_1d(samples))
     counts = np.rint(empirical_survival(samples, thresholds) * n).astype(int)
@@ -221,7 +208,7 @@ def clopper_pearson_survival_lower(samples, thresholds, alpha: float, fixed_grid
 
 
 # clopper_pearson_lower memoised: bands re-use the same few (k, n, alpha) many times
-_cached_clopper_pearson_lower = __import__("functools").lru_cache(maxsize=65536)(clopper_pearson_lower)
+_cached_clopper_pearson_lower = functools.lru_cache(maxsize=65536)(clopper_pearson_lower)
 
 
 # --------------------------------------------------------------------------- confidence sequences
@@ -291,10 +278,6 @@ def beta_binomial_log_mixture(k: int, n: int, p: float, a: float = 0.5, b: float
     so Ville's inequality gives P(exists n: M_n(p) >= 1/alpha) <= alpha (Robbins 1970; Howard et
     al. 2021, Ann. Statist. 49(2), the beta-binomial confidence sequence).
     """
-    from math import log, log1p
-
-    from scipy.special import betaln
-
     k, n = (0, 0) if n == 0 else _check_successes(k, n)
     if not 0.0 < p < 1.0:
         raise InvalidArgumentError(f"p must lie in (0, 1), got {p!r}")
@@ -310,10 +293,6 @@ def beta_binomial_mixture_bounds(k: int, n: int, alpha: float, a: float = 0.5, b
     maximum likelihood), so the set is an interval around k/n; its ends are found by root finding.
     Each end is also a one-sided bound at level alpha. Prior Beta(a, b), default Beta(1/2, 1/2).
     """
-    from math import log
-
-    from scipy.optimize import brentq
-
     k, n = _check_successes(k, n)
     threshold = log(1.0 / check_alpha(alpha))
     excess = lambda p: beta_binomial_log_mixture(k, n, p, a, b) - threshold  # noqa: E731
