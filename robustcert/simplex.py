@@ -125,7 +125,12 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        return self.map if self.temperature is None else f"{self.map}(t={self.temperature:g})"
+        """``softmax(t=0.5)``; distinct candidates get distinct labels (certificates key their alpha
+        shares by label), so a temperature that ``:g`` would round is written in full."""
+        if self.temperature is None:
+            return self.map
+        short = f"{self.temperature:g}"
+        return f"{self.map}(t={short if float(short) == self.temperature else repr(self.temperature)})"
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """S(t z) in float64, clamped to [0,1] against rounding."""

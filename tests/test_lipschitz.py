@@ -276,6 +276,17 @@ def test_alpha_split_recorded_is_the_split_used(monkeypatch):
     assert cert.details["temperature"] == 1.0 and "Phi^-1" in cert.details["formula_text"]
 
 
+def test_union_spending_lists_every_candidate_even_when_temperatures_print_alike():
+    """Temperatures 1 and 1.0000001 both print as t=1 with :g; the union-bound record keyed by label
+    must still hold M entries of alpha/M (it once collapsed them and summed to alpha/2)."""
+    smoothed = LipschitzSmooth(torch.nn.Linear(3, 4), 4, 0.5, maps=["softmax"], temperatures=[1.0, 1.0000001],
+                               formulas=["probit-simplex"], selection="union")
+    cert = smoothed.certify(torch.zeros(3), n0=10, n=50, alpha=0.01)
+    assert len(cert.alpha_spending) == len(smoothed.pairs) == 2
+    assert sum(cert.alpha_spending.values()) == pytest.approx(0.01)
+    assert [c.label for c in smoothed.candidates] == ["softmax(t=1)", "softmax(t=1.0000001)"]
+
+
 def test_records_and_reproducibility(digits_test):
     from robustcert import load_model
 
