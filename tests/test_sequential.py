@@ -271,6 +271,19 @@ def test_bad_sequential_arguments(line):
         SequentialSmooth(model, 2, 1.0)
 
 
+def test_fixed_n_certificate_of_a_sequential_smooth_names_the_bound_it_used(line):
+    """SequentialSmooth(...).certify(sequential=False) is fixed-n CERTIFY: one Clopper-Pearson bound
+    at alpha, not the stitched sequence (whose name it once recorded)."""
+    from robustcert.methods.cohen import CERTIFY_BOUND
+
+    model, _ = line
+    smoothed = SequentialSmooth(model, 2, 1.0, target_radius=0.5)
+    fixed = smoothed.certify(_at(0.9), n=1000, alpha=0.01, sequential=False)
+    assert fixed.alpha_spending == {CERTIFY_BOUND: 0.01} and fixed.n == 1000
+    stopped = smoothed.certify(_at(0.9), n=1000, alpha=0.01)
+    assert stopped.alpha_spending == {sequential.SEQUENCE_BOUND: 0.01}
+
+
 # --------------------------------------------------------------------------- command line
 def test_cli_sequential_writes_the_reference_tsv_and_samples_in_the_sidecar(tmp_path):
     from robustcert.cli import main

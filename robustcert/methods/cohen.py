@@ -96,7 +96,7 @@ class Smooth(SmoothedClassifier):
             p_lower=p_a_lower,
             counts=[int(c) for c in counts],
             n0=n0, n=n, alpha=alpha, sigma=self.sigma, method=self.method, seed=seed, index=index,
-            alpha_spending=self.alpha_spending(alpha),
+            alpha_spending={CERTIFY_BOUND: alpha},  # not self.alpha_spending: SequentialSmooth(sequential=False) lands here
             samples_used=n0 + n,
             time=seconds,
             details={"selected_class": c_a, "selection_counts": [int(c) for c in selection_counts]},
