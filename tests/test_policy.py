@@ -144,6 +144,49 @@ def test_certified_return_coverage_on_discrete_returns():
         assert wrong / trials <= alpha + 3.5 * math.sqrt(alpha * (1 - alpha) / trials)
 
 
+def test_fixed_grid_band_coverage_and_it_fails_without_the_split():
+    """Thresholds declared in advance (``fixed_grid``): Clopper-Pearson at alpha/m on each of m = 10
+    grid points. The same bounds at alpha each (m separate one-point grids) fail far too often."""
+    alpha, trials, n = 0.2, 1500, 100
+    grid = np.linspace(0.05, 0.95, 10)
+    slack = 3.5 * math.sqrt(alpha * (1 - alpha) / trials)
+    rng = np.random.default_rng(4)
+
+    def failure_rate(band):
+        samples = rng.random((trials, n))  # Uniform(0,1) returns: S(t) = 1 - t
+        return np.mean([np.any(band(x) > 1.0 - grid + 1e-12) for x in samples])
+
+    assert failure_rate(lambda x: clopper_pearson_survival_lower(x, grid, alpha, fixed_grid=True)) <= alpha + slack
+    unsplit = lambda x: np.concatenate([clopper_pearson_survival_lower(x, [t], alpha, fixed_grid=True)  # noqa: E731
+                                        for t in grid])
+    assert failure_rate(unsplit) > alpha + slack
+
+
+def test_attacked_return_coverage_under_the_worst_shift_and_a_loosened_budget_term_fails(monkeypatch):
+    """One-step episodes with return 1[o + eps + sigma Z > 0] and clean P(R = 1) = p: the attack
+    eps = -B attains the Neyman-Pearson bound, E_attacked[R] = Phi(Phi^-1(p) - B/sigma) exactly.
+    With one declared threshold Clopper-Pearson is nearly exact, so the certificate may exceed the
+    attacked mean at most alpha of the time; charging B/(2 sigma) instead, or spending 2 alpha,
+    must break the same check."""
+    import robustcert.radius as radius
+
+    p, sigma, budget, alpha, n, trials = 0.8, 0.5, 0.25, 0.2, 200, 1000
+    attacked_mean = norm.cdf(norm.ppf(p) - budget / sigma)
+    rng = np.random.default_rng(8)
+    runs = [(rng.random(n) < p).astype(float) for _ in range(trials)]
+    threshold = alpha + 3.5 * math.sqrt(alpha * (1 - alpha) / trials)
+
+    def failure_rate(level=alpha):
+        return np.mean([certify_returns(r, [budget], sigma, level, bound="clopper-pearson", thresholds=[1.0])
+                        .certified_return[0] > attacked_mean for r in runs])
+
+    assert failure_rate() <= threshold
+    assert failure_rate(min(2 * alpha, 0.99)) > threshold
+    original = radius.attacked_probability_lower
+    monkeypatch.setattr(radius, "attacked_probability_lower", lambda q, b, s: original(q, b / 2, s))
+    assert failure_rate() > threshold
+
+
 # --------------------------------------------------------------------------- rollout loop
 def test_loop_noise_matches_wrapper_chain(cartpole):
     """The batched loop's agent inputs equal make_env's NoisyObservation -> FrameStackObservation."""
