@@ -319,6 +319,23 @@ def test_predict_abstains_at_a_tie_and_commits_when_clear():
     assert clear.prediction == 1 and sum(clear.alpha_spending.values()) == pytest.approx(0.01)
 
 
+def test_predict_commits_at_a_tie_within_alpha_and_fails_without_the_2c_split(monkeypatch):
+    """hardmax + Clopper-Pearson at the boundary (f_0 = f_1 = 1/2): PREDICT commits only when a
+    bound at alpha/(2C) clears 1/2, about alpha/2 of the time. Bounds at alpha each (no split over
+    the data-chosen class) commit about 2 alpha of the time."""
+    smoothed = LipschitzSmooth(LinearBinary(torch.tensor([1.0])), 2, sigma=1.0, maps=["hardmax"])
+    reps, alpha = 2000, 0.1
+    threshold = alpha + binomial_slack(alpha, reps)
+
+    def committed():
+        preds = smoothed.predict_batch(torch.zeros(reps, 1), n=200, alpha=alpha, batch_size=20_000, seed=7)
+        return np.mean([p.prediction != ABSTAIN for p in preds])
+
+    assert committed() <= threshold
+    monkeypatch.setattr(LipschitzSmooth, "predict_share", lambda self, a: a)
+    assert committed() > threshold
+
+
 @pytest.mark.parametrize("kwargs", [dict(maps=["nope"]), dict(temperatures=[0.0]), dict(temperatures=[]),
                                     dict(lipschitz=-1.0), dict(lipschitz=float("nan")), dict(bound="nope"),
                                     dict(bound="clopper-pearson"), dict(selection="best"), dict(formulas=["x"]),

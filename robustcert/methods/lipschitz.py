@@ -317,6 +317,11 @@ class LipschitzSmooth(SmoothedClassifier):
             },
         )
 
+    def predict_share(self, alpha: float) -> float:
+        """PREDICT's level for each of its 2C one-sided bounds (a lower and an upper bound on every
+        f_c, since the class A is picked from the same samples): alpha / (2C)."""
+        return alpha / (2 * self.num_classes)
+
     def predict_batch(self, xs, n=1000, alpha=0.001, batch_size=1000, seed=0, indices=None):
         """PREDICT with the first candidate (maps[0] at temperatures[0]): returns the class A with the
         largest sample mean when lower_A > min(1/2, max_{c != A} upper_c), else ABSTAIN.
@@ -332,7 +337,7 @@ class LipschitzSmooth(SmoothedClassifier):
                               "prediction", seed, indices, batch_size)
         means, variances, votes = moments.moments()
         seconds = clock.per_input(len(xs))
-        bounds, share = MEAN_BOUNDS[self.bound_for(candidate)], alpha / (2 * self.num_classes)
+        bounds, share = MEAN_BOUNDS[self.bound_for(candidate)], self.predict_share(alpha)
         name = f"{bounds.name} lower and upper bounds on every f_c of {candidate.label}, alpha/(2*{self.num_classes}) each"
         predictions = []
         for row, index in enumerate(indices):
