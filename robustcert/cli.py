@@ -550,15 +550,14 @@ def table(files, radii, fmt, labels, decimals, no_mark, out_path):
     over all rows), clean accuracy, abstention rate, average certified radius (ACR) and the number
     of rows. The best value of each column is bold (markdown), \\textbf (latex) or starred (csv).
     """
-    from .demo import write_text
-    from .results import render_table, table_from_files
+    from .results import render_table, table_from_files, write_text_atomically
 
     summary = table_from_files(list(files), radii, split_labels(labels, len(files)))
     text = render_table(summary, fmt, decimals, mark_best=not no_mark)
     if out_path is not None:
         if not out_path.parent.is_dir():
             raise CLIError(f"output folder does not exist: {out_path.parent}")
-        write_text(out_path, text)
+        write_text_atomically(out_path, text)
     click.echo(text, nl=False)
 
 

@@ -69,7 +69,7 @@ def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DE
     """
     from .errors import check_alpha, check_count
     from .plotting import plot_files
-    from .results import render_table, table_from_files
+    from .results import render_table, table_from_files, write_text_atomically
 
     n, n0, batch_size = check_count(n, "n"), check_count(n0, "n0"), check_count(batch_size, "batch_size")
     alpha, jobs = check_alpha(alpha), check_count(jobs, "jobs")
@@ -95,13 +95,13 @@ def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DE
     table = table_from_files(tsv_files, labels=labels)
     table_markdown = render_table(table, "markdown", decimals=3)
     table_file = out_dir / TABLE_FILE
-    write_text(table_file, table_markdown)
+    write_text_atomically(table_file, table_markdown)
     plot_file = plot_files(tsv_files, out_dir / PLOT_FILE, labels=labels,
                            title=f"bundled digits models, n={n}, alpha={alpha:g}")
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     readme_file = out_dir / README_FILE
     settings = RunSettings(n0, n, alpha, batch_size, seed, max_inputs, jobs, threads, cpu, load)
-    write_text(readme_file, demo_readme(runs, table_markdown, seconds, settings, labels))
+    write_text_atomically(readme_file, demo_readme(runs, table_markdown, seconds, settings, labels))
     echo("")
     echo(table_markdown.rstrip("\n"))
     echo("")
@@ -229,13 +229,6 @@ def _rows(path: Path) -> int:
             return max(handle.read().count(b"\n") - 1, 0)
     except OSError:
         return 0
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (a failure never leaves it truncated)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
 
 
 def largest_radius_factor(n: int, alpha: float) -> float:

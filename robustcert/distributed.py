@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RobustCertError
+from .results import write_text_atomically
 
 #: Long enough for the slowest rank of a multi-day run; the coordination group never times out first.
 COORDINATION_TIMEOUT = datetime.timedelta(days=30)
@@ -180,9 +181,7 @@ def merge_parts(out_path: Path, columns: tuple[str, ...]) -> set[int]:
         for row in rows:
             by_index.setdefault(int(row.split("\t")[0]), row)
         rows = [by_index[i] for i in sorted(by_index)]
-        temporary = out_path.with_name(out_path.name + ".tmp")
-        temporary.write_text("\n".join([header, *rows]) + "\n")
-        temporary.replace(out_path)
+        write_text_atomically(out_path, "\n".join([header, *rows]) + "\n")
         for part in parts:
             part.unlink()
     return {int(row.split("\t")[0]) for row in rows}
@@ -212,17 +211,17 @@ def shard_groups(todo: list[int], per_call: int, world: World) -> list[list[int]
 def run_sharded(kind, columns, method, smoothed, loaded, dataset, parameters, device, out_path, resume, quiet,
                 samples_per_input, batch_size, indices, rows_for):
     """``cli.run_over_dataset`` for one rank of a multi-process run (see the module docstring)."""
-    import json
     import time
 
     import torch
 
-    from . import cli
+    from . import cli, runtime
 
     world = current()
     out_path = Path(out_path)
     record = cli.run_record(kind, method, smoothed, loaded, dataset, parameters, device)
-    record["runs"][-1]["distributed"] = {"world_size": world.size, "backend": world.backend}
+    distributed_entry = {"world_size": world.size, "backend": world.backend}
+    record["runs"][-1]["distributed"] = distributed_entry
     plan: dict = {}
     if world.rank == 0:
         try:
@@ -263,10 +262,5 @@ def run_sharded(kind, columns, method, smoothed, loaded, dataset, parameters, de
     world.finished = True
     if world.rank == 0:
         merge_parts(out_path, columns)
-        sidecar = out_path.with_name(out_path.name + ".json")
-        saved = json.loads(sidecar.read_text())
-        saved["runs"][-1]["distributed"]["ranks"] = reports
-        saved["runs"][-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        temporary = sidecar.with_name(sidecar.name + ".tmp")
-        temporary.write_text(json.dumps(saved, indent=2, default=str) + "\n")
-        temporary.replace(sidecar)
+        runtime.update_last_run(out_path, distributed={**distributed_entry, "ranks": reports},
+                                finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

@@ -40,6 +40,15 @@ def format_radius(radius: float) -> str:
     return f"{float(exact.quantize(quantum, rounding=ROUND_FLOOR)):.3}"
 
 
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write a text file through a temporary file beside it and a rename: a failure never leaves
+    the file truncated."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
 def format_time(seconds: float) -> str:
     """Elapsed time as ``str(datetime.timedelta)``, e.g. ``0:02:31.238689`` (reference format)."""
     return str(datetime.timedelta(seconds=float(seconds)))

@@ -126,18 +126,25 @@ def inputs_per_call(samples_per_input: int, batch_size, smoothed) -> int:
     return per_call(samples_per_input, min(chosen)) if chosen else 1
 
 
+def update_last_run(out_path: Path, **fields) -> None:
+    """Set ``fields`` in the last run entry of the sidecar ``FILE.json`` of ``out_path`` (rewritten
+    atomically); nothing happens when there is no sidecar."""
+    from .results import write_text_atomically
+
+    sidecar = Path(out_path).with_name(Path(out_path).name + ".json")
+    if not sidecar.is_file():
+        return
+    record = json.loads(sidecar.read_text())
+    record["runs"][-1].update(fields)
+    write_text_atomically(sidecar, json.dumps(record, indent=2, default=str) + "\n")
+
+
 def record_engine(out_path: Path, smoothed) -> None:
     """Add ``engine`` (``smoothed.engine_report()``) and ``finished`` to the sidecar's last run."""
     report = smoothed.engine_report() if hasattr(smoothed, "engine_report") else {}
-    sidecar = Path(out_path).with_name(Path(out_path).name + ".json")
-    if not report or not sidecar.is_file():
+    if not report:
         return
     try:
-        record = json.loads(sidecar.read_text())
-        record["runs"][-1]["engine"] = report
-        record["runs"][-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        temporary = sidecar.with_name(sidecar.name + ".tmp")
-        temporary.write_text(json.dumps(record, indent=2, default=str) + "\n")
-        temporary.replace(sidecar)
+        update_last_run(out_path, engine=report, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     except (OSError, ValueError, KeyError, IndexError):  # never mask the run's own outcome
         pass
