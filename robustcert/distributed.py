@@ -241,7 +241,7 @@ def run_sharded(kind, columns, method, smoothed, loaded, dataset, parameters, de
         raise SystemExit(2)  # rank 0 reports the error
     done = set(plan["done"])
     todo = [i for i in indices if i not in done]
-    per_call = cli.inputs_per_call(samples_per_input, batch_size) if isinstance(batch_size, int) else 1
+    per_call = runtime.inputs_per_call(samples_per_input, batch_size, smoothed)
     groups = shard_groups(todo, per_call, world)
     writer = cli.RowWriter(part_path(out_path, world.rank), columns, resume=False)
     started = time.perf_counter()

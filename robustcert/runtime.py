@@ -83,9 +83,7 @@ def runtime_options(func):
 def _start_distributed(flag: bool, device: str) -> str:
     from . import distributed
 
-    if not distributed.requested(flag):
-        return device
-    return distributed.start(flag, device)
+    return distributed.start(flag, device)  # unchanged device when no process group is requested
 
 
 def _stop_distributed() -> None:
