@@ -64,6 +64,17 @@ def check_alpha(alpha: float, name: str = "alpha") -> float:
     return value
 
 
+def check_budget(budget: float, name: str = "budget") -> float:
+    """Return an attack budget as a float, or raise if it is not a finite number >= 0."""
+    try:
+        value = float(budget)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must be a number >= 0, got {budget!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgumentError(f"{name} must be a finite number >= 0, got {budget!r}")
+    return value
+
+
 def check_count(value: int, name: str, minimum: int = 1) -> int:
     """Return value as an int, or raise if it is not a whole number >= minimum."""
     if isinstance(value, float) and value.is_integer():

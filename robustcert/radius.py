@@ -9,7 +9,7 @@ import math
 import numpy as np
 from scipy.stats import norm
 
-from .errors import InvalidArgumentError, check_alpha, check_sigma
+from .errors import InvalidArgumentError, check_alpha, check_budget, check_sigma
 
 
 def _probit(p: float) -> float:
@@ -120,19 +120,9 @@ def attacked_probability_lower(p_lower, budget: float, sigma: float):
     in p, so a lower confidence bound on p gives a lower bound on the attacked probability.
     """
     sigma = check_sigma(sigma)
-    budget = _check_budget(budget)
+    budget = check_budget(budget)
     p = np.clip(np.asarray(p_lower, dtype=float), 0.0, 1.0)
     return norm.cdf(norm.ppf(p) - budget / sigma)
-
-
-def _check_budget(budget: float) -> float:
-    try:
-        value = float(budget)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"budget must be a number >= 0, got {budget!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise InvalidArgumentError(f"budget must be a finite number >= 0, got {budget!r}")
-    return value
 
 
 def _check_levels(levels, p_lower, lower_bound: float):

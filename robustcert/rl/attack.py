@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..engine import model_device
-from ..errors import InvalidArgumentError, check_count, check_sigma
+from ..errors import check_budget, check_count, check_sigma
 
 
 class GradientAttack:
@@ -45,9 +45,7 @@ class GradientAttack:
                  iterations: int = 10, eot_samples: int = 8, seed: int = 0):
         self.module = module.eval()
         self.sigma = check_sigma(sigma)
-        if not math.isfinite(budget) or budget < 0:
-            raise InvalidArgumentError(f"budget must be a finite number >= 0, got {budget}")
-        self.budget = float(budget)
+        self.budget = check_budget(budget)
         self.attack_steps = check_count(attack_steps, "attack_steps")
         self.iterations = check_count(iterations, "iterations")
         self.eot_samples = check_count(eot_samples, "eot_samples")

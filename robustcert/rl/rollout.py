@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from ..engine import derive_seed
-from ..errors import InvalidArgumentError, ModelOutputError, check_count, check_sigma
+from ..errors import InvalidArgumentError, ModelOutputError, check_budget, check_count, check_sigma
 from .envs import episode_seeds, is_noisy, observation_noise
 
 
@@ -134,9 +134,7 @@ def run_episodes(env_fn: Callable, policy: Callable, sigma: float, n_episodes: i
     n_episodes = check_count(n_episodes, "n_episodes")
     frame_stack = check_count(frame_stack, "frame_stack")
     num_slots = min(check_count(num_envs, "num_envs"), n_episodes)
-    budget = float(adversary.budget) if adversary is not None else 0.0
-    if not np.isfinite(budget) or budget < 0:
-        raise InvalidArgumentError(f"adversary budget must be a finite number >= 0, got {budget}")
+    budget = check_budget(adversary.budget, "adversary budget") if adversary is not None else 0.0
 
     envs = SyncVectorEnv([env_fn] * num_slots, copy=False, autoreset_mode=AutoresetMode.DISABLED)
     try:
