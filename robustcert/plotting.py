@@ -141,7 +141,7 @@ def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[st
         labels = default_labels(paths)
     elif len(labels) != len(paths):
         raise PlotError(f"got {len(labels)} labels for {len(paths)} files")
-    kinds = {curve_kind(path).name: curve_kind(path) for path in paths}
+    kinds = {kind.name: kind for kind in map(curve_kind, paths)}
     if len(kinds) > 1:
         raise PlotError(f"cannot plot different kinds of result files together: {', '.join(kinds)}")
     kind = next(iter(kinds.values()))
