@@ -135,3 +135,46 @@ def test_checkpoint_needing_unpickling_is_refused_without_the_flag(tmp_path):
 def test_all_errors_are_robustcert_errors():
     for error in (CheckpointError, InvalidArgumentError, ModelOutputError, ShapeError):
         assert issubclass(error, RobustCertError)
+
+
+def test_state_dict_entry_that_is_not_a_mapping_of_tensors(tmp_path):
+    path = tmp_path / "odd.pt"
+    torch.save({"arch": "digits_cnn", "state_dict": "not a state_dict"}, path)
+    with pytest.raises(CheckpointError, match="not a mapping of parameter names to tensors"):
+        load_model(path)
+
+
+def test_file_that_is_not_a_torch_save_is_not_sent_to_trust_checkpoint(tmp_path):
+    """An HTML error page saved as a .pth must not be reported as needing --trust-checkpoint."""
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"<html><body>404 Not Found</body></html>\n")
+    with pytest.raises(CheckpointError, match="not a torch.save file") as caught:
+        load_model(path)
+    assert "trust" not in str(caught.value)
+
+
+def test_npz_without_inputs_and_non_string_specs_are_data_errors(tmp_path):
+    import numpy as np
+
+    from robustcert import DataError, load_dataset
+
+    path = tmp_path / "none.npz"
+    np.savez(path, x=np.zeros((0, 1, 8, 8), np.float32), y=np.zeros(0, np.int64))
+    with pytest.raises(DataError, match="holds no inputs"):
+        load_dataset(f"npz:{path}")
+    with pytest.raises(DataError, match="specification is a string"):
+        load_dataset(None)
+
+
+def test_loading_a_torchscript_model_prints_no_deprecation_warning(tmp_path):
+    """An error about a TorchScript model must be the only line on stderr (torch warns on jit.load)."""
+    import warnings
+
+    path = tmp_path / "model.ts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(torch.nn.Linear(4, 2)), str(path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(path)
+    assert [str(w.message) for w in caught] == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,9 @@ def _infer_num_classes(state_dict: dict) -> int | None:
 
 def model_from_state_dict(state_dict: dict, arch: str) -> tuple[nn.Sequential, int]:
     """Build ``arch`` and load a state_dict for it (full model keys ``1.`` or bare network keys)."""
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"the checkpoint's state_dict is a {type(state_dict).__name__}, "
+                              "not a mapping of parameter names to tensors")
     state_dict = _clean_keys(state_dict)
     num_classes = _infer_num_classes(state_dict) or architecture(arch).num_classes
     model = build_model(arch, num_classes)
@@ -144,10 +148,19 @@ def model_from_state_dict(state_dict: dict, arch: str) -> tuple[nn.Sequential, i
     return model, num_classes
 
 
+def _looks_like_torch_save(path: Path) -> bool:
+    """True for a zip archive (torch.save since 1.6) or a pickle of protocol >= 2 (legacy torch.save)."""
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x80" or zipfile.is_zipfile(path)
+
+
 def _torch_load(path: Path, trust_checkpoint: bool):
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as exc:
+        if not _looks_like_torch_save(path):  # random bytes also fail the weights-only unpickler
+            raise CheckpointError(f"cannot read checkpoint {path}: not a torch.save file "
+                                  "(neither a zip archive nor a pickle)") from None
         if not trust_checkpoint and "weights only" in str(exc).lower():
             raise CheckpointError(
                 f"checkpoint {path} needs full unpickling, which can run arbitrary code; "
@@ -176,7 +189,9 @@ def load_checkpoint(spec: str | Path, arch: str | None = None, device: torch.dev
 
     if _is_torchscript(path):
         try:
-            module = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch's deprecation notice is for library authors, not users
+                warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise CheckpointError(f"cannot read TorchScript file {path}: {str(exc).splitlines()[0]}") from None
         return LoadedModel(module.to(device).eval(), spec, arch, sha256=digest)
