@@ -93,6 +93,8 @@ def _npz(path: str) -> CertDataset:
         raise DataError(f"cannot read npz file {path}: {exc}") from None
     if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
         raise DataError(f"npz file {path}: x must be (N, C, H, W) and y (N,), got {x.shape} and {y.shape}")
+    if len(y) == 0:
+        raise DataError(f"npz file {path} holds no inputs (x has shape {x.shape})")
     if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise DataError(f"npz file {path}: x must hold finite floats in [0, 1]")
     if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
@@ -133,6 +135,8 @@ def _torchvision(kind: str, root: str, split: str) -> CertDataset:
 
 def load_dataset(spec: str, split: str = "test") -> CertDataset:
     """Load a dataset from a specification (see the module docstring)."""
+    if not isinstance(spec, str):
+        raise DataError(f"a dataset specification is a string such as 'digits' or 'npz:PATH', got {spec!r}")
     if split not in ("train", "test", "val", "all"):
         raise DataError(f"unknown split {split!r} (train, test, val or all)")
     if spec == "digits":
