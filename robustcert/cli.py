@@ -140,6 +140,8 @@ def device_name(device) -> str:
 def selected_indices(length: int, skip: int, max_inputs: int) -> list[int]:
     if skip < 1:
         raise CLIError(f"--skip must be >= 1, got {skip}")
+    if max_inputs == 0 or max_inputs < -1:
+        raise CLIError(f"--max must be >= 1, or -1 for all inputs, got {max_inputs}")
     indices = list(range(0, length, skip))
     return indices if max_inputs < 0 else indices[:max_inputs]
 
@@ -188,6 +190,7 @@ class RowWriter:
         self.header = "\t".join(header)
         self.done: set[int] = set()
         exists = check_output(path, resume)
+        self.created, self.rows_written = not Path(path).exists(), 0  # see discard_if_unused
         if exists:
             self._recover()
         else:
@@ -221,9 +224,18 @@ class RowWriter:
     def write(self, line: str) -> None:
         self.handle.write(line + "\n")
         self.handle.flush()
+        self.rows_written += 1
 
     def close(self) -> None:
         self.handle.close()
+
+    def discard_if_unused(self) -> None:
+        """Remove the file and its sidecar if this writer created the file and wrote no row: a run
+        that fails before its first row (NaN outputs, a model that does not fit) leaves nothing."""
+        self.close()
+        if self.created and self.rows_written == 0:
+            for path in (Path(self.path), Path(self.path).with_name(Path(self.path).name + ".json")):
+                path.unlink(missing_ok=True)
 
 
 def check_output(path: Path, resume: bool) -> bool:
@@ -264,6 +276,8 @@ def previous_runs(path: Path, record: dict) -> list:
         previous = json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CLIError(f"cannot resume: sidecar {sidecar} is not valid JSON") from None
+    if not isinstance(previous, dict) or not isinstance(previous.get("parameters", {}), dict):
+        raise CLIError(f"cannot resume: sidecar {sidecar} is not a robustcert sidecar (no parameters object)")
     old, new = previous.get("parameters", {}), record["parameters"]
     differing = [k for k in sorted(set(old) | set(new))
                  if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str)]
@@ -386,6 +400,9 @@ def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameter
                 rate = samples_done / max(time.perf_counter() - started, 1e-9)
                 bar.set_postfix(samples_per_s=f"{rate:.3g}", refresh=False)
                 bar.update(len(batch_indices))
+        except BaseException:
+            writer.discard_if_unused()
+            raise
         finally:
             writer.close()
             runtime.record_engine(out_path, smoothed)

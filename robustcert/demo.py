@@ -67,12 +67,15 @@ def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DE
     better than one process whose two threads wait on each other); ``jobs = 1`` runs them one
     after another in this process. Errors propagate as RobustCertError.
     """
-    from .errors import check_alpha, check_count
+    from .errors import InvalidArgumentError, check_alpha, check_count
     from .plotting import plot_files
     from .results import render_table, table_from_files, write_text_atomically
 
     n, n0, batch_size = check_count(n, "n"), check_count(n0, "n0"), check_count(batch_size, "batch_size")
     alpha, jobs = check_alpha(alpha), check_count(jobs, "jobs")
+    seed = check_count(seed, "seed", minimum=0)  # checked here too: a refused run must not delete the last demo
+    if max_inputs == 0 or max_inputs < -1:
+        raise InvalidArgumentError(f"max_inputs must be >= 1, or -1 for all 360 images, got {max_inputs}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started, cpu_started, load = time.perf_counter(), cpu_seconds(), load_average()

@@ -230,6 +230,9 @@ CERTIFY_ERRORS = [
     (["--skip", "0"], "--skip must be >= 1"),
     (["--method", "nope"], "Invalid value for '--method'"),
     (["--frobnicate"], "No such option"),
+    (["--max", "0"], "--max must be >= 1, or -1 for all inputs"),
+    (["--max", "-5"], "--max must be >= 1, or -1 for all inputs"),
+    (["--seed", "-1"], "seed must be >= 0"),  # found only when certifying the first input: no files may remain
 ]
 
 
@@ -404,3 +407,45 @@ def test_predict_with_other_methods(tmp_path, method_args):
         assert int(correct) == int(predict == label)
     sidecar = json.loads(out.with_name(out.name + ".json").read_text())
     assert sidecar["method"] == method_args[1]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_a_run_that_fails_before_its_first_row_leaves_no_files(tmp_path):
+    """NaN outputs on the very first input: one error line, and no header-only TSV or sidecar left
+    behind (which a rerun would then refuse as 'already exists')."""
+    data = tmp_path / "bright.npz"
+    np.savez(data, x=np.ones((2, 1, 8, 8), dtype=np.float32), y=np.array([0, 9]))  # 10 classes
+    model = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(NaNOnBrightImages()), str(model))
+    for command in (["certify", "--n0", "10"], ["predict"]):
+        out = tmp_path / f"{command[0]}.tsv"
+        result = invoke(*command, "--model", model, "--data", f"npz:{data}", "--sigma", "0.05", "--n", "50",
+                        "--out", out)
+        assert result.exit_code == 2 and result.stderr.splitlines() == [
+            "robustcert: error: the base model returned NaN or infinite outputs on noisy inputs"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bright.npz", "model.pt"]
+
+
+def test_resume_with_a_sidecar_that_is_not_an_object(tmp_path, uninterrupted):
+    out = tmp_path / "done.tsv"
+    out.write_bytes(uninterrupted.read_bytes())
+    sidecar = Path(str(out) + ".json")
+    sidecar.write_text("[1, 2]\n")
+    result = invoke(*CERTIFY_ARGS, "--out", out, "--resume")
+    assert result.exit_code == 2 and result.stderr.splitlines() == [
+        f"robustcert: error: cannot resume: sidecar {sidecar} is not a robustcert sidecar (no parameters object)"]
+    assert out.read_bytes() == uninterrupted.read_bytes() and sidecar.read_text() == "[1, 2]\n"
+
+
+@pytest.mark.parametrize("option,message", [({"seed": -1}, "seed must be >= 0"),
+                                            ({"max_inputs": 0}, "max_inputs must be >= 1")])
+def test_demo_refuses_bad_input_before_replacing_its_last_output(tmp_path, option, message):
+    from robustcert.demo import run_demo
+    from robustcert.errors import InvalidArgumentError
+
+    earlier = tmp_path / "digits-0.12.tsv"
+    earlier.write_text(HEADER + "\n0\t0\t0\t0.5\t1\t0.1\n")
+    with pytest.raises(InvalidArgumentError, match=message):
+        run_demo(tmp_path, n=20, n0=5, jobs=1, quiet=True, **{"max_inputs": 2, **option})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits-0.12.tsv"]
+    assert earlier.read_text() == HEADER + "\n0\t0\t0\t0.5\t1\t0.1\n"
