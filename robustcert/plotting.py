@@ -106,6 +106,8 @@ def header_columns(path: str | Path) -> set[str]:
         raise ResultsError(f"cannot read result file {path}: not a text file") from None
     except OSError as exc:
         raise ResultsError(f"cannot read result file {path}: {exc.strerror or exc}") from None
+    if not first.strip():
+        raise ResultsError(f"cannot read result file {path}: it is empty (no header line)")
     return {c.strip() for c in first.rstrip("\n").split("\t")}
 
 

@@ -106,6 +106,9 @@ def read_results(path: str | Path) -> pd.DataFrame:
             frame[column] = frame[column].astype(int)
         if "radius" in frame:
             frame["radius"] = frame["radius"].astype(float)
+            bad = frame["radius"][~np.isfinite(frame["radius"]) | (frame["radius"] < 0)]
+            if len(bad):  # certify writes finite radii >= 0; anything else would skew every summary
+                raise ResultsError(f"malformed row in {path}: radius {bad.iloc[0]} (must be a finite number >= 0)")
         if "time" in frame:
             frame["time"] = frame["time"].map(parse_time)
     except (ValueError, TypeError) as exc:

@@ -449,3 +449,23 @@ def test_demo_refuses_bad_input_before_replacing_its_last_output(tmp_path, optio
         run_demo(tmp_path, n=20, n0=5, jobs=1, quiet=True, **{"max_inputs": 2, **option})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits-0.12.tsv"]
     assert earlier.read_text() == HEADER + "\n0\t0\t0\t0.5\t1\t0.1\n"
+
+
+@pytest.mark.parametrize("radius", ["inf", "nan", "-1"])
+def test_result_files_with_impossible_radii_are_refused(tmp_path, radius):
+    """inf crashed plot with a matplotlib traceback; nan and -1 were summarised as if valid."""
+    path = tmp_path / "odd.tsv"
+    path.write_text(f"{HEADER}\n0\t1\t1\t{radius}\t1\t0.1\n")
+    for args in (["table", path], ["plot", path, "--out", tmp_path / "c.png"]):
+        result = invoke(*args)
+        assert result.exit_code == 2 and result.stderr.splitlines() == [
+            f"robustcert: error: malformed row in {path}: radius {float(radius)} (must be a finite number >= 0)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.tsv"]
+
+
+def test_plot_of_an_empty_file_says_it_is_empty(tmp_path):
+    path = tmp_path / "empty.tsv"
+    path.write_text("")
+    result = invoke("plot", path, "--out", tmp_path / "c.png")
+    assert result.exit_code == 2 and result.stderr.splitlines() == [
+        f"robustcert: error: cannot read result file {path}: it is empty (no header line)"]
