@@ -679,6 +679,8 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
 
     check_output(out_path, resume=False)
     sigma, alpha, episodes = check_sigma(sigma), check_alpha(alpha), check_count(episodes, "--episodes")
+    if max_episode_steps is not None:
+        check_count(max_episode_steps, "--max-episode-steps")  # 0 was a gymnasium traceback, -1 accepted
     budget_list = parse_float_list(budgets, "--budgets")
     quantile_list = [check_alpha(q, "quantile") for q in parse_float_list(quantiles, "--quantiles")]
     threshold_list = parse_float_list(thresholds, "--thresholds") if thresholds else None
@@ -749,13 +751,18 @@ def bench(models, device, precision, channels_last, compile_model, quick, sweep,
     packing for small n. Writes JSON and markdown into --out-dir (see robustcert/bench.py).
     """
     from .bench import MODELS, run_bench
+    from .errors import check_count
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODELS]
     if unknown or not names:
         raise CLIError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
+    for value, name in ((n, "--n"), (reps, "--reps"), (threads, "--threads")):
+        if value is not None:
+            check_count(value, name)  # --reps 0 was a statistics traceback, --threads -1 a torch one
+    device = resolve_device(device)  # before creating --out-dir: a refused run leaves no folder behind
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_bench(names, resolve_device(device), precision, channels_last, compile_model, quick, out_dir, threads,
+    run_bench(names, device, precision, channels_last, compile_model, quick, out_dir, threads,
               sweep, not no_packing, n, reps, clock, not no_malloc_tuning, log=click.echo)
 
 

@@ -469,3 +469,20 @@ def test_plot_of_an_empty_file_says_it_is_empty(tmp_path):
     result = invoke("plot", path, "--out", tmp_path / "c.png")
     assert result.exit_code == 2 and result.stderr.splitlines() == [
         f"robustcert: error: cannot read result file {path}: it is empty (no header line)"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["bench", "--models", "digits", "--quick", "--reps", "0"], "--reps must be >= 1, got 0"),
+    (["bench", "--models", "digits", "--quick", "--threads", "-1"], "--threads must be >= 1, got -1"),
+    (["bench", "--models", "digits", "--quick", "--n", "0"], "--n must be >= 1, got 0"),
+    (["bench", "--models", "digits", "--quick", "--device", "bogus"], "unknown device 'bogus' (auto, cpu, cuda, cuda:1, ...)"),
+    (["certify-policy", "--env", "CartPole-v1", "--policy", "cartpole-pd", "--sigma", "0.2", "--budgets", "0.1",
+      "--max-episode-steps", "0"], "--max-episode-steps must be >= 1, got 0"),
+    (["certify-policy", "--env", "CartPole-v1", "--policy", "cartpole-pd", "--sigma", "0.2", "--budgets", "0.1",
+      "--max-episode-steps", "-1"], "--max-episode-steps must be >= 1, got -1"),
+])
+def test_bench_and_certify_policy_counts_are_checked_before_anything_is_written(tmp_path, args, message):
+    out = ["--out-dir", tmp_path / "bench"] if args[0] == "bench" else ["--out", tmp_path / "p.tsv"]
+    result = invoke(*args, *out)
+    assert result.exit_code == 2 and result.stderr.splitlines() == [f"robustcert: error: {message}"]
+    assert list(tmp_path.iterdir()) == []
