@@ -178,3 +178,47 @@ def test_loading_a_torchscript_model_prints_no_deprecation_warning(tmp_path):
         warnings.simplefilter("always")
         load_model(path)
     assert [str(w.message) for w in caught] == []
+
+
+class AlwaysLastOfFive(torch.nn.Module):
+    """Scores 5 actions, the last one highest: CartPole has only 2."""
+
+    def forward(self, observations):
+        scores = torch.zeros(observations.shape[0], 5)
+        scores[:, 4] = 1.0
+        return scores
+
+
+def test_policy_for_another_environment_or_frame_stack_is_a_shape_error():
+    from robustcert import PolicySmooth
+    from robustcert.rl.policies import load_policy
+
+    loaded = load_policy("cartpole-0.2")  # an MLP on 5 stacked CartPole frames
+    for frame_stack in (1, loaded.frame_stack + 1):
+        agent = PolicySmooth(loaded.policy, 0.2, frame_stack=frame_stack, num_envs=2)
+        with pytest.raises(ShapeError, match="the policy failed on observations of shape"):
+            agent.certify("CartPole-v1", 2, [0.1])
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # torch.jit.save / script in this test only
+def test_policy_with_more_actions_than_the_environment_is_refused_in_one_line(tmp_path):
+    """It crashed with gymnasium's AssertionError; loading it printed torch's jit deprecation warning."""
+    import warnings
+
+    from click.testing import CliRunner
+
+    from robustcert.cli import main
+    from robustcert.rl.policies import load_policy
+
+    path = tmp_path / "policy.ts"
+    torch.jit.save(torch.jit.script(AlwaysLastOfFive()), str(path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_policy(path)
+    assert [str(w.message) for w in caught] == []
+    result = CliRunner().invoke(main, ["certify-policy", "--env", "CartPole-v1", "--policy", str(path), "--sigma", "0.2",
+                                       "--episodes", "2", "--budgets", "0.1", "--num-envs", "2",
+                                       "--out", str(tmp_path / "p.tsv")])
+    assert result.exit_code == 2 and result.stderr.splitlines() == [
+        "robustcert: error: the policy returned action 4, but the environment's actions are 0..1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.ts"]

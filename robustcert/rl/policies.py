@@ -15,6 +15,7 @@ Policy specifications (``load_policy``; CLI ``--policy``):
 """
 from __future__ import annotations
 
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ModelOutputError
+from ..errors import CheckpointError, ModelOutputError, ShapeError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -81,7 +82,16 @@ class TorchPolicy:
 
     @torch.inference_mode()
     def __call__(self, observations: np.ndarray) -> np.ndarray:
-        outputs = self.module(torch.as_tensor(observations, dtype=torch.float32, device=self.device))
+        from ..engine import first_line, is_out_of_memory
+
+        observations = torch.as_tensor(observations, dtype=torch.float32, device=self.device)
+        try:
+            outputs = self.module(observations)
+        except RuntimeError as exc:  # typically another environment's observations or another frame stack
+            if is_out_of_memory(exc):
+                raise
+            raise ShapeError(f"the policy failed on observations of shape {tuple(observations.shape)} "
+                             f"(wrong environment or frame stack?): {first_line(exc)}") from exc
         if not bool(torch.isfinite(outputs).all()):
             raise ModelOutputError("the policy returned NaN or infinite outputs")
         if self.discrete:
@@ -210,7 +220,9 @@ def load_policy(spec: str | Path, device: torch.device | str = "cpu", trust_chec
         return LoadedPolicy(SB3Policy(model), spec, getattr(model, "policy", None), digest)
     if _is_torchscript(path):
         try:
-            module = torch.jit.load(str(path), map_location="cpu").to(device).eval()
+            with warnings.catch_warnings():  # torch's deprecation notice is for library authors, not users
+                warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu").to(device).eval()
         except Exception as exc:
             raise CheckpointError(f"cannot read TorchScript file {path}: {str(exc).splitlines()[0]}") from None
         return LoadedPolicy(TorchPolicy(module), spec, module, digest)

@@ -105,6 +105,10 @@ def _check_actions(actions, num_slots: int, action_space) -> np.ndarray:
         if actions.shape != (num_slots,):
             raise ModelOutputError(f"the policy must return one discrete action per observation "
                                    f"(shape ({num_slots},)), got shape {actions.shape}")
+        low, high = int(action_space.start), int(action_space.start + action_space.n) - 1
+        if not np.all((actions >= low) & (actions <= high)):  # e.g. a policy with more outputs than actions
+            raise ModelOutputError(f"the policy returned action {actions[(actions < low) | (actions > high)][0]}, "
+                                   f"but the environment's actions are {low}..{high}")
         return actions.astype(np.int64)
     expected = (num_slots, *action_space.shape)
     if actions.shape != expected:
