@@ -145,7 +145,10 @@ def candidate_grid(maps: Sequence[str], temperatures: Sequence[float]) -> list[C
         maps = [maps]
     if not maps:
         raise InvalidArgumentError("at least one simplex map is required")
-    temperatures = [float(t) for t in temperatures]
+    try:
+        temperatures = [float(t) for t in temperatures]
+    except (TypeError, ValueError):  # "abc", [None], a bare number
+        raise InvalidArgumentError(f"temperatures must be a list of finite numbers > 0, got {temperatures!r}") from None
     if not temperatures or any(not math.isfinite(t) or t <= 0 for t in temperatures):
         raise InvalidArgumentError(f"temperatures must be finite numbers > 0, got {temperatures}")
     grid: list[Candidate] = []

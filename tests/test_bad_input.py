@@ -222,3 +222,11 @@ def test_policy_with_more_actions_than_the_environment_is_refused_in_one_line(tm
     assert result.exit_code == 2 and result.stderr.splitlines() == [
         "robustcert: error: the policy returned action 4, but the environment's actions are 0..1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.ts"]
+
+
+@pytest.mark.parametrize("temperatures", ["abc", [None], 0.5])
+def test_lvm_temperatures_that_are_not_numbers(temperatures):
+    from robustcert import LipschitzSmooth
+
+    with pytest.raises(InvalidArgumentError, match="temperatures must be a list of finite numbers > 0"):
+        LipschitzSmooth(build_model("digits_cnn"), 10, 0.25, temperatures=temperatures)
