@@ -230,3 +230,25 @@ def test_lvm_temperatures_that_are_not_numbers(temperatures):
 
     with pytest.raises(InvalidArgumentError, match="temperatures must be a list of finite numbers > 0"):
         LipschitzSmooth(build_model("digits_cnn"), 10, 0.25, temperatures=temperatures)
+
+
+class RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def test_malicious_pickle_is_refused_without_running_code_or_warnings(tmp_path, monkeypatch):
+    """A plain pickle (protocol 4) with a code-running reducer: refused, nothing runs, no torch warning."""
+    import pickle
+    import warnings
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"state_dict": RunsCode()}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match="needs full unpickling"):
+            load_model(path)
+    assert [str(w.message) for w in caught] == [] and not (tmp_path / "pwned.txt").exists()

@@ -156,7 +156,9 @@ def _looks_like_torch_save(path: Path) -> bool:
 
 def _torch_load(path: Path, trust_checkpoint: bool):
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+        with warnings.catch_warnings():  # a plain pickle.dump makes torch warn before our one-line error
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as exc:
         if not _looks_like_torch_save(path):  # random bytes also fail the weights-only unpickler
             raise CheckpointError(f"cannot read checkpoint {path}: not a torch.save file "
