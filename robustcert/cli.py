@@ -76,17 +76,10 @@ def main():
 
 # --------------------------------------------------------------------------- shared options
 def resolve_device(device: str):
-    import torch
+    """--device: auto, cpu, cuda, cuda:N (an unknown or unavailable device is a one-line error)."""
+    from .engine import as_device
 
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise CLIError(f"unknown device {device!r} (auto, cpu, cuda, cuda:1, ...)") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda requested but no CUDA device is available")
-    return resolved
+    return as_device(device)
 
 
 def model_and_data_options(func):
@@ -217,9 +210,9 @@ class RowWriter:
             raise CLIError(f"cannot resume {self.path}: a row has a non-integer idx") from None
         if len(kept) != len(complete) or not text.endswith("\n"):
             # drop the partial last row of a killed run; atomic, so a crash here loses nothing
-            temporary = self.path.with_name(self.path.name + ".tmp")
-            temporary.write_text("\n".join(kept) + "\n")
-            temporary.replace(self.path)
+            from .results import write_text_atomically
+
+            write_text_atomically(self.path, "\n".join(kept) + "\n")
 
     def write(self, line: str) -> None:
         self.handle.write(line + "\n")
@@ -294,11 +287,11 @@ def previous_runs(path: Path, record: dict) -> list:
 def write_sidecar(path: Path, record: dict, resume: bool) -> None:
     """Write ``FILE.json`` atomically; on resume the run must match the recorded one (previous_runs)."""
     sidecar = path.with_name(path.name + ".json")
+    from .results import write_text_atomically
+
     if resume:
         record["runs"] = previous_runs(path, record) + record["runs"]
-    temporary = sidecar.with_name(sidecar.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    temporary.replace(sidecar)
+    write_text_atomically(sidecar, json.dumps(record, indent=2, default=str) + "\n")
 
 
 def progress_bar(total: int, quiet: bool, unit: str = "input", initial: int = 0):
@@ -317,16 +310,13 @@ def record_samples_used(out_path: Path, samples: list[int]) -> None:
     """Add this run's sample count (total, mean and max per input) to the sidecar's last run entry."""
     from . import distributed
 
+    from .runtime import update_last_run
+
     samples = distributed.gather_after_run(samples)  # several processes: every rank's inputs, on rank 0 only
-    sidecar = out_path.with_name(out_path.name + ".json")
-    if not samples or not sidecar.exists():
-        return
-    record = json.loads(sidecar.read_text())
-    record["runs"][-1]["samples_used"] = {"inputs": len(samples), "total": int(sum(samples)),
-                                          "mean_per_input": sum(samples) / len(samples), "max_per_input": max(samples)}
-    temporary = sidecar.with_name(sidecar.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    temporary.replace(sidecar)
+    if samples:
+        update_last_run(out_path, samples_used={"inputs": len(samples), "total": int(sum(samples)),
+                                                "mean_per_input": sum(samples) / len(samples),
+                                                "max_per_input": max(samples)})
 
 
 def invocation_command() -> str:
@@ -716,9 +706,10 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
         "mean_episode_length": table.attrs["mean_length"],
         "returns_histogram": table.attrs["returns_histogram"],
     }
-    temporary = out_path.with_name(f".{out_path.name}.tmp")
-    table.to_csv(temporary, sep="\t", index=False)  # full precision: a rounded bound could round up
-    temporary.replace(out_path)
+    from .results import write_text_atomically
+
+    # full precision: a rounded bound could round up
+    write_text_atomically(out_path, table.to_csv(sep="\t", index=False))
     write_sidecar(out_path, record, resume=False)
     click.echo(table[["budget", "certified_return"] + [c for c in table.columns if c.startswith("certified_q")]]
                .to_string(index=False))

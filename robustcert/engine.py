@@ -58,6 +58,23 @@ def fresh_seed() -> int:
     return int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
 
 
+def as_device(device: torch.device | str | None, default: torch.device | None = None) -> torch.device:
+    """A torch.device from a user's value: None -> ``default`` (CPU if None too), "auto" -> CUDA
+    when available else CPU; an unknown name or an unavailable CUDA device is an
+    InvalidArgumentError naming it."""
+    if device is None:
+        return default if default is not None else torch.device("cpu")
+    if device == AUTO:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidArgumentError(f"unknown device {device!r} (auto, cpu, cuda, cuda:1, ...)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"device {device!r} requested but no CUDA device is available")
+    return resolved
+
+
 def model_device(model: Callable) -> torch.device:
     """The device of a model's first parameter or buffer (CPU for parameterless callables)."""
     if isinstance(model, torch.nn.Module):
@@ -245,7 +262,7 @@ class MonteCarloEngine:
         self.model = model
         self.sigma = check_sigma(sigma)
         self.batch_size = AUTO if batch_size == AUTO else check_count(batch_size, "batch_size")
-        self.device = torch.device(device) if device is not None else model_device(model)
+        self.device = as_device(device, model_device(model))
         if precision not in PRECISIONS:
             raise InvalidArgumentError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.precision = precision

@@ -252,3 +252,24 @@ def test_malicious_pickle_is_refused_without_running_code_or_warnings(tmp_path, 
         with pytest.raises(CheckpointError, match="needs full unpickling"):
             load_model(path)
     assert [str(w.message) for w in caught] == [] and not (tmp_path / "pwned.txt").exists()
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:not-a-number"])
+def test_unknown_devices_are_reported(device):
+    with pytest.raises(InvalidArgumentError, match="unknown device"):
+        Smooth(LinearBinary(torch.ones(4)), 2, 0.5, device=device)
+    with pytest.raises(InvalidArgumentError, match="unknown device"):
+        load_model("bundled:digits-0.25", device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_unavailable_cuda_is_reported():
+    with pytest.raises(InvalidArgumentError, match="no CUDA device"):
+        Smooth(LinearBinary(torch.ones(4)), 2, 0.5, device="cuda")
+
+
+def test_empty_batches_give_no_certificates():
+    smoothed = Smooth(LinearBinary(torch.ones(4)), 2, 0.5)
+    assert smoothed.certify_batch(torch.zeros(0, 4), n0=10, n=10) == []
+    assert smoothed.certify_batch(torch.zeros(0, 4), n0=10, n=10, sequential=True, target_radius=0.1) == []
+    assert smoothed.predict_batch(torch.zeros(0, 4), n=10) == []

@@ -237,3 +237,16 @@ def test_certificates_frame_matches_tsv_conventions():
     assert frame["correct"].tolist() == [1, 0, 0] and frame["idx"].tolist() == [7, 8, 9]
     assert certified_accuracy(frame, [0.0, 0.4]).tolist() == pytest.approx([1 / 3, 1 / 3])
     assert np.isclose(results_table({"x": frame}, [0]).iloc[0][ACR], 0.4 / 3)
+
+
+def test_high_probability_accuracy_matches_cohen_et_al():
+    """Cohen et al.'s analyze: acc - a - sqrt(a (1-a) ln(1/rho) / m) - ln(1/rho) / (3 m), a = rho = 0.001."""
+    import math
+
+    from robustcert.results import high_probability_accuracy
+
+    log_term = math.log(1000)
+    expected = 0.6 - 0.001 - math.sqrt(0.001 * 0.999 * log_term / 500) - log_term / 1500
+    assert high_probability_accuracy(0.6, 500) == pytest.approx(expected, rel=1e-12)
+    assert high_probability_accuracy(0.6, 500) == pytest.approx(0.5907, abs=1e-4)
+    assert high_probability_accuracy(0.6, 5000) > high_probability_accuracy(0.6, 500)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..certificate import Certificate, Prediction
-from ..engine import MonteCarloEngine, fresh_seed, model_device
+from ..engine import MonteCarloEngine, as_device, fresh_seed, model_device
 from ..errors import InvalidArgumentError, ShapeError, check_alpha, check_count, check_sigma
 
 
@@ -66,7 +66,7 @@ class SmoothedClassifier:
         self.model = model
         self.num_classes = check_count(num_classes, "num_classes", minimum=2)
         self.sigma = check_sigma(sigma)
-        self.device = torch.device(device) if device is not None else model_device(model)
+        self.device = as_device(device, model_device(model))
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.precision = precision
         self.channels_last = channels_last

@@ -213,6 +213,8 @@ def certify_sequential(smoothed, xs, n0: int = 100, n: int = 100_000, alpha: flo
     n_max = check_count(n if n_max is None else n_max, "n_max")
     checkpoint_schedule(n_max, 1, growth, n_first)  # refuse bad growth / n_first before sampling
     xs, seed, indices, clock = smoothed.begin(xs, seed, indices)
+    if len(xs) == 0:
+        return []
     started = clock.start
     selection = smoothed.sample(xs, n0, VoteCounter(len(xs), smoothed.num_classes, smoothed.device), "selection",
                                 seed, indices, batch_size).result()

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..engine import as_device
 from ..errors import CheckpointError
 from .cifar_resnet import CifarResNet
 from .digits import DigitsCNN
@@ -97,7 +98,7 @@ def bundled_names() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -105,7 +106,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     try:
@@ -154,7 +155,7 @@ def _looks_like_torch_save(path: Path) -> bool:
         return handle.read(1) == b"\x80" or zipfile.is_zipfile(path)
 
 
-def _torch_load(path: Path, trust_checkpoint: bool):
+def torch_load_safely(path: Path, trust_checkpoint: bool):
     try:
         with warnings.catch_warnings():  # a plain pickle.dump makes torch warn before our one-line error
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
@@ -177,6 +178,7 @@ def _torch_load(path: Path, trust_checkpoint: bool):
 def load_checkpoint(spec: str | Path, arch: str | None = None, device: torch.device | str = "cpu",
                     trust_checkpoint: bool = False) -> LoadedModel:
     """Load a base model from a specification (see the module docstring); eval mode, on ``device``."""
+    device = as_device(device)
     spec = str(spec)
     if spec.startswith("bundled:"):
         name = spec.split(":", 1)[1]
@@ -187,9 +189,9 @@ def load_checkpoint(spec: str | Path, arch: str | None = None, device: torch.dev
         path = Path(spec).expanduser()
         if not path.is_file():
             raise CheckpointError(f"checkpoint not found: {spec}")
-    digest = _sha256(path)
+    digest = file_sha256(path)
 
-    if _is_torchscript(path):
+    if is_torchscript(path):
         try:
             with warnings.catch_warnings():  # torch's deprecation notice is for library authors, not users
                 warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", FutureWarning)
@@ -198,7 +200,7 @@ def load_checkpoint(spec: str | Path, arch: str | None = None, device: torch.dev
             raise CheckpointError(f"cannot read TorchScript file {path}: {str(exc).splitlines()[0]}") from None
         return LoadedModel(module.to(device).eval(), spec, arch, sha256=digest)
 
-    payload = _torch_load(path, trust_checkpoint)
+    payload = torch_load_safely(path, trust_checkpoint)
     if isinstance(payload, nn.Module):
         return LoadedModel(payload.to(device).eval(), spec, arch, sha256=digest)
     if not isinstance(payload, dict):

@@ -151,8 +151,6 @@ def env_factory(env_id: str, max_episode_steps: int | None = None, one_round: bo
     def build():
         return make_clean_env(env_id, max_episode_steps, one_round)
 
-    build.env_id = env_id
-    build.max_episode_steps = max_episode_steps
     return build
 
 

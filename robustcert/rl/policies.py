@@ -74,11 +74,11 @@ class TorchPolicy:
     """
 
     def __init__(self, module: nn.Module, discrete: bool = True, device: torch.device | str | None = None):
-        from ..engine import model_device
+        from ..engine import as_device, model_device
 
         self.module = module.eval()
         self.discrete = discrete
-        self.device = torch.device(device) if device is not None else model_device(module)
+        self.device = as_device(device, model_device(module))
 
     @torch.inference_mode()
     def __call__(self, observations: np.ndarray) -> np.ndarray:
@@ -195,7 +195,7 @@ def _is_sb3_zip(path: Path) -> bool:
 
 def load_policy(spec: str | Path, device: torch.device | str = "cpu", trust_checkpoint: bool = False) -> LoadedPolicy:
     """Load a policy from a specification (see the module docstring). Raises CheckpointError."""
-    from ..models.checkpoint import _is_torchscript, _sha256, _torch_load
+    from ..models.checkpoint import is_torchscript, file_sha256, torch_load_safely
 
     spec = str(spec)
     name = spec.split(":", 1)[1] if spec.startswith(("builtin:", "bundled:")) else spec
@@ -214,11 +214,11 @@ def load_policy(spec: str | Path, device: torch.device | str = "cpu", trust_chec
             f"policy not found: {spec} (not a file, a bundled policy ({', '.join(bundled_policy_names())}) "
             f"or a built-in controller ({', '.join(sorted(BUILTIN_CONTROLLERS))}))"
         )
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if _is_sb3_zip(path):
         model = _load_sb3(path, trust_checkpoint, device)
         return LoadedPolicy(SB3Policy(model), spec, getattr(model, "policy", None), digest)
-    if _is_torchscript(path):
+    if is_torchscript(path):
         try:
             with warnings.catch_warnings():  # torch's deprecation notice is for library authors, not users
                 warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", FutureWarning)
@@ -226,7 +226,7 @@ def load_policy(spec: str | Path, device: torch.device | str = "cpu", trust_chec
         except Exception as exc:
             raise CheckpointError(f"cannot read TorchScript file {path}: {str(exc).splitlines()[0]}") from None
         return LoadedPolicy(TorchPolicy(module), spec, module, digest)
-    payload = _torch_load(path, trust_checkpoint)
+    payload = torch_load_safely(path, trust_checkpoint)
     metadata: dict = {}
     if isinstance(payload, nn.Module):
         module = payload
