@@ -11,7 +11,7 @@ import time
 
 import torch
 
-import robustcert.bench as bench
+import robustcert.runs.bench as bench
 from robustcert import Smooth
 from robustcert.engine import VoteCounter, tune_cpu_allocator
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustcert.bench import slug
-from robustcert.cli import device_name
+from robustcert.runs.bench import slug
+from robustcert.runs.provenance import device_name
 from robustcert.data import load_dataset
 from robustcert.engine import MonteCarloEngine
 from robustcert.models import build_model, load_checkpoint

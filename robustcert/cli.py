@@ -1,22 +1,21 @@
-"""The ``robustcert`` command line: parse, call the Python API, write files.
+"""The ``robustcert`` command line: options and help, each command one call into robustcert.runs.
 
 Every error a user can cause is printed as one line ``robustcert: error: ...`` on stderr with
 exit status 2; result rows already written stay intact.
 """
 from __future__ import annotations
 
-import json
-import os
-import platform
+import shlex
 import sys
-import time
 from pathlib import Path
 
 import click
 
-from .errors import CLIError, RobustCertError
-from .cli_methods import METHOD_BUILDERS, model_input_shape, options_for
-from .runtime import BATCH_SIZE, runtime_options
+from .errors import CLIError, RobustCertError, check_count
+from .runs import sharded
+from .runs.build import METHOD_BUILDERS, build_smoothed
+from .runs.dataset import certify_dataset, predict_dataset
+from .runs.files import check_output, sidecar_path
 
 DEFAULT_N0, DEFAULT_N, DEFAULT_ALPHA, DEFAULT_BATCH = 100, 100_000, 0.001, 1000
 
@@ -75,258 +74,107 @@ def main():
 
 
 # --------------------------------------------------------------------------- shared options
-def resolve_device(device: str):
-    """--device: auto, cpu, cuda, cuda:N (an unknown or unavailable device is a one-line error)."""
-    from .engine import as_device
+class BatchSizeType(click.ParamType):
+    """A whole number >= 1, or ``auto``."""
 
-    return as_device(device)
+    name = "INTEGER|auto"
 
-
-def model_and_data_options(func):
-    options = [
-        click.option("--model", "model_spec", required=True,
-                     help="bundled:NAME, a reference checkpoint, a state_dict (with --arch) or a TorchScript file."),
-        click.option("--arch", default=None, help="Architecture of a plain state_dict (e.g. cifar_resnet110)."),
-        click.option("--trust-checkpoint", is_flag=True,
-                     help="Allow full unpickling of the checkpoint. DANGEROUS: runs code from the file."),
-        click.option("--data", "data_spec", default="digits", show_default=True,
-                     help="digits, cifar10:ROOT, mnist:ROOT, imagefolder:ROOT or npz:PATH."),
-        click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test", "val"])),
-        click.option("--sigma", type=float, required=True, help="Noise level (pixel units, [0,1] space)."),
-        click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                     help="Output TSV (a JSON sidecar FILE.json is written beside it)."),
-        click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True),
-        click.option("--batch", "batch_size", type=BATCH_SIZE, default=DEFAULT_BATCH, show_default=True,
-                     help="Noisy samples per forward pass, or auto (free device memory / a short CPU measurement)."),
-        click.option("--skip", type=int, default=1, show_default=True, help="Certify every SKIP-th input."),
-        click.option("--max", "max_inputs", type=int, default=-1, show_default=True,
-                     help="Stop after this many inputs (-1: all)."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
-        click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command."),
-        click.option("--quiet", is_flag=True, help="No progress bar."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def package_versions() -> dict:
-    import numpy
-    import scipy
-    import torch
-
-    from . import __version__
-
-    return {"robustcert": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "scipy": scipy.__version__}
-
-
-def device_name(device) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
-def selected_indices(length: int, skip: int, max_inputs: int) -> list[int]:
-    if skip < 1:
-        raise CLIError(f"--skip must be >= 1, got {skip}")
-    if max_inputs == 0 or max_inputs < -1:
-        raise CLIError(f"--max must be >= 1, or -1 for all inputs, got {max_inputs}")
-    indices = list(range(0, length, skip))
-    return indices if max_inputs < 0 else indices[:max_inputs]
-
-
-def load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device, model_input_shape=None):
-    """Load the base model and the dataset, and check that they fit together.
-
-    ``model_input_shape(dataset_shape)``, when given, is the input shape the model must take
-    (dual smoothing's branch models take sub-images); by default the dataset's.
-    """
-    from .data import load_dataset
-    from .models import load_checkpoint
-
-    dataset = load_dataset(data_spec, split)
-    loaded = load_checkpoint(model_spec, arch=arch, device=device, trust_checkpoint=trust_checkpoint)
-    if loaded.num_classes is not None and loaded.num_classes != dataset.num_classes:
-        raise CLIError(
-            f"class-count mismatch: model {model_spec} has {loaded.num_classes} classes, "
-            f"dataset {data_spec} has {dataset.num_classes}"
-        )
-    if model_input_shape is not None:
-        expected = tuple(model_input_shape(tuple(dataset.input_shape)))
-        if loaded.input_shape is not None and tuple(loaded.input_shape) != expected:
-            raise CLIError(
-                f"shape mismatch: model {model_spec} expects inputs {tuple(loaded.input_shape)}, but this method "
-                f"feeds it {expected} (dataset {data_spec} has {tuple(dataset.input_shape)})"
-            )
-    elif loaded.input_shape is not None and tuple(loaded.input_shape) != tuple(dataset.input_shape):
-        raise CLIError(
-            f"shape mismatch: model {model_spec} expects inputs {tuple(loaded.input_shape)}, "
-            f"dataset {data_spec} has {tuple(dataset.input_shape)}"
-        )
-    return loaded, dataset
-
-
-# --------------------------------------------------------------------------- output files
-class RowWriter:
-    """Append rows to a TSV, one flushed line each; refuses to clobber existing results.
-
-    With ``resume``: the header must match, a trailing partial line (a run killed mid-write) is
-    dropped, and the indices already written are returned so the run can skip them.
-    """
-
-    def __init__(self, path: Path, header: tuple[str, ...], resume: bool):
-        self.path = path
-        self.header = "\t".join(header)
-        self.done: set[int] = set()
-        exists = check_output(path, resume)
-        self.created, self.rows_written = not Path(path).exists(), 0  # see discard_if_unused
-        if exists:
-            self._recover()
-        else:
-            with open(path, "w") as handle:
-                handle.write(self.header + "\n")
-        self.handle = open(path, "a")
-
-    def _recover(self) -> None:
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
         try:
-            text = self.path.read_text()
-        except UnicodeDecodeError:
-            raise CLIError(f"cannot resume {self.path}: it is not a text file") from None
-        lines = text.split("\n")
-        if len(lines) == 1 and self.header.startswith(text):  # killed while writing the header: no rows
-            lines = [self.header, ""]
-        if lines[0] != self.header:
-            raise CLIError(f"cannot resume {self.path}: its header is {lines[0]!r}, expected {self.header!r}")
-        complete = lines[:-1]  # the last element is "" after a final newline, else a partial row
-        width = len(self.header.split("\t"))
-        kept = [complete[0]] + [line for line in complete[1:] if len(line.split("\t")) == width]
-        try:
-            self.done = {int(line.split("\t")[0]) for line in kept[1:]}
-        except ValueError:
-            raise CLIError(f"cannot resume {self.path}: a row has a non-integer idx") from None
-        if len(kept) != len(complete) or not text.endswith("\n"):
-            # drop the partial last row of a killed run; atomic, so a crash here loses nothing
-            from .results import write_text_atomically
-
-            write_text_atomically(self.path, "\n".join(kept) + "\n")
-
-    def write(self, line: str) -> None:
-        self.handle.write(line + "\n")
-        self.handle.flush()
-        self.rows_written += 1
-
-    def close(self) -> None:
-        self.handle.close()
-
-    def discard_if_unused(self) -> None:
-        """Remove the file and its sidecar if this writer created the file and wrote no row: a run
-        that fails before its first row (NaN outputs, a model that does not fit) leaves nothing."""
-        self.close()
-        if self.created and self.rows_written == 0:
-            for path in (Path(self.path), Path(self.path).with_name(Path(self.path).name + ".json")):
-                path.unlink(missing_ok=True)
+            return int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a whole number nor 'auto'", param, ctx)
 
 
-def check_output(path: Path, resume: bool) -> bool:
-    """Check that ``path`` can be written; True when it holds results that ``resume`` continues.
-
-    Called before anything slow (model loading) and again by RowWriter, so that a run that is
-    going to be refused fails at once and never touches existing results.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise CLIError(f"output {path} is a folder, not a file")
-    if not path.parent.is_dir():
-        raise CLIError(f"output folder does not exist: {path.parent}")
-    if not os.access(path.parent, os.W_OK):
-        raise CLIError(f"output folder is not writable: {path.parent}")
-    exists = path.exists() and path.stat().st_size > 0
-    if exists and not resume:
-        raise CLIError(f"{path} already exists and is not empty: pass --resume to continue it, or remove it")
-    if exists and not os.access(path, os.W_OK):
-        raise CLIError(f"output file is not writable: {path}")
-    return exists
+BATCH_SIZE = BatchSizeType()
 
 
-def previous_runs(path: Path, record: dict) -> list:
-    """The runs recorded in the sidecar of a result file being resumed, after checking that the
-    new run has the same parameters, model (sha256), data and kind; [] if there is nothing yet.
-
-    A file with rows but no sidecar cannot be resumed: its parameters are unknown.
-    """
-    path = Path(path)
-    sidecar = path.with_name(path.name + ".json")
-    has_rows = path.is_file() and b"\n" in path.read_bytes().rstrip(b"\n")
-    if not sidecar.exists():
-        if has_rows:
-            raise CLIError(f"cannot resume {path}: its sidecar {sidecar.name} is missing, so its parameters are unknown")
-        return []
-    try:
-        previous = json.loads(sidecar.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CLIError(f"cannot resume: sidecar {sidecar} is not valid JSON") from None
-    if not isinstance(previous, dict) or not isinstance(previous.get("parameters", {}), dict):
-        raise CLIError(f"cannot resume: sidecar {sidecar} is not a robustcert sidecar (no parameters object)")
-    old, new = previous.get("parameters", {}), record["parameters"]
-    differing = [k for k in sorted(set(old) | set(new))
-                 if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str)]
-    for section, key in (("model", "sha256"), ("data", "spec")):
-        if (previous.get(section) or {}).get(key) != (record.get(section) or {}).get(key):
-            differing.append(f"{section} {key}")
-    if previous.get("kind") != record.get("kind"):
-        differing.append("command")
-    if differing:
-        raise CLIError(f"cannot resume {path}: differs from the first run in {', '.join(differing)}")
-    return previous.get("runs", [])
+def add_options(options):
+    """A decorator adding click options in the order given."""
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return decorate
 
 
-def write_sidecar(path: Path, record: dict, resume: bool) -> None:
-    """Write ``FILE.json`` atomically; on resume the run must match the recorded one (previous_runs)."""
-    sidecar = path.with_name(path.name + ".json")
-    from .results import write_text_atomically
+model_and_data_options = add_options([
+    click.option("--model", "model_spec", required=True,
+                 help="bundled:NAME, a reference checkpoint, a state_dict (with --arch) or a TorchScript file."),
+    click.option("--arch", default=None, help="Architecture of a plain state_dict (e.g. cifar_resnet110)."),
+    click.option("--trust-checkpoint", is_flag=True,
+                 help="Allow full unpickling of the checkpoint. DANGEROUS: runs code from the file."),
+    click.option("--data", "data_spec", default="digits", show_default=True,
+                 help="digits, cifar10:ROOT, mnist:ROOT, imagefolder:ROOT or npz:PATH."),
+    click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test", "val"])),
+    click.option("--sigma", type=float, required=True, help="Noise level (pixel units, [0,1] space)."),
+    click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                 help="Output TSV (a JSON sidecar FILE.json is written beside it)."),
+    click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True),
+    click.option("--batch", "batch_size", type=BATCH_SIZE, default=DEFAULT_BATCH, show_default=True,
+                 help="Noisy samples per forward pass, or auto (free device memory / a short CPU measurement)."),
+    click.option("--skip", type=int, default=1, show_default=True, help="Certify every SKIP-th input."),
+    click.option("--max", "max_inputs", type=int, default=-1, show_default=True,
+                 help="Stop after this many inputs (-1: all)."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
+    click.option("--threads", type=int, default=None,
+                 help="torch threads on CPU [default: 1 when the load average shows other work, else one per core]."),
+    click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command."),
+    click.option("--quiet", is_flag=True, help="No progress bar."),
+])
 
-    if resume:
-        record["runs"] = previous_runs(path, record) + record["runs"]
-    write_text_atomically(sidecar, json.dumps(record, indent=2, default=str) + "\n")
+engine_options = add_options([
+    click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+                 help="Autocast precision of the base model (bf16/fp16: a different, faster base classifier)."),
+    click.option("--channels-last/--no-channels-last", "channels_last", default=None,
+                 help="Channels-last memory layout [default: on for CPU, and for CUDA with bf16/fp16]."),
+    click.option("--compile", "compile_model", is_flag=True,
+                 help="torch.compile the base model (falls back to eager, with a warning, if it fails)."),
+    click.option("--distributed", is_flag=True,
+                 help="Shard inputs across torch.distributed ranks (automatic under torchrun, WORLD_SIZE > 1)."),
+])
 
+method_and_denoiser_options = add_options([
+    click.option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True),
+    click.option("--model2", default=None, help="dual: base model of sub-image b (--model is sub-image a's)."),
+    click.option("--arch2", default=None, help="dual: architecture of --model2 when it is a plain state_dict."),
+    click.option("--sigma2", type=float, default=None, help="dual: noise level of branch b (default: --sigma)."),
+    click.option("--dual-split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]),
+                 help="dual: how images are cut into two sub-images (default: checkerboard)."),
+    click.option("--denoiser", default=None,
+                 help="Diffusion denoiser in front of the model (Carlini et al. 2023): bundled:digits-ddpm "
+                      "or a local diffusers folder (needs pip install robustcert[diffusion])."),
+    click.option("--denoiser-steps", type=click.IntRange(min=1), default=None,
+                 help="With --denoiser: run the deterministic DDIM chain from t* in this many model calls "
+                      "instead of one-shot denoising (costs that many times more)."),
+    click.option("--maps", default=None, help="lvm: simplex maps, e.g. softmax,sparsemax,hardmax."),
+    click.option("--temperatures", default=None, help="lvm: logit multipliers t, e.g. 0.25,0.5,1,2."),
+    click.option("--lipschitz", type=float, default=None,
+                 help="lvm: l2 Lipschitz constant of the model's logits (enables the Lipschitz-margin radius)."),
+    click.option("--lvm-selection", default=None, type=click.Choice(["holdout", "union"]),
+                 help="lvm: choose map/temperature on the n0 selection samples, or union-bound the grid."),
+])
 
-def progress_bar(total: int, quiet: bool, unit: str = "input", initial: int = 0):
-    """tqdm on stderr (inputs done, rate, ETA); off with --quiet or when stderr is not a terminal.
-
-    ``initial`` counts work done by an earlier run (resume) without inflating the rate and ETA.
-    """
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                disable=quiet or not sys.stderr.isatty())
-
-
-# --------------------------------------------------------------------------- methods
-def record_samples_used(out_path: Path, samples: list[int]) -> None:
-    """Add this run's sample count (total, mean and max per input) to the sidecar's last run entry."""
-    from . import distributed
-
-    from .runtime import update_last_run
-
-    samples = distributed.gather_after_run(samples)  # several processes: every rank's inputs, on rank 0 only
-    if samples:
-        update_last_run(out_path, samples_used={"inputs": len(samples), "total": int(sum(samples)),
-                                                "mean_per_input": sum(samples) / len(samples),
-                                                "max_per_input": max(samples)})
+sequential_options = add_options([
+    click.option("--sequential", is_flag=True, default=None,
+                 help="cohen: stop each input as soon as the answer is decided (anytime-valid confidence sequence)."),
+    click.option("--target-radius", type=float, default=None,
+                 help="--sequential: decide 'certified at radius R?' (stops when known at 1-alpha)."),
+    click.option("--tolerance", type=float, default=None,
+                 help="--sequential: stop when more samples cannot raise the radius by more than T."),
+    click.option("--n-max", type=int, default=None, help="--sequential: most estimation samples per input (default: --n)."),
+])
 
 
 def invocation_command() -> str:
-    """This run's command line, shell-quoted (``robustcert certify --model ...``).
+    """This run's command line, shell-quoted (``robustcert certify --model ...``), as the sidecar records it.
 
-    A caller that runs a command from Python (``certify.main(args, obj={"argv": [...]})``, as
-    ``robustcert demo`` does) records the equivalent shell command through ``obj["argv"]``.
+    A caller that runs a command from Python (``main.main(args, obj={"argv": [...]})``) records
+    the equivalent shell command through ``obj["argv"]``.
     """
-    import shlex
-
     context = click.get_current_context(silent=True)
     obj = context.find_root().obj if context is not None else None
     if isinstance(obj, dict) and "argv" in obj:
@@ -334,191 +182,70 @@ def invocation_command() -> str:
     return shlex.join(["robustcert", *sys.argv[1:]])  # also for `python -m robustcert` (argv[0] __main__.py)
 
 
-def run_record(kind, method, smoothed, loaded, dataset, parameters, device) -> dict:
-    """The JSON sidecar: command, parameters (incl. alpha spending), model, data, device, versions."""
-    return {
-        "command": invocation_command(),
-        "kind": kind,
-        "method": method,
-        "parameters": parameters,
-        "model": {"spec": loaded.source, "arch": loaded.arch, "sha256": loaded.sha256},
-        "data": {"spec": dataset.name, "num_classes": dataset.num_classes,
-                 "input_shape": list(dataset.input_shape)},
-        "runs": [{"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": invocation_command(),
-                  "device": device_name(device),
-                  "versions": package_versions()}],
-    }
+def check_selection(skip: int, max_inputs: int) -> None:
+    """--skip and --max, checked before anything is loaded."""
+    check_count(skip, "--skip")
+    if max_inputs == 0 or max_inputs < -1:
+        raise CLIError(f"--max must be >= 1, or -1 for all inputs, got {max_inputs}")
 
 
-def inputs_per_call(n_total: int, batch_size: int) -> int:
-    """How many inputs to certify per engine call: pack several when their samples fit a batch."""
-    return max(1, batch_size // n_total) if n_total < batch_size else 1
-
-
-def run_over_dataset(kind, columns, method, smoothed, loaded, dataset, parameters, device, out_path, resume,
-                     quiet, samples_per_input, batch_size, indices, rows_for):
-    """Shared driver of certify / predict: resumable, one flushed row per input, progress on stderr.
-
-    ``rows_for(xs, indices, labels)`` returns one TSV line per input. Engine options and
-    multi-process runs: robustcert/runtime.py and robustcert/distributed.py.
-    """
-    import torch
-
-    from . import distributed, runtime
-
-    runtime.prepare_run(smoothed, parameters, out_path, columns, resume)
-    if distributed.current() is not None:
-        return distributed.run_sharded(kind, columns, method, smoothed, loaded, dataset, parameters, device,
-                                       out_path, resume, quiet, samples_per_input, batch_size, indices, rows_for)
-    record = run_record(kind, method, smoothed, loaded, dataset, parameters, device)
-    if resume:
-        previous_runs(out_path, record)  # refuse a mismatched resume before touching the TSV
-    writer = RowWriter(out_path, columns, resume)
-    todo = [i for i in indices if i not in writer.done]
-    write_sidecar(out_path, record, resume)
-    started, samples_done, start = time.perf_counter(), 0, 0
-    with progress_bar(len(indices), quiet, initial=len(indices) - len(todo)) as bar:
-        try:
-            while start < len(todo):  # --batch auto: one input per call until the engine chose its batch
-                batch_indices = todo[start:start + runtime.inputs_per_call(samples_per_input, batch_size, smoothed)]
-                start += len(batch_indices)
-                items = [dataset[i] for i in batch_indices]
-                xs = torch.stack([x for x, _ in items])
-                for line in rows_for(xs, batch_indices, [label for _, label in items]):
-                    writer.write(line)
-                samples_done += samples_per_input * len(batch_indices)
-                rate = samples_done / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(samples_per_s=f"{rate:.3g}", refresh=False)
-                bar.update(len(batch_indices))
-        except BaseException:
-            writer.discard_if_unused()
-            raise
-        finally:
-            writer.close()
-            runtime.record_engine(out_path, smoothed)
-
-
-def method_and_denoiser_options(func):
-    """Options of the dual and lvm methods and the diffusion denoiser, shared by certify and predict."""
-    options = [
-        click.option("--model2", default=None, help="dual: base model of sub-image b (--model is sub-image a's)."),
-        click.option("--arch2", default=None, help="dual: architecture of --model2 when it is a plain state_dict."),
-        click.option("--sigma2", type=float, default=None, help="dual: noise level of branch b (default: --sigma)."),
-        click.option("--dual-split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]),
-                     help="dual: how images are cut into two sub-images (default: checkerboard)."),
-        click.option("--denoiser", default=None,
-                     help="Diffusion denoiser in front of the model (Carlini et al. 2023): bundled:digits-ddpm "
-                          "or a local diffusers folder (needs pip install robustcert[diffusion])."),
-        click.option("--denoiser-steps", type=click.IntRange(min=1), default=None,
-                     help="With --denoiser: run the deterministic DDIM chain from t* in this many model calls "
-                          "instead of one-shot denoising (costs that many times more)."),
-        click.option("--maps", default=None, help="lvm: simplex maps, e.g. softmax,sparsemax,hardmax."),
-        click.option("--temperatures", default=None, help="lvm: logit multipliers t, e.g. 0.25,0.5,1,2."),
-        click.option("--lipschitz", type=float, default=None,
-                     help="lvm: l2 Lipschitz constant of the model's logits (enables the Lipschitz-margin radius)."),
-        click.option("--lvm-selection", default=None, type=click.Choice(["holdout", "union"]),
-                     help="lvm: choose map/temperature on the n0 selection samples, or union-bound the grid."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def build_smoothed(method, method_options, model_spec, arch, trust_checkpoint, data_spec, split, sigma, device):
-    """Load the model and data, put the denoiser in front if asked, build the method.
-
-    Returns (smoothed classifier, loaded model, dataset, run parameters of the method and denoiser).
-    """
-    from .methods.diffusion import with_denoiser
-
-    method_options = options_for(method, method_options)
-    loaded, dataset = load_run_inputs(model_spec, arch, trust_checkpoint, data_spec, split, device,
-                                      model_input_shape(method, method_options))
-    denoiser, steps = method_options.pop("denoiser", None), method_options.pop("denoiser_steps", None)
-    if steps is not None and denoiser is None:
-        raise CLIError("--denoiser-steps needs --denoiser")
-    loaded, denoising = with_denoiser(loaded, denoiser, sigma, dataset.input_shape, device,
-                                      multistep=steps is not None, steps=steps)
-    smoothed = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, method_options)
-    return smoothed, loaded, dataset, {**method_options, **denoising}
+def dataset_run(run, model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, skip, max_inputs,
+                device, resume, quiet, threads, precision, channels_last, compile_model, distributed, method,
+                method_options, **run_options):
+    """certify / predict: check the output, join the process group (torchrun), build, run, report."""
+    if sharded.is_first_rank(distributed):
+        check_output(out_path, resume)  # fail before loading anything; never touch existing results
+    check_selection(skip, max_inputs)
+    with sharded.session(distributed, device) as device:
+        smoothed, dataset, certify_options = build_smoothed(
+            method, model_spec, sigma=sigma, data=data_spec, split=split, arch=arch,
+            trust_checkpoint=trust_checkpoint, device=device, precision=precision, channels_last=channels_last,
+            compile=compile_model, **method_options)
+        frame = run(smoothed, dataset, out_path, skip=skip, max_inputs=max_inputs, resume=resume,
+                    progress=not quiet, threads=threads, command=invocation_command(), **run_options,
+                    **certify_options)
+        if sharded.current() is None or sharded.current().rank == 0:
+            click.echo(f"wrote {out_path} ({len(frame)} rows) and {sidecar_path(out_path).name}")
 
 
 @main.command()
 @model_and_data_options
-@runtime_options
+@engine_options
 @click.option("--n0", type=int, default=DEFAULT_N0, show_default=True, help="Selection samples per input.")
 @click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Estimation samples per input.")
-@click.option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True)
 @method_and_denoiser_options
-@click.option("--sequential", is_flag=True, default=None,
-              help="cohen: stop each input as soon as the answer is decided (anytime-valid confidence sequence).")
-@click.option("--target-radius", type=float, default=None,
-              help="--sequential: decide 'certified at radius R?' (stops when known at 1-alpha).")
-@click.option("--tolerance", type=float, default=None,
-              help="--sequential: stop when more samples cannot raise the radius by more than T.")
-@click.option("--n-max", type=int, default=None, help="--sequential: most estimation samples per input (default: --n).")
-def certify(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, alpha, batch_size, skip,
-            max_inputs, seed, device, resume, quiet, n0, n, method, **method_options):
+@sequential_options
+def certify(n0, n, alpha, batch_size, seed, method, sequential, target_radius, tolerance, n_max, **options):
     """Certify the inputs of a dataset, one TSV row each.
 
     Columns: idx, label, predict, radius, correct, time (the reference format).
     """
-    from .results import CERTIFY_COLUMNS, certify_row
-
-    check_output(out_path, resume)  # fail before loading anything; never touch existing results
-    device = resolve_device(device)
-    smoothed, loaded, dataset, method_parameters = build_smoothed(
-        method, method_options, model_spec, arch, trust_checkpoint, data_spec, split, sigma, device)
-    n0, n, alpha, batch_size = smoothed.check_certify_args(n0, n, alpha, batch_size)
-    parameters = {"sigma": sigma, "n0": n0, "n": n, "alpha": alpha, "batch": batch_size, "seed": seed,
-                  "skip": skip, "max": max_inputs, "split": split, "method": method, **method_parameters,
-                  "alpha_spending": smoothed.alpha_spending(alpha)}
-
-    samples_used = []  # per input certified in this run; the sidecar records total and mean
-
-    def rows_for(xs, batch_indices, labels):
-        certificates = smoothed.certify_batch(xs, n0, n, alpha, batch_size, seed, batch_indices)
-        samples_used.extend(c.samples_used for c in certificates)
-        return [certify_row(c.index, y, c.prediction, c.radius, c.time) for c, y in zip(certificates, labels)]
-
-    try:
-        run_over_dataset("certify", CERTIFY_COLUMNS, method, smoothed, loaded, dataset, parameters, device,
-                         out_path, resume, quiet, n0 + n, batch_size, selected_indices(len(dataset), skip, max_inputs),
-                         rows_for)
-    finally:
-        record_samples_used(out_path, samples_used)
+    method_options = {name: options.pop(name) for name in METHOD_OPTION_NAMES}
+    method_options.update(sequential=sequential, target_radius=target_radius, tolerance=tolerance, n_max=n_max)
+    dataset_run(certify_dataset, method=method, method_options=method_options, n0=n0, n=n, alpha=alpha,
+                batch_size=batch_size, seed=seed, **options)
 
 
 @main.command()
 @model_and_data_options
-@runtime_options
+@engine_options
 @click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Samples per input.")
-@click.option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True)
 @method_and_denoiser_options
-def predict(model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, alpha, batch_size, skip,
-            max_inputs, seed, device, resume, quiet, n, method, **method_options):
-    """Predict with the smoothed classifier (may abstain).
+def predict(n, alpha, batch_size, seed, method, **options):
+    """Predict with the smoothed classifier (may abstain) on the inputs of a dataset.
 
     Columns: idx, label, predict, correct, time (the reference format). How each method decides
     and spends alpha: its predict_batch (cohen and dual: Cohen et al.'s binomial test; lvm:
     simultaneous Bernstein / Clopper-Pearson bounds on every class, with the first map).
     """
-    from .results import PREDICT_COLUMNS, predict_row
+    method_options = {name: options.pop(name) for name in METHOD_OPTION_NAMES}
+    dataset_run(predict_dataset, method=method, method_options=method_options, n=n, alpha=alpha,
+                batch_size=batch_size, seed=seed, **options)
 
-    check_output(out_path, resume)  # fail before loading anything; never touch existing results
-    device = resolve_device(device)
-    smoothed, loaded, dataset, method_parameters = build_smoothed(
-        method, method_options, model_spec, arch, trust_checkpoint, data_spec, split, sigma, device)
-    _, n, alpha, batch_size = smoothed.check_certify_args(1, n, alpha, batch_size)
-    parameters = {"sigma": sigma, "n": n, "alpha": alpha, "batch": batch_size, "seed": seed, "skip": skip,
-                  "max": max_inputs, "split": split, "method": method, **method_parameters}
 
-    def rows_for(xs, batch_indices, labels):
-        predictions = smoothed.predict_batch(xs, n, alpha, batch_size, seed, batch_indices)
-        return [predict_row(p.index, y, p.prediction, p.time) for p, y in zip(predictions, labels)]
-
-    run_over_dataset("predict", PREDICT_COLUMNS, method, smoothed, loaded, dataset, parameters, device, out_path,
-                     resume, quiet, n, batch_size, selected_indices(len(dataset), skip, max_inputs), rows_for)
+#: The method and denoiser options that certify and predict hand to build_smoothed.
+METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "denoiser_steps", "maps",
+                       "temperatures", "lipschitz", "lvm_selection")
 
 
 # --------------------------------------------------------------------------- tables, plots, demo
@@ -611,7 +338,7 @@ def demo(out_dir, n0, n, alpha, batch_size, seed, max_inputs, jobs, quiet):
     sidecars, table.md, certified_accuracy.png and a README.md into OUT_DIR, replacing the demo's
     own earlier output there.
     """
-    from .demo import run_demo
+    from .runs.demo import run_demo
 
     run_demo(out_dir, n=n, n0=n0, alpha=alpha, batch_size=batch_size, seed=seed, max_inputs=max_inputs,
              quiet=quiet, jobs=jobs, echo=lambda line: click.echo(line))
@@ -660,57 +387,23 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
                    quantiles, thresholds, frame_stack, max_episode_steps, one_round, num_envs, device,
                    trust_checkpoint, quiet):
     """Certify the expected return of a smoothed RL agent (Kumar et al. 2022); one row per budget."""
-    import gymnasium as gym
-
-    from .errors import check_alpha, check_count, check_sigma
-    from .methods.policy import PolicySmooth, alpha_spending
-    from .rl.envs import env_factory
-    from .rl.policies import TorchPolicy, load_policy
+    from .runs.dataset import progress_bar
+    from .runs.policy import certify_policy_file
 
     check_output(out_path, resume=False)
-    sigma, alpha, episodes = check_sigma(sigma), check_alpha(alpha), check_count(episodes, "--episodes")
     if max_episode_steps is not None:
-        check_count(max_episode_steps, "--max-episode-steps")  # 0 was a gymnasium traceback, -1 accepted
+        check_count(max_episode_steps, "--max-episode-steps")
     budget_list = parse_float_list(budgets, "--budgets")
-    quantile_list = [check_alpha(q, "quantile") for q in parse_float_list(quantiles, "--quantiles")]
+    quantile_list = parse_float_list(quantiles, "--quantiles")
     threshold_list = parse_float_list(thresholds, "--thresholds") if thresholds else None
-    device = resolve_device(device)
-    loaded = load_policy(policy_spec, device=device, trust_checkpoint=trust_checkpoint)
-    frame_stack = check_count(frame_stack if frame_stack is not None else (loaded.frame_stack or 1), "--frame-stack")
-    if max_episode_steps is None:
-        max_episode_steps = loaded.metadata.get("max_episode_steps")
-    env_fn = env_factory(env_id, max_episode_steps, one_round)
-    if isinstance(loaded.policy, TorchPolicy):  # a torch policy's outputs are logits only for discrete actions
-        probe = env_fn()
-        loaded.policy.discrete = isinstance(probe.action_space, gym.spaces.Discrete)
-        probe.close()
-    agent = PolicySmooth(loaded.policy, sigma, frame_stack=frame_stack, num_envs=check_count(num_envs, "--num-envs"))
-    parameters = {"env": env_id, "sigma": sigma, "episodes": episodes, "budgets": budget_list, "alpha": alpha,
-                  "seed": seed, "bound": bound, "return_lower_bound": return_lower_bound,
-                  "quantiles": quantile_list, "thresholds": thresholds, "frame_stack": frame_stack,
-                  "max_episode_steps": max_episode_steps, "one_round": one_round,
-                  "alpha_spending": alpha_spending(alpha, bound, episodes,
-                                                   None if threshold_list is None else len(set(threshold_list)))}
-    with progress_bar(episodes, quiet, unit="episode") as bar:
-        table = agent.certify(env_fn, episodes, budget_list, alpha, seed, return_lower_bound, bound, quantile_list,
-                              threshold_list, progress=lambda done: bar.update(done - bar.n))
-    record = {
-        "command": invocation_command(), "kind": "certify-policy", "method": PolicySmooth.method,
-        "parameters": parameters,
-        "model": {"spec": loaded.source, "sha256": loaded.sha256, "metadata": loaded.metadata},
-        "data": {"spec": env_id},
-        "runs": [{"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": invocation_command(),
-                  "device": device_name(device), "versions": package_versions(),
-                  "seconds": table.attrs["seconds"], "episodes_per_second": table.attrs["episodes_per_second"],
-                  "num_envs": table.attrs["num_envs"]}],
-        "mean_episode_length": table.attrs["mean_length"],
-        "returns_histogram": table.attrs["returns_histogram"],
-    }
-    from .results import write_text_atomically
-
-    # full precision: a rounded bound could round up
-    write_text_atomically(out_path, table.to_csv(sep="\t", index=False))
-    write_sidecar(out_path, record, resume=False)
+    with progress_bar(episodes if isinstance(episodes, int) and episodes > 0 else 0, not quiet,
+                      unit="episode") as bar:
+        table = certify_policy_file(
+            env_id, policy_spec, sigma, out_path, episodes=episodes, budgets=budget_list, alpha=alpha, seed=seed,
+            bound=bound, return_lower_bound=return_lower_bound, quantiles=quantile_list, thresholds=threshold_list,
+            frame_stack=frame_stack, max_episode_steps=max_episode_steps, one_round=one_round, num_envs=num_envs,
+            device=device, trust_checkpoint=trust_checkpoint, progress=lambda done: bar.update(done - bar.n),
+            command=invocation_command())
     click.echo(table[["budget", "certified_return"] + [c for c in table.columns if c.startswith("certified_q")]]
                .to_string(index=False))
 
@@ -741,8 +434,8 @@ def bench(models, device, precision, channels_last, compile_model, quick, sweep,
     Interleaved repetitions, medians, samples/s and the ratios (b)/(a), (b)/(c); plus cross-input
     packing for small n. Writes JSON and markdown into --out-dir (see robustcert/bench.py).
     """
-    from .bench import MODELS, run_bench
-    from .errors import check_count
+    from .engine import as_device
+    from .runs.bench import MODELS, run_bench
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODELS]
@@ -751,7 +444,7 @@ def bench(models, device, precision, channels_last, compile_model, quick, sweep,
     for value, name in ((n, "--n"), (reps, "--reps"), (threads, "--threads")):
         if value is not None:
             check_count(value, name)  # --reps 0 was a statistics traceback, --threads -1 a torch one
-    device = resolve_device(device)  # before creating --out-dir: a refused run leaves no folder behind
+    device = as_device(device)  # before creating --out-dir: a refused run leaves no folder behind
     out_dir.mkdir(parents=True, exist_ok=True)
     run_bench(names, device, precision, channels_last, compile_model, quick, out_dir, threads,
               sweep, not no_packing, n, reps, clock, not no_malloc_tuning, log=click.echo)

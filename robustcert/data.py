@@ -37,6 +37,7 @@ class CertDataset:
     num_classes: int
     input_shape: tuple[int, ...]
     source: Any  # a (x, y) pair of tensors, or a torchvision dataset
+    split: str | None = None  # the split it was loaded as (train, test, ...), recorded by dataset runs
 
     def __len__(self) -> int:
         if isinstance(self.source, tuple):
@@ -139,6 +140,12 @@ def load_dataset(spec: str, split: str = "test") -> CertDataset:
         raise DataError(f"a dataset specification is a string such as 'digits' or 'npz:PATH', got {spec!r}")
     if split not in ("train", "test", "val", "all"):
         raise DataError(f"unknown split {split!r} (train, test, val or all)")
+    dataset = _load(spec, split)
+    dataset.split = split
+    return dataset
+
+
+def _load(spec: str, split: str) -> CertDataset:
     if spec == "digits":
         return _digits("test" if split == "val" else split)
     scheme, sep, location = spec.partition(":")

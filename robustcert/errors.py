@@ -38,6 +38,10 @@ class CLIError(RobustCertError):
     """A bad command-line argument or argument combination."""
 
 
+class RunError(RobustCertError):
+    """A dataset run cannot start or resume: its output exists, does not match, or cannot be written."""
+
+
 class ResourceError(RobustCertError):
     """The device ran out of memory even at the smallest batch (one sample per forward pass)."""
 

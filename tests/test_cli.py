@@ -264,7 +264,7 @@ def test_output_that_cannot_be_written(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "output folder does not exist" in result.stderr
     result = invoke(*args, tmp_path)
     assert result.exit_code == 2 and "is a directory" in result.stderr
-    monkeypatch.setattr("robustcert.cli.os.access", lambda path, mode: False)  # a read-only folder (root ignores chmod)
+    monkeypatch.setattr("robustcert.runs.files.os.access", lambda path, mode: False)  # a read-only folder (root ignores chmod)
     result = invoke(*args, tmp_path / "out.tsv")
     assert result.exit_code == 2 and "not writable" in result.stderr and not (tmp_path / "out.tsv").exists()
 
@@ -351,15 +351,16 @@ def test_demo_writes_tsvs_table_plot_and_readme(tmp_path):
 
 
 def test_demo_reports_a_failing_run_in_one_line(tmp_path):
-    from robustcert.demo import DemoRun, run_in_processes
+    from robustcert.runs.demo import DemoRun, run_in_processes
     from robustcert.errors import RobustCertError
 
     result = invoke("demo", "--out-dir", tmp_path, "--n", "0")
     assert result.exit_code == 2 and result.stderr.strip() == "robustcert: error: n must be >= 1, got 0"
-    bad = DemoRun("bad", 0.25, tmp_path / "bad.tsv", ["certify", "--model", "bundled:nope", "--sigma", "0.25",
-                                                        "--out", str(tmp_path / "bad.tsv"), "--quiet"])
-    with pytest.raises(RobustCertError, match="failed: robustcert: error: no bundled model 'nope'") as info:
-        run_in_processes([bad], jobs=2, echo=print, quiet=True, expected_rows=1)
+    bad = DemoRun("nope", 0.25, tmp_path / "bad.tsv", ["certify", "--model", "bundled:nope", "--sigma", "0.25",
+                                                         "--out", str(tmp_path / "bad.tsv"), "--quiet"])
+    settings = dict(n0=10, n=10, alpha=0.001, batch_size=100, seed=0, max_inputs=1)
+    with pytest.raises(RobustCertError, match="failed: no bundled model 'nope'") as info:
+        run_in_processes([bad], settings, jobs=2, echo=print, quiet=True, expected_rows=1)
     assert "\n" not in str(info.value)
 
 
@@ -372,7 +373,8 @@ def test_help_lists_every_command():
 
 
 def test_row_writer_recovers_what_a_killed_run_left(tmp_path):
-    from robustcert.cli import CLIError, RowWriter
+    from robustcert.errors import RunError
+    from robustcert.runs.files import RowWriter
 
     columns = tuple(HEADER.split("\t"))
     path = tmp_path / "r.tsv"
@@ -387,7 +389,7 @@ def test_row_writer_recovers_what_a_killed_run_left(tmp_path):
     assert writer.done == {0, 2}
     assert path.read_text() == HEADER + "\n0\t1\t1\t0.5\t1\t0:00:01\n2\t3\t3\t0.2\t1\t0:00:01\n4\t5\t5\t0.3\t1\t0:00:01\n"
     path.write_text("idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t0:00:01\n")  # a predict file
-    with pytest.raises(CLIError, match="its header is"):
+    with pytest.raises(RunError, match="its header is"):
         RowWriter(path, columns, resume=True)
     assert path.read_text() == "idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t0:00:01\n"
 
@@ -440,7 +442,7 @@ def test_resume_with_a_sidecar_that_is_not_an_object(tmp_path, uninterrupted):
 @pytest.mark.parametrize("option,message", [({"seed": -1}, "seed must be >= 0"),
                                             ({"max_inputs": 0}, "max_inputs must be >= 1")])
 def test_demo_refuses_bad_input_before_replacing_its_last_output(tmp_path, option, message):
-    from robustcert.demo import run_demo
+    from robustcert.runs.demo import run_demo
     from robustcert.errors import InvalidArgumentError
 
     earlier = tmp_path / "digits-0.12.tsv"

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from robustcert.cli import main
-from robustcert.distributed import merge_parts, part_files, part_path
+from robustcert.runs.sharded import merge_parts, part_files, part_path
 from robustcert.results import CERTIFY_COLUMNS
 
 # 3 inputs per engine call (n0 + n = 200, batch 600): sharding must keep each call's inputs together
@@ -95,3 +95,23 @@ def test_distributed_flag_outside_torchrun_is_a_one_line_error(tmp_path, monkeyp
         monkeypatch.delenv(name, raising=False)
     result = CliRunner().invoke(main, [*ARGS, "--out", str(tmp_path / "x.tsv"), "--distributed"])
     assert result.exit_code == 2 and "torchrun" in result.output and "Traceback" not in result.output
+
+
+class NaNModel(torch.nn.Module):
+    """Returns NaN logits for every noisy digit: every rank's run fails at its first engine call."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10] * float("nan")
+
+
+def test_a_failing_run_leaves_no_empty_part_files_or_header_only_tsv(tmp_path):
+    model = tmp_path / "nan.pt"
+    torch.jit.save(torch.jit.script(NaNModel()), str(model))
+    out = tmp_path / "failed.tsv"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "robustcert", "--", "certify", "--model", str(model), "--sigma", "0.25", "--n0", "10",
+               "--n", "10", "--max", "4", "--quiet", "--out", str(out)]
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "NaN or infinite outputs" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt"]  # no TSV, sidecar or part file

@@ -30,11 +30,11 @@ def test_the_sampling_loop_never_synchronises_with_the_host(digits_test):
     generators = [engine.generator(0, i, "s") for i in range(4)]
     counter = VoteCounter(4, 10, DEVICE)
     with torch.inference_mode():
-        engine._sample(xs, 300, counter, generators)  # warm-up: cuDNN plans, allocator
+        engine.accumulate(xs, 300, counter, generators)  # warm-up: cuDNN plans, allocator
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            flag = engine._sample(xs, 1200, counter, generators)  # packed and unpacked batches
+            flag = engine.accumulate(xs, 1200, counter, generators)  # packed and unpacked batches
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert not bool(flag) and counter.result().sum() == 4 * 1500

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import robustcert.engine as engine_module
+import robustcert.engine.runner as runner_module
 from robustcert import InvalidArgumentError, Smooth
 from robustcert.engine import MonteCarloEngine, VoteCounter, is_out_of_memory, resolve_channels_last
 from robustcert.errors import ResourceError, ShapeError
@@ -61,7 +61,7 @@ def test_noise_buffer_that_cannot_be_allocated_halves_the_batch(monkeypatch):
             raise RuntimeError("DefaultCPUAllocator: not enough memory")
         return real_empty(shape, *args, **kwargs)
 
-    monkeypatch.setattr(engine_module.torch, "empty", limited_empty)
+    monkeypatch.setattr(torch, "empty", limited_empty)
     with pytest.warns(RuntimeWarning, match="batch_size=1000"):
         counts, engine = votes(Sign())
     assert engine.report()["batch_size"] == 500 and counts.sum() == 2 * 2600
@@ -73,8 +73,8 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
             raise RuntimeError("BackendCompilerFailed: no working C++ compiler")
         return compiled
 
-    monkeypatch.setattr(engine_module.torch, "compile", broken_compile)
-    monkeypatch.setattr(engine_module, "_COMPILED", engine_module.weakref.WeakKeyDictionary())
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(runner_module, "_COMPILED", runner_module.weakref.WeakKeyDictionary())
     expected, _ = votes(Sign())
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
         counts, engine = votes(Sign(), compile=True)
@@ -92,13 +92,17 @@ def test_compile_runs_for_real():
     assert np.abs(counts - expected).max() <= 2  # same samples; compiled kernels may round differently
 
 
-def test_auto_batch_on_cpu_is_measured_and_recorded():
-    counts, engine = votes(Sign(), batch_size="auto", n=300)
-    report = engine.report()
-    assert report["batch_size"] in [2 ** k for k in range(3, 13)]
-    assert report["auto_batch"]["rule"] == "cpu measurement" and report["auto_batch"]["chosen"] == report["batch_size"]
-    assert counts.sum() == 600
-    assert Smooth(Sign(), 2, 1.0).certify(torch.zeros(3), n0=10, n=50, batch_size="auto").samples_used == 60
+def test_auto_batch_on_cpu_is_measured_once_before_sampling_and_recorded():
+    smoothed = Smooth(Sign(), 2, 1.0)
+    chosen = smoothed.batch_size_for("auto", (3,))
+    assert chosen in [2 ** k for k in range(3, 13)]
+    assert smoothed.batch_size_for("auto", (3,)) == chosen  # resolved once per model and input shape
+    counts, engine = votes(Sign(), batch_size=chosen, n=300)
+    assert counts.sum() == 600 and engine.report()["batch_size"] == chosen
+    assert smoothed.certify(torch.zeros(3), n0=10, n=50, batch_size="auto").samples_used == 60
+    report = smoothed.engine_report()
+    assert report["batch_size"] == chosen
+    assert report["auto_batch"]["rule"] == "cpu measurement" and report["auto_batch"]["chosen"] == chosen
 
 
 def test_precision_and_channels_last_on_the_digits_model(digits_test):

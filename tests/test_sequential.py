@@ -13,11 +13,9 @@ from scipy.stats import beta, binom, norm
 from scipy.special import betaln
 
 import robustcert.methods.sequential as sequential
-from robustcert import ABSTAIN, Smooth
+from robustcert import ABSTAIN, SequentialSmooth, Smooth
 from robustcert.errors import InvalidArgumentError
-from robustcert.methods.sequential import (
-    RadiusTolerance, SequentialSmooth, TargetRadius, checkpoint_schedule,
-)
+from robustcert.methods.sequential import RadiusTolerance, TargetRadius, checkpoint_schedule
 from robustcert.stats import (
     beta_binomial_log_mixture, beta_binomial_mixture_bounds, clopper_pearson_lower, clopper_pearson_upper,
     stitched_alpha, stitched_clopper_pearson_lower, stitched_clopper_pearson_upper,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..certificate import Certificate, Prediction
-from ..engine import MonteCarloEngine, as_device, fresh_seed, model_device
+from ..engine import AUTO, GaussianNoise, ModelRunner, MonteCarloEngine, as_device, auto_batch_size, fresh_seed, model_device
 from ..errors import InvalidArgumentError, ShapeError, check_alpha, check_count, check_sigma
 
 
@@ -72,18 +72,44 @@ class SmoothedClassifier:
         self.channels_last = channels_last
         self.compile = compile
         self._engines: dict[tuple, MonteCarloEngine] = {}
+        self._auto_batches: dict[tuple, tuple[int, dict]] = {}
 
     # ----------------------------------------------------------------- plumbing
     def engine(self, batch_size: int, model: Callable | None = None, sigma: float | None = None) -> MonteCarloEngine:
-        """The (cached) engine for a batch size; ``model``/``sigma`` override for multi-branch methods."""
+        """The (cached) engine for a batch size; ``model``/``sigma`` override for multi-branch methods.
+        ``batch_size`` is a whole number: resolve ``"auto"`` first with :meth:`batch_size_for`."""
         model = self.model if model is None else model
         sigma = self.sigma if sigma is None else sigma
         key = (id(model), sigma, batch_size)
         if key not in self._engines:
             self._engines[key] = MonteCarloEngine(
-                model, sigma, batch_size, self.device, self.precision, self.channels_last, self.compile
+                model, sigma, batch_size, self.device, self.precision, self.channels_last, self.compile,
+                noise=self.make_noise(sigma),
             )
         return self._engines[key]
+
+    def make_noise(self, sigma: float):
+        """The engine's noise distribution at level ``sigma`` (default: isotropic Gaussian)."""
+        return GaussianNoise(sigma)
+
+    def batch_size_for(self, batch_size: int | str, input_shape: Sequence[int], model: Callable | None = None) -> int:
+        """``batch_size`` as a whole number: ``"auto"`` is resolved once per model and input shape
+        (:func:`robustcert.engine.auto_batch_size`: free CUDA memory, or a short CPU measurement),
+        before any sample is drawn; the probe is kept for :meth:`engine_report`."""
+        if batch_size != AUTO:
+            return check_count(batch_size, "batch_size")
+        model = self.model if model is None else model
+        key = (id(model), tuple(int(v) for v in input_shape))
+        if key not in self._auto_batches:
+            runner = ModelRunner(model, self.device, self.precision, self.channels_last, sigma=self.sigma)
+            sample_shape = self.make_noise(self.sigma).sample_shape(key[1])  # what the model receives
+            self._auto_batches[key] = auto_batch_size(runner, sample_shape, self.num_classes)
+        return self._auto_batches[key][0]
+
+    def resolve_batch_size(self, batch_size: int | str, input_shape: Sequence[int]) -> int:
+        """The batch size of a run on inputs of ``input_shape`` (``"auto"`` resolved for the base
+        model; multi-branch methods take the smallest over their branches)."""
+        return self.batch_size_for(batch_size, input_shape)
 
     def set_engine_options(self, precision: str | None = None, channels_last: bool | None = None,
                            compile: bool | None = None) -> None:
@@ -95,10 +121,11 @@ class SmoothedClassifier:
         if compile is not None:
             self.compile = compile
         self._engines.clear()
+        self._auto_batches.clear()
 
     def engine_report(self) -> dict:
         """What the engines did so far (batch sizes after out-of-memory retries, precision, layout,
-        compile status), merged over the engines this classifier used."""
+        compile status, the automatic batch probe), merged over the engines this classifier used."""
         reports = [engine.report() for engine in self._engines.values()]
         if not reports:
             return {}
@@ -108,7 +135,19 @@ class SmoothedClassifier:
         merged["batch_size"] = sorted({r["batch_size"] for r in reports}, key=str)
         if len(merged["batch_size"]) == 1:
             merged["batch_size"] = merged["batch_size"][0]
+        if self._auto_batches:
+            probes = [probe for _, probe in self._auto_batches.values()]
+            merged["auto_batch"] = probes[0] if len(probes) == 1 else probes
         return merged
+
+    def settings(self) -> dict:
+        """The method's configuration beyond sigma (e.g. dual's split, LVM's grid): recorded with
+        every dataset run, and compared when a run is resumed. Plain data only."""
+        return {}
+
+    def base_models(self) -> dict[str, Callable]:
+        """The base models by role: ``{"model": f}``, or ``{"model": f_a, "model2": f_b}`` for dual."""
+        return {"model": self.model}
 
     def prepare(self, xs) -> torch.Tensor:
         """Check and move a batch of inputs to the sampling device."""
@@ -158,7 +197,7 @@ class SmoothedClassifier:
         sigma: float | None = None,
     ):
         """Run the engine for ``n`` samples per input with per-(seed, index, stage) generators."""
-        engine = self.engine(batch_size, model, sigma)
+        engine = self.engine(self.batch_size_for(batch_size, xs.shape[1:], model), model, sigma)
         generators = [engine.generator(seed, index, stage) for index in indices]
         return engine.run(xs, n, accumulator, generators)
 

@@ -32,10 +32,11 @@ import numpy as np
 
 from ..certificate import ABSTAIN, Certificate, Prediction
 from ..engine import VoteCounter
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, check_count
 from ..radius import gaussian_radius
 from ..stats import binomial_test_pvalue, clopper_pearson_lower
 from .base import SmoothedClassifier
+from .sequential import SEQUENCE_BOUND, certify_sequential, stopping_rule
 
 CERTIFY_BOUND = "Clopper-Pearson one-sided lower bound on pA"
 PREDICT_TEST = "two-sided binomial test of nA against nA + nB"
@@ -61,16 +62,14 @@ class Smooth(SmoothedClassifier):
 
     method = "cohen"
 
-    def alpha_spending(self, alpha):
-        return {CERTIFY_BOUND: alpha}
+    def alpha_spending(self, alpha, sequential=False, **sequential_options):
+        return {SEQUENCE_BOUND if sequential else CERTIFY_BOUND: alpha}
 
     def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None,
                       sequential=False, **sequential_options):
         """CERTIFY; ``sequential=True`` stops each input early instead (methods/sequential.py): pass
         ``target_radius=`` or ``tolerance=``, optionally ``n_max=`` (default n), ``growth=``, ``n_first=``."""
         if sequential:
-            from .sequential import certify_sequential  # imported here: sequential.py builds on this module
-
             return certify_sequential(self, xs, n0, n, alpha, batch_size, seed, indices, **sequential_options)
         if sequential_options:
             raise InvalidArgumentError(f"{', '.join(sorted(sequential_options))}: only with sequential=True")
@@ -119,3 +118,34 @@ class Smooth(SmoothedClassifier):
                 p_value=p_value, alpha_spending={PREDICT_TEST: alpha}, samples_used=n, time=seconds,
             ))
         return predictions
+
+
+class SequentialSmooth(Smooth):
+    """Smooth whose ``certify`` / ``certify_batch`` run SEQUENTIAL-CERTIFY by default.
+
+    The sequential options are fixed at construction (what ``robustcert certify --sequential``
+    builds); ``Smooth(...).certify_batch(..., sequential=True, target_radius=...)`` is the same call.
+    """
+
+    def __init__(self, model, num_classes, sigma, target_radius: float | None = None,
+                 tolerance: float | None = None, n_max: int | None = None, growth: float = 2.0,
+                 n_first: int | None = None, **smooth_options):
+        super().__init__(model, num_classes, sigma, **smooth_options)
+        stopping_rule(self.sigma, target_radius, tolerance)  # refuse bad options now, not at the first input
+        if n_max is not None:
+            check_count(n_max, "n_max")
+        self.sequential_options = {"target_radius": target_radius, "tolerance": tolerance, "n_max": n_max,
+                                   "growth": growth, "n_first": n_first}
+
+    def alpha_spending(self, alpha, sequential=True, **sequential_options):
+        return super().alpha_spending(alpha, sequential)
+
+    def settings(self):
+        return {"sequential": True, **{k: v for k, v in self.sequential_options.items() if v is not None}}
+
+    def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None,
+                      sequential=True, **options):
+        if not sequential:
+            return super().certify_batch(xs, n0, n, alpha, batch_size, seed, indices)
+        return super().certify_batch(xs, n0, n, alpha, batch_size, seed, indices, sequential=True,
+                                     **{**self.sequential_options, **options})

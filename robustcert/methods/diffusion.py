@@ -69,6 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.provenance import provenance, record_provenance
 from ..errors import CheckpointError, InvalidArgumentError, RobustCertError, ShapeError, check_count, check_sigma
 
 INSTALL_HINT = "pip install robustcert[diffusion]"
@@ -182,6 +183,7 @@ class DiffusionDenoiser(nn.Module):
         self.prediction_type = _prediction_type(scheduler)
         self.t_star = select_timestep(self.alphas_cumprod, self.sigma, self.data_range)
         self.multistep = bool(multistep)
+        self.steps = steps if self.multistep else None
         if self.multistep:
             steps = self.t_star + 1 if steps is None else check_count(steps, "steps")
             grid = np.linspace(self.t_star, 0, min(steps, self.t_star + 1))
@@ -270,6 +272,18 @@ class DenoisedClassifier(nn.Module):
             resize_to = size
         self.resize_to = resize_to
         self._warned = False
+
+    def settings(self) -> dict:
+        """The denoiser's part of a run's parameters: its specification and weights hash (as loaded),
+        t* and the denoising mode."""
+        record = provenance(self.denoiser)
+        return {
+            "denoiser": record["spec"],
+            "denoiser_t_star": getattr(self.denoiser, "t_star", None),
+            "denoiser_multistep": getattr(self.denoiser, "multistep", None),
+            "denoiser_steps": getattr(self.denoiser, "steps", None),
+            "denoiser_sha256": record["sha256"],
+        }
 
     def forward(self, x: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
         own_sigma = getattr(self.denoiser, "sigma", None)
@@ -361,21 +375,23 @@ def load_denoiser(spec: str | Path, sigma: float, multistep: bool = False, data_
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot load the diffusion model from {path}: {message}") from None
-    return DiffusionDenoiser(unet.to(device).eval(), scheduler, sigma, multistep, data_range, steps)
+    denoiser = DiffusionDenoiser(unet.to(device).eval(), scheduler, sigma, multistep, data_range, steps)
+    record_provenance(denoiser, str(spec), denoiser_digest(path))
+    return denoiser
 
 
 def with_denoiser(loaded, spec: str | Path | None, sigma: float, input_shape: Sequence[int],
                   device: torch.device | str = "cpu", multistep: bool = False, steps: int | None = None):
     """Put a denoiser in front of a loaded classifier (the CLI's ``--denoiser``).
 
-    Returns ``(LoadedModel, parameters)``: the composed base model (taking ``input_shape``
-    inputs, resized to the classifier's input size when it declares another one) and the
-    parameters to record in the result sidecar (denoiser spec, t*, mode, weights hash).
-    ``spec=None`` returns ``loaded`` unchanged and no parameters. ``multistep``/``steps``: the
-    deterministic DDIM chain from t* (see DiffusionDenoiser) instead of one-shot denoising.
+    Returns the LoadedModel of the composed base model (taking ``input_shape`` inputs, resized to
+    the classifier's input size when it declares another one); ``spec=None`` returns ``loaded``
+    unchanged. ``multistep``/``steps``: the deterministic DDIM chain from t* (see
+    DiffusionDenoiser) instead of one-shot denoising. What a run records about the denoiser:
+    :meth:`DenoisedClassifier.settings`.
     """
     if spec is None:
-        return loaded, {}
+        return loaded
     from ..models.checkpoint import LoadedModel
 
     denoiser = load_denoiser(spec, sigma, multistep=multistep, steps=steps, device=device)
@@ -389,13 +405,6 @@ def with_denoiser(loaded, spec: str | Path | None, sigma: float, input_shape: Se
             )
         resize_to = tuple(loaded.input_shape[1:])
     model = denoised_classifier(denoiser, loaded.module, resize_to).to(device).eval()
-    parameters = {
-        "denoiser": str(spec),
-        "denoiser_t_star": denoiser.t_star,
-        "denoiser_multistep": denoiser.multistep,
-        "denoiser_steps": steps if denoiser.multistep else None,
-        "denoiser_sha256": denoiser_digest(resolve_denoiser_path(spec)),
-    }
     composed = LoadedModel(model, loaded.source, loaded.arch, loaded.num_classes, input_shape, loaded.sha256,
-                           {**loaded.metadata, **parameters})
-    return composed, parameters
+                           {**loaded.metadata, **model.settings()})
+    return composed

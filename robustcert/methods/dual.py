@@ -124,6 +124,17 @@ class DualSmooth(SmoothedClassifier):
         sub_a, sub_b = self.split.split(xs)
         return [("a", sub_a, self.model_a, self.sigma_a), ("b", sub_b, self.model_b, self.sigma_b)]
 
+    def settings(self) -> dict:
+        return {"dual_split": self.split.name, "sigma2": self.sigma_b}
+
+    def base_models(self) -> dict:
+        return {"model": self.model_a, "model2": self.model_b}
+
+    def resolve_batch_size(self, batch_size, input_shape) -> int:
+        shapes = self.split.sub_shapes(tuple(input_shape))
+        return min(self.batch_size_for(batch_size, shape, model)
+                   for shape, model in zip(shapes, (self.model_a, self.model_b)))
+
     def _votes(self, branch, n: int, stage: str, seed: int, indices, batch_size: int) -> np.ndarray:
         name, sub, model, sigma = branch
         counter = VoteCounter(len(sub), self.num_classes, self.device)

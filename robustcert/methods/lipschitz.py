@@ -207,6 +207,10 @@ class LipschitzSmooth(SmoothedClassifier):
         self.bound, self.selection = bound, selection
         self.pairs = [(k, f) for k in range(len(self.candidates)) for f in self.formulas]
 
+    def settings(self) -> dict:
+        return {"candidates": [c.label for c in self.candidates], "formulas": self.formulas,
+                "lvm_selection": self.selection, "lipschitz": self.lipschitz, "bound": self.bound}
+
     def margin_lipschitz(self, candidate: Candidate) -> float | None:
         """L_m = t L kappa_S: the base margin's Lipschitz constant (None when unknown)."""
         kappa = get_simplex_map(candidate.map).margin_lipschitz

@@ -65,7 +65,6 @@ from ..engine import VoteCounter
 from ..errors import InvalidArgumentError, check_count
 from ..radius import gaussian_radius
 from ..stats import stitched_alpha, stitched_clopper_pearson_lower, stitched_clopper_pearson_upper
-from .cohen import Smooth
 
 SEQUENCE_BOUND = "stitched Clopper-Pearson lower confidence sequence on pA (alpha/K at each of K checkpoints)"
 STOPPING_BOUND = "stitched Clopper-Pearson upper confidence sequence on pA (alpha/K per checkpoint; stops only)"
@@ -216,15 +215,14 @@ def certify_sequential(smoothed, xs, n0: int = 100, n: int = 100_000, alpha: flo
     if len(xs) == 0:
         return []
     started = clock.start
+    batch_size = smoothed.batch_size_for(batch_size, xs.shape[1:])  # "auto": resolved once, before sampling
     selection = smoothed.sample(xs, n0, VoteCounter(len(xs), smoothed.num_classes, smoothed.device), "selection",
                                 seed, indices, batch_size).result()
     selection_seconds = (time.perf_counter() - started) / len(xs)
     states = [SequenceState(int(np.argmax(row)), seconds=selection_seconds) for row in selection]
     counts = np.zeros((len(xs), smoothed.num_classes), dtype=np.int64)
     engine = smoothed.engine(batch_size)
-    # batch_size="auto": the engine chose its batch at the selection stage; the schedule uses that one
-    checkpoints = checkpoint_schedule(n_max, batch_size if isinstance(batch_size, int) else engine.batch_size,
-                                      growth, n_first)
+    checkpoints = checkpoint_schedule(n_max, batch_size, growth, n_first)
     generators = [engine.generator(seed, index, "estimation") for index in indices]  # one stream per input
     active, drawn = list(range(len(xs))), 0
     for checkpoint in checkpoints:
@@ -276,31 +274,3 @@ def _certificate(smoothed, state: SequenceState, selection_counts, counts, n0, a
             },
         },
     )
-
-
-class SequentialSmooth(Smooth):
-    """Smooth whose ``certify`` / ``certify_batch`` run SEQUENTIAL-CERTIFY by default.
-
-    The sequential options are fixed at construction (what ``robustcert certify --sequential``
-    builds); ``Smooth(...).certify_batch(..., sequential=True, target_radius=...)`` is the same call.
-    """
-
-    def __init__(self, model, num_classes, sigma, target_radius: float | None = None,
-                 tolerance: float | None = None, n_max: int | None = None, growth: float = 2.0,
-                 n_first: int | None = None, **smooth_options):
-        super().__init__(model, num_classes, sigma, **smooth_options)
-        stopping_rule(self.sigma, target_radius, tolerance)  # refuse bad options now, not at the first input
-        if n_max is not None:
-            check_count(n_max, "n_max")
-        self.sequential_options = {"target_radius": target_radius, "tolerance": tolerance, "n_max": n_max,
-                                   "growth": growth, "n_first": n_first}
-
-    def alpha_spending(self, alpha):
-        return {SEQUENCE_BOUND: alpha}
-
-    def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None,
-                      sequential=True, **options):
-        if not sequential:
-            return super().certify_batch(xs, n0, n, alpha, batch_size, seed, indices)
-        return super().certify_batch(xs, n0, n, alpha, batch_size, seed, indices, sequential=True,
-                                     **{**self.sequential_options, **options})

@@ -32,6 +32,7 @@ from ..engine import as_device
 from ..errors import CheckpointError
 from .cifar_resnet import CifarResNet
 from .digits import DigitsCNN
+from .provenance import record_provenance
 from .normalize import (
     CIFAR10_MEAN, CIFAR10_STD, DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD, NormalizeLayer,
 )
@@ -177,7 +178,14 @@ def torch_load_safely(path: Path, trust_checkpoint: bool):
 
 def load_checkpoint(spec: str | Path, arch: str | None = None, device: torch.device | str = "cpu",
                     trust_checkpoint: bool = False) -> LoadedModel:
-    """Load a base model from a specification (see the module docstring); eval mode, on ``device``."""
+    """Load a base model from a specification (see the module docstring); eval mode, on ``device``.
+    The module's specification and file hash are recorded (:mod:`robustcert.models.provenance`)."""
+    loaded = _load_checkpoint(spec, arch, device, trust_checkpoint)
+    record_provenance(loaded.module, loaded.source, loaded.sha256, loaded.arch)
+    return loaded
+
+
+def _load_checkpoint(spec, arch, device, trust_checkpoint) -> LoadedModel:
     device = as_device(device)
     spec = str(spec)
     if spec.startswith("bundled:"):

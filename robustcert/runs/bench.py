@@ -20,7 +20,7 @@ limit the engine reaches; (b)/(c) the speed-up over the published loop. Ratios o
 repetitions ("min" columns in the JSON) are given too: on a shared machine they are less
 disturbed by other processes than medians. A second table measures
 cross-input packing: PREDICT at n = 100 on many inputs, packed as the CLI packs them
-(``cli.inputs_per_call``) against one input per call. ``--sweep`` adds (b) under each engine
+(``runs.dataset.inputs_per_call``) against one input per call. ``--sweep`` adds (b) under each engine
 option (the measurements behind the defaults).
 
 Run it with ``robustcert bench`` (``--quick`` for a short run); results go to
@@ -43,12 +43,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .cli import device_name, inputs_per_call
-from .engine import PRECISIONS, tune_cpu_allocator
-from .errors import ModelOutputError
-from .methods.cohen import Smooth
-from .models import build_model, load_model
-from .stats import clopper_pearson_lower
+from ..engine import PRECISIONS, tune_cpu_allocator
+from ..errors import ModelOutputError
+from ..methods.cohen import Smooth
+from ..models import build_model, load_model
+from ..stats import clopper_pearson_lower
+from .dataset import inputs_per_call
+from .provenance import device_name
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def baseline_counts(model, x, num, sigma, batch, num_classes, device, engine=Non
             if engine is None:
                 predictions = model(repeated + noise).argmax(1)
             else:
-                noisy = (repeated + noise).contiguous(memory_format=engine._memory_format(repeated.ndim))
+                noisy = engine.runner.layout(repeated + noise)
                 predictions = engine.forward(noisy).argmax(1)
             counts += np.bincount(predictions.cpu().numpy(), minlength=num_classes)
     return counts

@@ -67,9 +67,9 @@ def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DE
     better than one process whose two threads wait on each other); ``jobs = 1`` runs them one
     after another in this process. Errors propagate as RobustCertError.
     """
-    from .errors import InvalidArgumentError, check_alpha, check_count
-    from .plotting import plot_files
-    from .results import render_table, table_from_files, write_text_atomically
+    from ..errors import InvalidArgumentError, check_alpha, check_count
+    from ..plotting import plot_files
+    from ..results import render_table, table_from_files, write_text_atomically
 
     n, n0, batch_size = check_count(n, "n"), check_count(n0, "n0"), check_count(batch_size, "batch_size")
     alpha, jobs = check_alpha(alpha), check_count(jobs, "jobs")
@@ -88,10 +88,12 @@ def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DE
                                       quiet or jobs > 1)
         runs.append(DemoRun(name, sigma, out, arguments))
         echo(f"[demo] {runs[-1].command}")
+    certify_settings = dict(n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, max_inputs=max_inputs)
     if jobs > 1:
-        threads = run_in_processes(runs, jobs, echo, quiet, expected_rows=360 if max_inputs < 0 else max_inputs)
+        threads = run_in_processes(runs, certify_settings, jobs, echo, quiet,
+                                   expected_rows=360 if max_inputs < 0 else max_inputs)
     else:
-        threads = run_in_this_process(runs, echo)
+        threads = run_in_this_process(runs, certify_settings, echo, quiet)
 
     tsv_files = [run.out for run in runs]
     labels = [f"bundled:{run.name} sigma={run.sigma:g}" for run in runs]
@@ -164,65 +166,73 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_in_this_process(runs: list[DemoRun], echo) -> int:
-    """Run the certify commands one after another through click (errors raise). Returns torch threads."""
-    import torch
+def certify_demo_model(name: str, sigma: float, out: Path, n0: int, n: int, alpha: float, batch_size: int, seed: int,
+                       max_inputs: int, progress: bool, command: str, threads: int | None = None) -> None:
+    """One demo certification: :func:`robustcert.certify_dataset` on bundled:NAME, the digits test split."""
+    from ..methods.cohen import Smooth
+    from ..models import load_model
+    from .dataset import certify_dataset
 
-    from .cli import certify
+    smoothed = Smooth(load_model(f"bundled:{name}", device="cpu"), 10, sigma, device="cpu", input_shape=(1, 8, 8))
+    certify_dataset(smoothed, "digits", out, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
+                    max_inputs=max_inputs, progress=progress, command=command, threads=threads)
+
+
+def _certify_in_child(run: "DemoRun", settings: dict, threads: int) -> float:
+    started = time.perf_counter()
+    certify_demo_model(run.name, run.sigma, run.out, progress=False, command=run.command, threads=threads,
+                       **settings)
+    return time.perf_counter() - started
+
+
+def run_in_this_process(runs: list[DemoRun], settings: dict, echo, quiet: bool) -> int:
+    """Run the certifications one after another in this process (errors raise). Returns torch threads."""
+    import torch
 
     for run in runs:
         run_started = time.perf_counter()
-        certify.main(args=run.arguments[1:], prog_name="robustcert certify", standalone_mode=False,
-                     obj={"argv": run.arguments})
+        certify_demo_model(run.name, run.sigma, run.out, progress=not quiet, command=run.command, **settings)
         run.seconds = time.perf_counter() - run_started
         echo(f"[demo]   {run.name} done in {run.seconds:.1f} s")
     return torch.get_num_threads()
 
 
-def run_in_processes(runs: list[DemoRun], jobs: int, echo, quiet: bool, expected_rows: int) -> int:
-    """Run the certify commands as up to ``jobs`` child processes at once; report progress from the
-    rows they flush. A failing child stops the others and raises its one-line error."""
+def run_in_processes(runs: list[DemoRun], settings: dict, jobs: int, echo, quiet: bool, expected_rows: int) -> int:
+    """Run the certifications in up to ``jobs`` child processes at once (``cpu_count // jobs`` torch
+    threads each); report progress from the rows they flush. A failing child stops the others and
+    its error is raised here."""
+    import multiprocessing
     import os
-    import subprocess
-    import sys
-    import tempfile
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from .errors import RobustCertError
+    from ..errors import RobustCertError
 
     threads = max(1, (os.cpu_count() or 1) // min(jobs, len(runs)))
-    environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    pending, active = list(runs), {}
     total = expected_rows * len(runs)
-    last_report = started = time.perf_counter()
-    try:
-        while pending or active:
-            while pending and len(active) < jobs:
-                run = pending.pop(0)
-                log = tempfile.TemporaryFile(mode="w+")
-                process = subprocess.Popen([sys.executable, "-m", "robustcert", *run.arguments],
-                                           stdout=subprocess.DEVNULL, stderr=log, env=environment)
-                active[process] = (run, log, time.perf_counter())
-            time.sleep(0.2)
-            for process in [p for p in active if p.poll() is not None]:
-                run, log, run_started = active.pop(process)
-                run.seconds = time.perf_counter() - run_started
-                log.seek(0)
-                lines = [line.strip() for line in log.read().splitlines() if line.strip()]
-                log.close()
-                if process.returncode != 0:
-                    detail = lines[-1] if lines else f"exit status {process.returncode}"
-                    raise RobustCertError(f"demo run {run.command!r} failed: {detail}")
-                echo(f"[demo]   {run.name} done in {run.seconds:.1f} s")
-            now = time.perf_counter()
-            if not quiet and now - last_report >= 10 and active:
-                done = sum(_rows(run.out) for run in runs)
-                echo(f"[demo]   {done}/{total} images certified, {now - started:.0f} s")
-                last_report = now
-    finally:
-        for process, (_, log, _) in active.items():  # only after a failure or an interrupt
-            process.terminate()
-            process.wait()
-            log.close()
+    started = last_report = time.perf_counter()
+    with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = {pool.submit(_certify_in_child, run, settings, threads): run for run in runs}
+        try:
+            while pending:
+                finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    run = pending.pop(future)
+                    try:
+                        run.seconds = future.result()
+                    except RobustCertError as exc:
+                        raise RobustCertError(f"demo run {run.command!r} failed: {exc}") from None
+                    echo(f"[demo]   {run.name} done in {run.seconds:.1f} s")
+                now = time.perf_counter()
+                if not quiet and now - last_report >= 10 and pending:
+                    echo(f"[demo]   {sum(_rows(run.out) for run in runs)}/{total} images certified, "
+                         f"{now - started:.0f} s")
+                    last_report = now
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            for process in getattr(pool, "_processes", {}).values():  # stop children still certifying
+                process.terminate()
+            raise
     return threads
 
 
@@ -247,7 +257,7 @@ def demo_readme(runs: list[DemoRun], table_markdown: str, seconds: float, settin
 
     import torch
 
-    from . import __version__
+    from ..version import __version__
 
     n0, n, alpha = settings.n0, settings.n, settings.alpha
     tsv_paths = [shlex.quote(str(run.out)) for run in runs]

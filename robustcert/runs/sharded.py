@@ -1,12 +1,13 @@
 """Multi-process certification: inputs sharded across torch.distributed ranks.
 
-    torchrun --nproc_per_node=K -m robustcert certify --model ... --out out.tsv     (one node)
-    torchrun --nnodes=M --nproc_per_node=K --rdzv-endpoint=HOST:PORT -m robustcert certify ...
+    torchrun --nproc_per_node=K -m robustcert -- certify --model ... --out out.tsv    (one node)
+    torchrun --nnodes=M --nproc_per_node=K --rdzv-endpoint=HOST:PORT -m robustcert -- certify ...
+    torchrun --nproc_per_node=K my_script.py       (a script calling robustcert.certify_dataset)
 
-Under torchrun with WORLD_SIZE > 1 (or with ``--distributed``) ``certify`` and ``predict``
-split the inputs into the groups that one engine call packs in a single-process run
-(``cli.inputs_per_call``: one input when n0 + n >= batch, several for small n) and give every
-K-th group to each rank. A rank writes its rows to ``out.tsv.partR`` (flushed line by line);
+Under torchrun with WORLD_SIZE > 1 (or with ``distributed=True`` / ``--distributed``) a dataset
+run splits the inputs into the groups that one engine call packs in a single-process run
+(:func:`robustcert.runs.dataset.inputs_per_call`: one input when n0 + n >= batch, several for
+small n) and gives every K-th group to each rank. A rank writes its rows to ``out.tsv.partR`` (flushed line by line);
 when all ranks are done, rank 0 merges the part files into ``out.tsv`` sorted by idx and records
 the run (world size, backend, each rank's device and engine report) in the sidecar.
 
@@ -19,19 +20,25 @@ Backends: gloo on CPU, nccl on CUDA (rank r uses cuda:LOCAL_RANK). Coordination 
 Python objects: the work list, a barrier, the engine reports) always goes through a gloo group
 with a long timeout, so ranks that finish early can wait for the slowest one.
 
+A rank that fails removes its part file if it holds no row; rank 0 also removes the TSV and
+sidecar it created when no rank wrote a row, so a failed first run leaves nothing behind.
+
 Resume: ``--resume`` first merges the rows of part files left by an interrupted run into the
 TSV; the remaining inputs are sharded again, over any number of processes (or a single one).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RobustCertError
-from .results import write_text_atomically
+from ..engine import first_line
+from ..errors import RobustCertError
+from ..results import write_text_atomically
+from .files import RowWriter, previous_runs, sidecar_path, update_last_run, write_sidecar
 
 #: Long enough for the slowest rank of a multi-day run; the coordination group never times out first.
 COORDINATION_TIMEOUT = datetime.timedelta(days=30)
@@ -88,6 +95,16 @@ def requested(flag: bool) -> bool:
     return flag or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_first_rank(flag: bool = False) -> bool:
+    """True unless this process is a rank > 0 of a (requested or joined) multi-process run: the
+    output file is rank 0's, so only rank 0 checks it before the run (the others would race with
+    rank 0 creating it)."""
+    world = current()
+    if world is not None:
+        return world.rank == 0
+    return not requested(flag) or int(os.environ.get("RANK", "0")) == 0
+
+
 def start(flag: bool, device_option: str) -> str:
     """Join the process group when requested; returns the device option for this rank.
 
@@ -114,10 +131,37 @@ def start(flag: bool, device_option: str) -> str:
     backend = "nccl" if device_option.startswith("cuda") else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(torch.device(device_option))
+    _exit_cleanly_on_sigterm()  # torchrun stops the other ranks with SIGTERM when one fails
     dist.init_process_group(backend=backend, timeout=COORDINATION_TIMEOUT)
     group = dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT) if backend != "gloo" else None
     _WORLD = World(dist.get_rank(), dist.get_world_size(), local_rank, backend, group)
     return device_option
+
+
+@contextlib.contextmanager
+def session(flag: bool, device_option: str):
+    """Be one rank of a process group for the duration of a command, when requested (torchrun with
+    WORLD_SIZE > 1, or ``flag``); yields this rank's device option (see :func:`start`)."""
+    joined = current() is None and requested(flag)
+    device_option = start(flag, device_option) if joined else device_option
+    try:
+        yield device_option
+    finally:
+        if joined:
+            stop()
+
+
+def _raise_system_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so that a rank stopped by torchrun runs its cleanup (``finally``)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_system_exit)
 
 
 def gather_after_run(values: list) -> list | None:
@@ -201,6 +245,8 @@ def fold_interrupted_parts(out_path: Path, columns: tuple[str, ...], resume: boo
             part.unlink()
 
 
+
+
 # --------------------------------------------------------------------------- the sharded run
 def shard_groups(todo: list[int], per_call: int, world: World) -> list[list[int]]:
     """This rank's groups: the single-process run's engine calls, every ``world.size``-th one."""
@@ -208,31 +254,41 @@ def shard_groups(todo: list[int], per_call: int, world: World) -> list[list[int]
     return groups[world.rank::world.size]
 
 
-def run_sharded(kind, columns, method, smoothed, loaded, dataset, parameters, device, out_path, resume, quiet,
-                samples_per_input, batch_size, indices, rows_for):
-    """``cli.run_over_dataset`` for one rank of a multi-process run (see the module docstring)."""
+def _rows_in(path: Path) -> bool:
+    try:
+        return path.is_file() and b"\n" in path.read_bytes().rstrip(b"\n")
+    except OSError:
+        return False
+
+
+def run_sharded(out_path: Path, columns: tuple[str, ...], record: dict, resume: bool, indices: list[int],
+                per_call: int, work, engine_report) -> None:
+    """One rank's part of a multi-process dataset run (see the module docstring).
+
+    ``work(groups, writer, show_progress)`` certifies this rank's groups of input indices and
+    writes their rows; ``engine_report()`` says what the rank's engines did. Rank 0 prepares the
+    TSV and sidecar (resume checked first), every rank writes its part file, rank 0 merges them.
+    """
     import time
-
-    import torch
-
-    from . import cli, runtime
 
     world = current()
     out_path = Path(out_path)
-    record = cli.run_record(kind, method, smoothed, loaded, dataset, parameters, device)
     distributed_entry = {"world_size": world.size, "backend": world.backend}
     record["runs"][-1]["distributed"] = distributed_entry
     plan: dict = {}
+    created = False
     if world.rank == 0:
         try:
             if resume:
-                cli.previous_runs(out_path, record)  # refuse a mismatched resume before touching files
+                previous_runs(out_path, record)  # refuse a mismatched resume before touching files
             else:
                 for part in part_files(out_path):  # stale parts of a removed TSV
                     part.unlink()
-            cli.RowWriter(out_path, columns, resume).close()  # create, or check and repair, the TSV
+            writer = RowWriter(out_path, columns, resume)  # create, or check and repair, the TSV
+            created = writer.created
+            writer.close()
             plan["done"] = sorted(merge_parts(out_path, columns))
-            cli.write_sidecar(out_path, record, resume)
+            write_sidecar(out_path, record, resume)
         except (RobustCertError, OSError) as exc:
             world.broadcast({"error": str(exc)})
             raise
@@ -240,27 +296,28 @@ def run_sharded(kind, columns, method, smoothed, loaded, dataset, parameters, de
     if "error" in plan:
         raise SystemExit(2)  # rank 0 reports the error
     done = set(plan["done"])
-    todo = [i for i in indices if i not in done]
-    per_call = runtime.inputs_per_call(samples_per_input, batch_size, smoothed)
-    groups = shard_groups(todo, per_call, world)
-    writer = cli.RowWriter(part_path(out_path, world.rank), columns, resume=False)
+    groups = shard_groups([i for i in indices if i not in done], per_call, world)
+    writer = RowWriter(part_path(out_path, world.rank), columns, resume=False)
     started = time.perf_counter()
     try:
-        with cli.progress_bar(sum(map(len, groups)), quiet or world.rank != 0) as bar:
-            for group in groups:
-                items = [dataset[i] for i in group]
-                xs = torch.stack([x for x, _ in items])
-                for line in rows_for(xs, group, [label for _, label in items]):
-                    writer.write(line)
-                bar.update(len(group))
+        work(groups, writer, world.rank == 0)
+        report = {"rank": world.rank, "inputs": sum(map(len, groups)),
+                  "seconds": round(time.perf_counter() - started, 3), "engine": engine_report()}
+        try:
+            world.barrier()
+            reports = world.gather(report)
+        except RuntimeError as exc:  # a peer died: its own error line says why
+            raise DistributedError(f"another process of this run failed ({first_line(exc)}); the rows "
+                                   "written so far are kept, --resume continues") from None
+    except BaseException:
+        writer.discard_if_unused(with_sidecar=False)
+        if world.rank == 0 and created and not any(_rows_in(p) for p in [out_path, *part_files(out_path)]):
+            out_path.unlink(missing_ok=True)  # a first run that wrote no row anywhere leaves nothing
+            sidecar_path(out_path).unlink(missing_ok=True)
+        raise
     finally:
         writer.close()
-    report = {"rank": world.rank, "device": cli.device_name(device), "inputs": sum(map(len, groups)),
-              "seconds": round(time.perf_counter() - started, 3), "engine": smoothed.engine_report()}
-    world.barrier()
-    reports = world.gather(report)
     world.finished = True
     if world.rank == 0:
         merge_parts(out_path, columns)
-        runtime.update_last_run(out_path, distributed={**distributed_entry, "ranks": reports},
-                                finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        update_last_run(out_path, distributed={**distributed_entry, "ranks": reports})

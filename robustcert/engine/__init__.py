@@ -1,0 +1,26 @@
+"""The Monte Carlo engine, in four concerns (one module each):
+
+* :mod:`.sampling`: seeded noise (per-input generators from (seed, index, stage)), the noise
+  distribution, and how samples are packed into batches;
+* :mod:`.runner`: running the base model (autocast, layout, compile fallback, out-of-memory
+  splitting, output checks);
+* :mod:`.accumulators`: reducing outputs into per-input statistics on the device;
+* :mod:`.device`: device, batch-size (``"auto"``) and CPU policy;
+
+and :mod:`.monte_carlo`, the one sampling loop that joins them (:class:`MonteCarloEngine`).
+"""
+from .accumulators import Accumulator, VoteCounter
+from .device import (
+    AUTO, as_device, auto_batch_size, configure_cpu, default_threads, first_line, is_out_of_memory, model_device,
+    resolve_channels_last, tune_cpu_allocator,
+)
+from .monte_carlo import MonteCarloEngine
+from .runner import PRECISIONS, ModelRunner, compiled_model
+from .sampling import GaussianNoise, Segment, derive_seed, fresh_seed, input_generator, plan_batches
+
+__all__ = [
+    "AUTO", "Accumulator", "GaussianNoise", "ModelRunner", "MonteCarloEngine", "PRECISIONS", "Segment",
+    "VoteCounter", "as_device", "auto_batch_size", "compiled_model", "configure_cpu", "default_threads",
+    "derive_seed", "first_line", "fresh_seed", "input_generator", "is_out_of_memory", "model_device",
+    "plan_batches", "resolve_channels_last", "tune_cpu_allocator",
+]

@@ -1,0 +1,194 @@
+"""Running the base model on noisy batches: precision, layout, compilation, memory, output checks.
+
+:class:`ModelRunner` is everything the engine does between "a batch of noisy inputs" and "a
+checked (batch, num_classes) float32 tensor of outputs":
+
+* ``precision``: autocast (fp32 / bf16 / fp16) around the forward pass only;
+* ``channels_last``: the memory layout of 4-D batches and of the model's 4-D weights;
+* ``compile``: ``torch.compile`` with an eager fallback when compilation fails on this machine;
+* out of memory: a forward pass that runs out of device memory is retried on halves of the same
+  batch (the samples, hence the statistics, do not change);
+* checks: the outputs must be (batch, num_classes); a model that fails on the input shape is a
+  ShapeError naming it;
+* noise-level-conditioned models (``model.takes_sigma``, e.g. rRCM) are called as
+  ``model(batch, sigma)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+import weakref
+from typing import Callable
+
+import torch
+
+from ..errors import InvalidArgumentError, ResourceError, ShapeError
+from .device import as_device, cpu_allocator_tuned, first_line, is_out_of_memory, model_device, resolve_channels_last
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+_COMPILED: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
+
+
+def compiled_model(model: Callable) -> Callable:
+    """``torch.compile(model)``, shared by every runner of the same model (one compilation cache)."""
+    try:
+        return _COMPILED[model]
+    except (KeyError, TypeError):
+        pass
+    result = torch.compile(model)
+    try:
+        _COMPILED[model] = result
+    except TypeError:  # not weak-referenceable: compile again next time
+        pass
+    return result
+
+
+class ModelRunner:
+    """A base model on a device with the engine options applied (see the module docstring).
+
+    Args:
+        model: a callable mapping (B, *input_shape) to (B, num_classes) outputs; a
+            ``torch.nn.Module`` is put in eval mode.
+        device: where the model runs; None means the model's device.
+        precision: "fp32" (default), "bf16" or "fp16" (autocast; a different base classifier).
+        channels_last: 4-D layout; None means the measured default (:func:`resolve_channels_last`).
+        compile: run ``torch.compile(model)``, falling back to eager (with one warning) if it fails.
+        sigma: passed to noise-level-conditioned models (``model.takes_sigma``).
+    """
+
+    def __init__(self, model: Callable, device: torch.device | str | None = None, precision: str = "fp32",
+                 channels_last: bool | None = None, compile: bool = False, sigma: float | None = None):
+        self.model = model
+        self.device = as_device(device, model_device(model))
+        if precision not in PRECISIONS:
+            raise InvalidArgumentError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self.channels_last = resolve_channels_last(channels_last, self.device, precision)
+        self.sigma = sigma
+        self.forward_batch: int | None = None  # largest forward pass after out-of-memory retries
+        self.oom_retries = 0
+        if isinstance(model, torch.nn.Module):
+            model.eval()
+            if self.channels_last:
+                model.to(memory_format=torch.channels_last)
+        self.compile_status = "off"
+        self._compiled: Callable | None = None
+        if compile:
+            try:
+                self._compiled = compiled_model(model)
+                self.compile_status = "on"
+            except Exception as exc:  # torch.compile itself unavailable (e.g. unsupported Python)
+                self._compile_failed(exc)
+
+    # ----------------------------------------------------------------- layout and precision
+    def memory_format(self, ndim: int) -> torch.memory_format:
+        """The memory format of ``ndim``-dimensional batches (channels-last applies to 4-D only)."""
+        return torch.channels_last if self.channels_last and ndim == 4 else torch.contiguous_format
+
+    def layout(self, batch: torch.Tensor) -> torch.Tensor:
+        """``batch`` in the runner's memory format."""
+        return batch.contiguous(memory_format=self.memory_format(batch.ndim))
+
+    def autocast(self):
+        """The autocast context of the runner's precision (a no-op for fp32)."""
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    # ----------------------------------------------------------------- calling the model
+    def call(self, batch: torch.Tensor, model: Callable | None = None) -> torch.Tensor:
+        """One call of ``model`` (default: the eager model), with sigma for conditioned models."""
+        model = self.model if model is None else model
+        if getattr(self.model, "takes_sigma", False):
+            return model(batch, self.sigma)
+        return model(batch)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """One forward pass of the base model on a batch, under autocast, compiled if asked.
+
+        With ``compile``, a failure of the compiled model is checked against the eager model:
+        if the eager model succeeds, compilation is what failed, and it is switched off.
+        """
+        with self.autocast():
+            if self._compiled is None:
+                return self.call(batch)
+            try:
+                return self.call(batch, self._compiled)
+            except Exception as exc:
+                if is_out_of_memory(exc):
+                    raise
+                message = first_line(exc)
+            outputs = self.call(batch)  # raises if the model itself fails
+            self._compile_failed(message)
+            return outputs
+
+    def outputs(self, batch: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Checked float outputs on a batch, in forward passes of at most ``forward_batch`` samples.
+
+        On out of memory the same batch is retried in halves: the samples do not change.
+        """
+        while True:
+            limit = min(self.forward_batch or batch.shape[0], batch.shape[0])
+            try:
+                if limit == batch.shape[0]:
+                    return self._checked_forward(batch, num_classes)
+                return torch.cat([self._checked_forward(piece, num_classes) for piece in batch.split(limit)])
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                message = first_line(exc)
+            if limit == 1:
+                raise ResourceError(f"out of memory on {self.device} even with one sample per forward pass: {message}")
+            self.note_out_of_memory("forward batch", limit, limit // 2, message)
+            self.forward_batch = limit // 2
+
+    def _checked_forward(self, batch: torch.Tensor, num_classes: int) -> torch.Tensor:
+        try:
+            outputs = self.forward(batch)
+        except (RuntimeError, ValueError) as exc:
+            if is_out_of_memory(exc):
+                raise
+            raise ShapeError(
+                f"the base model failed on inputs of shape {tuple(batch.shape[1:])}: {first_line(exc)}"
+            ) from exc
+        if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2 or outputs.shape[0] != batch.shape[0]:
+            shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+            raise ShapeError(f"the base model must return (batch, num_classes) outputs, got {shape}")
+        if outputs.shape[1] != num_classes:
+            raise ShapeError(
+                f"the base model returns {outputs.shape[1]} classes but num_classes={num_classes}"
+            )
+        if outputs.dtype in (torch.bfloat16, torch.float16):
+            outputs = outputs.float()  # accumulators compute in float32 whatever the autocast dtype
+        return outputs
+
+    # ----------------------------------------------------------------- failures and report
+    def note_out_of_memory(self, what: str, old: int, new: int, message: str) -> None:
+        """Count an out-of-memory retry, free cached CUDA memory and warn once per retry."""
+        self.oom_retries += 1
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        warnings.warn(f"out of memory on {self.device} with {what}={old} ({message}); retrying with {new}",
+                      RuntimeWarning, stacklevel=3)
+
+    def _compile_failed(self, exc: BaseException | str) -> None:
+        message = exc if isinstance(exc, str) else first_line(exc)
+        self._compiled = None
+        self.compile_status = f"failed: {message}"
+        warnings.warn(f"torch.compile failed on this machine ({message}); running the model without compilation",
+                      RuntimeWarning, stacklevel=3)
+
+    def report(self) -> dict:
+        """Precision, layout, compile status, out-of-memory retries (and the CPU allocator state)."""
+        report = {
+            "device": str(self.device),
+            "oom_retries": self.oom_retries,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compile": self.compile_status,
+        }
+        if self.device.type == "cpu":
+            report["cpu_allocator"] = "tuned" if cpu_allocator_tuned() else "default"
+        return report

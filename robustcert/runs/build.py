@@ -1,0 +1,188 @@
+"""Build a smoothed classifier from specifications: what ``robustcert certify`` / ``predict`` do
+with their ``--model``, ``--data``, ``--method`` and method options, as one Python call.
+
+    smoothed, dataset, options = build_smoothed("cohen", "bundled:digits-0.25", sigma=0.25, data="digits")
+    certify_dataset(smoothed, dataset, "out.tsv", **options)
+
+``build_smoothed`` loads the model and the dataset, checks that they fit (classes, input shape),
+puts a diffusion denoiser in front when asked, and builds the method with
+``METHOD_BUILDERS[method]``. Each method owns its options (``METHOD_OPTIONS``): giving one to
+another method is an error, not silently ignored. It returns the options that belong to the
+certify call itself (cohen's ``sequential=True, target_radius=...``), so that the CLI and a
+Python user running ``certify_dataset(Smooth(...), ..., sequential=True, ...)`` record the same
+parameters.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from ..data import load_dataset
+from ..engine import as_device
+from ..errors import InvalidArgumentError, ShapeError
+from ..methods.cohen import Smooth
+from ..methods.diffusion import with_denoiser
+from ..methods.dual import DualSmooth
+from ..methods.lipschitz import LipschitzSmooth
+from ..models import load_checkpoint
+from ..splits import get_split
+
+
+def option_name(name: str) -> str:
+    """A method option as the command line spells it (``target_radius`` -> ``--target-radius``)."""
+    return "--" + name.replace("_", "-")
+
+
+def build_cohen(loaded, num_classes, sigma, device, options, trust_checkpoint):
+    """Cohen et al.'s CERTIFY; with ``sequential=True`` (``--sequential``), SEQUENTIAL-CERTIFY:
+    each input stops early (``target_radius`` or ``tolerance``, at most ``n_max`` samples). The
+    sequential options are returned as certify options."""
+    sequential = {name: options.pop(name, None) for name in METHOD_OPTIONS["cohen"]}
+    if not sequential.pop("sequential"):
+        given = [name for name, value in sequential.items() if value is not None]
+        if given:
+            raise InvalidArgumentError(f"{option_name(given[0])} needs --sequential")
+        return Smooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape), {}
+    smoothed = Smooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape)
+    return smoothed, {"sequential": True, **{k: v for k, v in sequential.items() if v is not None}}
+
+
+def build_dual(loaded, num_classes, sigma, device, options, trust_checkpoint):
+    """Dual randomized smoothing (Xia et al. 2024): ``model`` is branch a, ``model2`` branch b.
+
+    ``sigma`` is branch a's noise level, ``sigma2`` branch b's (default: sigma); ``dual_split``
+    names the split (default checkerboard). Branch models take sub-images: ``model`` was checked
+    against the split's sub-image shape (:func:`dual_model_input_shape`); ``model2`` is checked the
+    same way, and against its checkpoint's recorded split and branch when present.
+    """
+    split = get_split(options.get("dual_split"))
+    if not options.get("model2"):
+        raise InvalidArgumentError("--method dual needs --model2 (the base model of sub-image b; --model is "
+                                   "sub-image a's)")
+    second = load_checkpoint(options["model2"], arch=options.get("arch2"), device=device,
+                             trust_checkpoint=trust_checkpoint)
+    if second.num_classes is not None and second.num_classes != num_classes:
+        raise ShapeError(f"class-count mismatch: --model2 {options['model2']} has {second.num_classes} classes, "
+                         f"the dataset has {num_classes}")
+    # every registered split cuts an image into two halves of the same shape, the one --model was checked on
+    if None not in (loaded.input_shape, second.input_shape) and tuple(second.input_shape) != tuple(loaded.input_shape):
+        raise ShapeError(f"shape mismatch: --model2 {options['model2']} expects inputs {tuple(second.input_shape)}, "
+                         f"but the {split.name} split gives sub-images of shape {tuple(loaded.input_shape)}")
+    for which, model in (("a", loaded), ("b", second)):
+        recorded_split, recorded_branch = model.metadata.get("dual_split"), model.metadata.get("dual_branch")
+        if recorded_split not in (None, split.name) or recorded_branch not in (None, which):
+            raise InvalidArgumentError(
+                f"model {model.source} was trained for branch {recorded_branch} of the {recorded_split} split, "
+                f"but is used as branch {which} of the {split.name} split (--model is branch a, --model2 branch b)")
+    return DualSmooth(loaded.module, second.module, num_classes, sigma, options.get("sigma2"), split,
+                      device=device), {}
+
+
+def dual_model_input_shape(dataset_shape, options):
+    """Branch models take sub-images: the input shape ``model`` must have for this dataset."""
+    return get_split(options.get("dual_split")).sub_shapes(dataset_shape)[0]
+
+
+def comma_list(value, convert=str, name: str = "list") -> list | None:
+    """``"a,b"`` or a sequence as a list of converted items (None stays None)."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+    try:
+        return [convert(v) for v in items]
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{option_name(name)} must be {convert.__name__} values separated by commas, "
+                                   f"got {value!r}") from None
+
+
+def build_lvm(loaded, num_classes, sigma, device, options, trust_checkpoint):
+    """Lipschitz-variance-margin smoothing (Delattre et al. 2024): ``maps``, ``temperatures``,
+    ``lipschitz``, ``lvm_selection`` (defaults: LipschitzSmooth's)."""
+    kwargs = {"maps": comma_list(options.get("maps"), str, "maps"),
+              "temperatures": comma_list(options.get("temperatures"), float, "temperatures"),
+              "lipschitz": options.get("lipschitz"), "selection": options.get("lvm_selection")}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return LipschitzSmooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape,
+                           **kwargs), {}
+
+
+METHOD_BUILDERS: dict[str, Callable] = {"cohen": build_cohen, "dual": build_dual, "lvm": build_lvm}
+METHOD_OPTIONS = {
+    "cohen": ("sequential", "target_radius", "tolerance", "n_max"),
+    "dual": ("model2", "arch2", "sigma2", "dual_split"),
+    "lvm": ("maps", "temperatures", "lipschitz", "lvm_selection"),
+}
+# How ``model``'s input shape follows from the dataset's (default: the dataset's own shape).
+METHOD_INPUT_SHAPES = {"dual": dual_model_input_shape}
+
+
+def options_for(method: str, options: dict) -> dict:
+    """``options`` without other methods' options (None: not given); refuses one given for another method."""
+    if method not in METHOD_BUILDERS:
+        raise InvalidArgumentError(f"unknown method {method!r}; choose from {', '.join(sorted(METHOD_BUILDERS))}")
+    kept = dict(options)
+    for owner, names in METHOD_OPTIONS.items():
+        if owner == method:
+            continue
+        for name in names:
+            if kept.pop(name, None) is not None:
+                raise InvalidArgumentError(f"{option_name(name)} is an option of --method {owner}, not {method}")
+    unknown = sorted(set(kept) - set(METHOD_OPTIONS[method]))
+    if unknown:
+        raise InvalidArgumentError(f"unknown option(s) {', '.join(unknown)} for --method {method}")
+    return kept
+
+
+def load_model_and_data(model_spec: str, data, split: str = "test", arch: str | None = None,
+                        trust_checkpoint: bool = False, device="cpu", model_input_shape=None):
+    """Load the base model and the dataset, and check that they fit together.
+
+    ``model_input_shape(dataset_shape)``, when given, is the input shape the model must take
+    (dual smoothing's branch models take sub-images); by default the dataset's.
+    """
+    dataset = load_dataset(data, split) if isinstance(data, str) else data
+    loaded = load_checkpoint(model_spec, arch=arch, device=device, trust_checkpoint=trust_checkpoint)
+    if loaded.num_classes is not None and loaded.num_classes != dataset.num_classes:
+        raise ShapeError(f"class-count mismatch: model {model_spec} has {loaded.num_classes} classes, "
+                         f"dataset {dataset.name} has {dataset.num_classes}")
+    if loaded.input_shape is None:
+        return loaded, dataset
+    if model_input_shape is not None:
+        expected = tuple(model_input_shape(tuple(dataset.input_shape)))
+        if tuple(loaded.input_shape) != expected:
+            raise ShapeError(f"shape mismatch: model {model_spec} expects inputs {tuple(loaded.input_shape)}, but "
+                             f"this method feeds it {expected} (dataset {dataset.name} has "
+                             f"{tuple(dataset.input_shape)})")
+    elif tuple(loaded.input_shape) != tuple(dataset.input_shape):
+        raise ShapeError(f"shape mismatch: model {model_spec} expects inputs {tuple(loaded.input_shape)}, "
+                         f"dataset {dataset.name} has {tuple(dataset.input_shape)}")
+    return loaded, dataset
+
+
+def build_smoothed(method: str, model: str, *, sigma: float, data="digits", split: str = "test",
+                   arch: str | None = None, trust_checkpoint: bool = False, device="auto",
+                   denoiser: str | None = None, denoiser_steps: int | None = None, precision: str | None = None,
+                   channels_last: bool | None = None, compile: bool | None = None, **method_options):
+    """A smoothed classifier from specifications (see the module docstring).
+
+    Returns ``(smoothed, dataset, certify_options)``; ``certify_options`` go to
+    :func:`robustcert.certify_dataset` (empty for every method but sequential cohen).
+    Checkpoints load with ``torch.load(weights_only=True)`` unless ``trust_checkpoint``.
+    """
+    device = as_device(device)
+    options = options_for(method, {k: v for k, v in method_options.items() if v is not None})
+    shape_rule = METHOD_INPUT_SHAPES.get(method)
+    loaded, dataset = load_model_and_data(
+        model, data, split, arch, trust_checkpoint, device,
+        None if shape_rule is None else (lambda dataset_shape: shape_rule(dataset_shape, options)))
+    if denoiser_steps is not None and denoiser is None:
+        raise InvalidArgumentError("--denoiser-steps needs --denoiser")
+    loaded = with_denoiser(loaded, denoiser, sigma, dataset.input_shape, device,
+                           multistep=denoiser_steps is not None, steps=denoiser_steps)
+    smoothed, certify_options = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, options,
+                                                        trust_checkpoint)
+    smoothed.set_engine_options(precision=precision, channels_last=channels_last, compile=compile)
+    return smoothed, dataset, certify_options
+
+
+def method_names() -> Sequence[str]:
+    return sorted(METHOD_BUILDERS)

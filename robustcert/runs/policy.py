@@ -1,0 +1,82 @@
+"""A policy-smoothing run (Kumar et al. 2022) from specifications, written to a TSV and sidecar:
+what ``robustcert certify-policy`` does, as one Python call (:func:`certify_policy_file`).
+
+The TSV has one row per budget B (certified expected return, certified quantiles, the clean
+statistics) in full precision: a rounded bound could round up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from ..engine import as_device
+from ..errors import check_alpha, check_count, check_sigma
+from ..methods.policy import PolicySmooth, alpha_spending
+from ..results import write_text_atomically
+from .files import check_output, timestamp, write_sidecar
+from .provenance import device_name, package_versions, python_command
+
+
+def certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str | Path, *, episodes: int = 1000,
+                        budgets: Sequence[float], alpha: float = 0.05, seed: int = 0, bound: str = "dkw",
+                        return_lower_bound: float = 0.0, quantiles: Sequence[float] = (0.1, 0.25, 0.5),
+                        thresholds: Sequence[float] | None = None, frame_stack: int | None = None,
+                        max_episode_steps: int | None = None, one_round: bool = False, num_envs: int = 64,
+                        device="cpu", trust_checkpoint: bool = False,
+                        progress: Callable[[int], None] | None = None, command: str | None = None) -> pd.DataFrame:
+    """Certify the return of a smoothed agent in an environment, write the table to ``out`` (+ sidecar).
+
+    ``policy_spec``: a bundled policy (``cartpole-0.2``), a built-in controller (``cartpole-pd``),
+    a ``.pt`` PolicyMLP state_dict or TorchScript file, or a stable-baselines3 ``.zip`` (needs
+    ``trust_checkpoint``: SB3 archives unpickle objects). ``progress(episodes_done)`` is called
+    as episodes finish. Returns the table (one row per budget).
+    """
+    import gymnasium as gym
+
+    from ..rl.envs import env_factory
+    from ..rl.policies import TorchPolicy, load_policy
+
+    out = Path(out)
+    check_output(out, resume=False)
+    sigma, alpha, episodes = check_sigma(sigma), check_alpha(alpha), check_count(episodes, "episodes")
+    if max_episode_steps is not None:
+        check_count(max_episode_steps, "max_episode_steps")  # 0 was a gymnasium traceback, -1 accepted
+    quantiles = [check_alpha(q, "quantile") for q in quantiles]
+    device = as_device(device)
+    loaded = load_policy(policy_spec, device=device, trust_checkpoint=trust_checkpoint)
+    frame_stack = check_count(frame_stack if frame_stack is not None else (loaded.frame_stack or 1), "frame_stack")
+    if max_episode_steps is None:
+        max_episode_steps = loaded.metadata.get("max_episode_steps")
+    env_fn = env_factory(env_id, max_episode_steps, one_round)
+    if isinstance(loaded.policy, TorchPolicy):  # a torch policy's outputs are logits only for discrete actions
+        probe = env_fn()
+        loaded.policy.discrete = isinstance(probe.action_space, gym.spaces.Discrete)
+        probe.close()
+    agent = PolicySmooth(loaded.policy, sigma, frame_stack=frame_stack, num_envs=check_count(num_envs, "num_envs"))
+    parameters = {"env": env_id, "sigma": sigma, "episodes": episodes, "budgets": list(budgets), "alpha": alpha,
+                  "seed": seed, "bound": bound, "return_lower_bound": return_lower_bound,
+                  "quantiles": quantiles, "thresholds": None if thresholds is None else list(thresholds),
+                  "frame_stack": frame_stack, "max_episode_steps": max_episode_steps, "one_round": one_round,
+                  "alpha_spending": alpha_spending(alpha, bound, episodes,
+                                                   None if thresholds is None else len(set(thresholds)))}
+    started = timestamp()
+    table = agent.certify(env_fn, episodes, list(budgets), alpha, seed, return_lower_bound, bound, quantiles,
+                          None if thresholds is None else list(thresholds), progress=progress)
+    command = command or python_command()
+    record = {
+        "command": command, "kind": "certify-policy", "method": PolicySmooth.method,
+        "parameters": parameters,
+        "model": {"spec": loaded.source, "sha256": loaded.sha256, "metadata": loaded.metadata},
+        "data": {"spec": env_id},
+        "runs": [{"started": started, "command": command, "device": device_name(device),
+                  "versions": package_versions(), "seconds": table.attrs["seconds"],
+                  "episodes_per_second": table.attrs["episodes_per_second"], "num_envs": table.attrs["num_envs"],
+                  "finished": timestamp()}],
+        "mean_episode_length": table.attrs["mean_length"],
+        "returns_histogram": table.attrs["returns_histogram"],
+    }
+    write_text_atomically(out, table.to_csv(sep="\t", index=False))
+    write_sidecar(out, record, resume=False)
+    return table
