@@ -160,12 +160,17 @@ method_and_denoiser_options = add_options([
 
 sequential_options = add_options([
     click.option("--sequential", is_flag=True, default=None,
-                 help="cohen: stop each input as soon as the answer is decided (anytime-valid confidence sequence)."),
+                 help="cohen, dual: stop each input as soon as the answer is decided (anytime-valid confidence sequence)."),
     click.option("--target-radius", type=float, default=None,
                  help="--sequential: decide 'certified at radius R?' (stops when known at 1-alpha)."),
     click.option("--tolerance", type=float, default=None,
                  help="--sequential: stop when more samples cannot raise the radius by more than T."),
     click.option("--n-max", type=int, default=None, help="--sequential: most estimation samples per input (default: --n)."),
+    click.option("--stop-alpha", type=float, default=None,
+                 help="--sequential: level of the decisions to stop without a certificate ('not certifiable', "
+                      "'within tolerance'; default 0.05). The certificate itself always holds at 1-alpha."),
+    click.option("--stop-test", type=click.Choice(["clopper-pearson", "betting"]), default=None,
+                 help="--sequential: how 'not certifiable' is decided (default clopper-pearson)."),
 ])
 
 
@@ -211,17 +216,20 @@ def dataset_run(run, model_spec, arch, trust_checkpoint, data_spec, split, sigma
 @main.command()
 @model_and_data_options
 @engine_options
-@click.option("--n0", type=int, default=DEFAULT_N0, show_default=True, help="Selection samples per input.")
+@click.option("--n0", type=int, default=DEFAULT_N0, show_default=True,
+              help="Selection samples per input (--sequential: the most).")
 @click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Estimation samples per input.")
 @method_and_denoiser_options
 @sequential_options
-def certify(n0, n, alpha, batch_size, seed, method, sequential, target_radius, tolerance, n_max, **options):
+def certify(n0, n, alpha, batch_size, seed, method, sequential, target_radius, tolerance, n_max, stop_alpha, stop_test,
+            **options):
     """Certify the inputs of a dataset, one TSV row each.
 
     Columns: idx, label, predict, radius, correct, time (the reference format).
     """
     method_options = {name: options.pop(name) for name in METHOD_OPTION_NAMES}
-    method_options.update(sequential=sequential, target_radius=target_radius, tolerance=tolerance, n_max=n_max)
+    method_options.update(sequential=sequential, target_radius=target_radius, tolerance=tolerance, n_max=n_max,
+                          stop_alpha=stop_alpha, stop_test=stop_test)
     dataset_run(certify_dataset, method=method, method_options=method_options, n0=n0, n=n, alpha=alpha,
                 batch_size=batch_size, seed=seed, **options)
 

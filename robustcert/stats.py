@@ -269,6 +269,104 @@ def stitched_clopper_pearson_upper(k: int, n: int, checkpoints, alpha: float) ->
     return clopper_pearson_upper(k, n, _stitched_level(n, checkpoints, alpha))
 
 
+def checkpoint_levels(checkpoints, alpha: float, final_share: float | None = None) -> list[float]:
+    """The level alpha_j of each checkpoint's bound in a stitched sequence; the levels sum to alpha.
+
+    ``final_share`` None: alpha / K at each of the K checkpoints (:func:`stitched_alpha`). A share f
+    in (0, 1): f alpha at the last checkpoint n_K and (1 - f) alpha / (K - 1) at each of the others
+    (a single checkpoint gets alpha). Any fixed levels summing to alpha keep the union bound of
+    :func:`stitched_clopper_pearson_lower` (P(exists j: L_j > p) <= sum_j alpha_j = alpha), as long
+    as they are declared before sampling; weighting the last look, where inputs that are hard to
+    decide end up, brings its bound close to the fixed-n bound at alpha (group-sequential designs
+    spend alpha unevenly over their looks for the same reason).
+    """
+    grid = _check_checkpoints(checkpoints)
+    alpha = check_alpha(alpha)
+    if final_share is None or len(grid) == 1:
+        return [alpha / len(grid)] * len(grid)
+    if not (isinstance(final_share, (int, float)) and 0.0 < final_share < 1.0):
+        raise InvalidArgumentError(f"final_share must lie in (0, 1), got {final_share!r}")
+    return [(1.0 - final_share) * alpha / (len(grid) - 1)] * (len(grid) - 1) + [final_share * alpha]
+
+
+def _count_arrays(k, n):
+    k = np.asarray(k, dtype=np.float64)
+    n = np.broadcast_to(np.asarray(n, dtype=np.float64), k.shape)
+    if np.any(k < 0) or np.any(k > n) or np.any(n < 1) or np.any(k != np.floor(k)) or np.any(n != np.floor(n)):
+        raise InvalidArgumentError("successes must be whole numbers in [0, n] and n >= 1")
+    return k, n
+
+
+def clopper_pearson_lower_many(k, n, alpha):
+    """:func:`clopper_pearson_lower` over arrays (k, n and alpha broadcast): Beta(k, n-k+1) quantiles, 0 at k = 0."""
+    k, n = _count_arrays(k, n)
+    alpha = np.broadcast_to(np.asarray(alpha, dtype=np.float64), k.shape)
+    return np.where(k > 0, _beta.ppf(alpha, np.maximum(k, 1), n - k + 1), 0.0)
+
+
+def clopper_pearson_upper_many(k, n, alpha):
+    """:func:`clopper_pearson_upper` over arrays: Beta(k+1, n-k) 1-alpha quantiles, 1 at k = n."""
+    k, n = _count_arrays(k, n)
+    alpha = np.broadcast_to(np.asarray(alpha, dtype=np.float64), k.shape)
+    return np.where(k < n, _beta.ppf(1.0 - alpha, k + 1, np.maximum(n - k, 1)), 1.0)
+
+
+def oracle_sample_size(p: float, p_target: float, alpha: float, n_max: int) -> int:
+    """The sample-complexity floor of the question "pA >= p*?" for an input whose pA = p is known.
+
+    The smallest n at which one Clopper-Pearson bound at level alpha on the expected votes k = p n
+    (a real number: Beta quantiles take real parameters) decides the question: the lower bound
+    reaches p* when p > p*, the upper bound falls below p* when p < p*. An oracle that knew p
+    would take exactly that many samples and look once; n_max when not even n_max decide (and
+    at p = p*). Selection samples are not counted (the oracle knows cA).
+    """
+    n_max = check_count(n_max, "n_max")
+    alpha = check_alpha(alpha)
+    if not (0.0 <= p <= 1.0 and 0.0 < p_target < 1.0):
+        raise InvalidArgumentError(f"p must lie in [0, 1] and p_target in (0, 1), got {p!r}, {p_target!r}")
+    if p > p_target:
+        decided = lambda n: p * n >= 1 and _beta.ppf(alpha, p * n, n - p * n + 1) >= p_target  # noqa: E731
+    elif p < p_target:
+        decided = lambda n: p * n <= n - 1 and _beta.ppf(1.0 - alpha, p * n + 1, n - p * n) < p_target  # noqa: E731
+    else:
+        return n_max
+    if not decided(n_max):
+        return n_max
+    low, high = 0, n_max  # bisection: the bounds tighten as n grows
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if decided(middle) else (middle, high)
+    return high
+
+
+# A betting test (Waudby-Smith and Ramdas 2023, JRSS-B 86(1), "Estimating means of bounded random
+# variables by betting"; Shafer and Vovk's testing by betting) of H0: p >= m for i.i.d. X_i in {0,1}:
+# the capital K_t = prod_{i<=t} (1 - lambda_i (X_i - m)) with bets 0 <= lambda_i < 1/(1 - m) chosen
+# before X_i is seen. Under H0, E[1 - lambda (X - m) | past] = 1 - lambda (p - m) <= 1, so K_t is a
+# nonnegative supermartingale with K_0 = 1 (an e-process) and Ville's inequality gives
+# P(exists t: K_t >= 1/beta) <= beta: rejecting H0 ("p < m") once K_t >= 1/beta errs with
+# probability <= beta at any stopping time, with no declared checkpoints and no union bound.
+
+
+def betting_log_growth(successes, trials, m: float, bet):
+    """ln of prod (1 - bet (X_i - m)) over ``trials`` draws with ``successes`` ones, for a constant bet:
+    successes ln(1 - bet (1 - m)) + (trials - successes) ln(1 + bet m). Arrays broadcast."""
+    successes = np.asarray(successes, dtype=np.float64)
+    trials = np.asarray(trials, dtype=np.float64)
+    bet = np.asarray(bet, dtype=np.float64)
+    return successes * np.log1p(-bet * (1.0 - m)) + (trials - successes) * np.log1p(bet * m)
+
+
+def kelly_bet(p_estimate, m: float, cap: float = 0.5):
+    """The bet against H0: p >= m that maximises E ln(1 - bet (X - m)) when p = ``p_estimate``:
+    (m - p) / (m (1 - m)) (Kelly), clipped to [0, cap / (1 - m)] so that one success never costs
+    more than the fraction ``cap`` of the capital. Arrays broadcast."""
+    if not 0.0 < m < 1.0:
+        raise InvalidArgumentError(f"m must lie in (0, 1), got {m!r}")
+    p_estimate = np.asarray(p_estimate, dtype=np.float64)
+    return np.clip((m - p_estimate) / (m * (1.0 - m)), 0.0, cap / (1.0 - m))
+
+
 def beta_binomial_log_mixture(k: int, n: int, p: float, a: float = 0.5, b: float = 0.5) -> float:
     """ln M_n(p) of Robbins' beta-binomial mixture martingale for a Bernoulli mean p.
 

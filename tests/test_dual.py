@@ -233,6 +233,57 @@ def test_coverage_holds_and_the_over_claims_fail_it(monkeypatch):
     assert _certificate_failures(model, x, overclaimed) > threshold
 
 
+def _sequential_run(reps=REPS):
+    """Sequential certifications at the EXACT radius (checkpoints 30, 300, 3000): a "certified" stop
+    needs a_hat + b_hat >= a + b, so it is a failure of the branches' lower sequences."""
+    model = LinearDual((1, 2, 2), SIGMA, SIGMA, seed=8)
+    x = torch.tensor([[[0.3, 0.7], [0.6, 0.2]]])
+    model.place(x, norm.ppf(P_A), norm.ppf(P_B))
+    certs = model.smoothed().certify_batch(x.repeat(reps, 1, 1, 1), n0=50, n=3000, alpha=ALPHA, batch_size=50_000,
+                                           seed=12, sequential=True, target_radius=model.exact_radius(x),
+                                           n_first=30, growth=10.0)
+    return model, x, certs
+
+
+def test_sequential_dual_holds_at_the_stopping_time_and_alpha_per_branch_fails(monkeypatch):
+    """Each branch's lower sequence spends alpha/2 (levels alpha_j / 2): the joint bound event at the
+    stopping time (either running lower bound above its true probability) and the certificate
+    (radius beyond the exact one) fail at most alpha of the time; spending alpha_j per branch (2
+    alpha in all) fails the bound check."""
+    import robustcert.methods.sequential as sequential
+
+    threshold = ALPHA + binomial_slack(ALPHA, REPS)
+    model, x, certs = _sequential_run()
+    assert _certificate_failures(model, x, certs) <= threshold
+    assert _bound_failures(certs) <= threshold
+    assert all(sum(c.alpha_spending.values()) == pytest.approx(ALPHA) and len(c.alpha_spending) == 2
+               for c in certs[:5])
+    assert {c.details["sequential"]["stop"] for c in certs} <= {"certified", "not certifiable", "n_max"}
+    assert all(c.samples_used == 2 * (c.n0 + c.n) for c in certs[:5])
+    levels = sequential.checkpoint_levels
+    monkeypatch.setattr(sequential, "checkpoint_levels",
+                        lambda grid, alpha, share=None: [2 * a for a in levels(grid, alpha, share)])
+    _, _, loose = _sequential_run()
+    assert _bound_failures(loose) > threshold
+
+
+def test_sequential_dual_on_the_bundled_branches(bundled_dual, digits_test):
+    """Sequential dual certifies the digits at r = 0.25 with far fewer samples than n = 2000, the
+    same images as fixed n (these 8), and gives the same certificates at any batch size."""
+    xs = digits_test[0][:8]
+    options = dict(n0=100, n=2000, alpha=0.001, seed=3)
+    fixed = bundled_dual.certify_batch(xs, batch_size=1000, **options)
+    seq = bundled_dual.certify_batch(xs, batch_size=1000, sequential=True, target_radius=0.25, **options)
+    again = bundled_dual.certify_batch(xs, batch_size=64, sequential=True, target_radius=0.25, **options)
+    assert [c.radius >= 0.25 for c in seq] == [c.radius >= 0.25 for c in fixed]
+    assert np.mean([c.samples_used for c in seq]) < 0.5 * fixed[0].samples_used
+    assert [(c.details, c.radius) for c in seq] == [(c.details, c.radius) for c in again]
+    with pytest.raises(InvalidArgumentError, match="betting"):
+        bundled_dual.certify_batch(xs[:1], sequential=True, target_radius=0.25, stop_test="betting", **options)
+    with pytest.raises(InvalidArgumentError, match="only with sequential=True"):
+        bundled_dual.certify_batch(xs[:1], target_radius=0.25, **options)
+
+
 # --------------------------------------------------------------------------- certificates and predictions
 def test_certificate_records_both_branches():
     model = LinearDual((1, 8, 8), 0.25, 0.5, seed=9)
@@ -382,6 +433,19 @@ def test_cli_certifies_with_two_branch_models(tmp_path):
     assert len(parameters["model2_sha256"]) == 64
     assert sum(parameters["alpha_spending"].values()) == pytest.approx(0.001)
     assert len(parameters["alpha_spending"]) == 2
+
+
+def test_cli_sequential_dual(tmp_path):
+    import json
+
+    out = tmp_path / "dual.tsv"
+    result = CliRunner().invoke(main, ["certify", *DUAL, "--model2", "bundled:digits-dual-b-0.25", "--n", "4000",
+                                       "--max", "3", "--out", str(out), "--quiet", "--sequential",
+                                       "--target-radius", "0.25"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "dual.tsv.json").read_text())
+    assert record["parameters"]["sequential"] is True and len(record["parameters"]["alpha_spending"]) == 2
+    assert record["runs"][-1]["samples_used"]["mean_per_input"] < 2 * 4100
 
 
 @pytest.mark.parametrize("args,message", [

@@ -1,7 +1,7 @@
 """The Monte Carlo engine: batching, packing, memory, seeds."""
 import torch
 
-from robustcert.engine import MonteCarloEngine, VoteCounter, derive_seed, plan_batches
+from robustcert.engine import MonteCarloEngine, VoteCounter, derive_seed, plan_batches, plan_blocks
 
 
 class Recorder(torch.nn.Module):
@@ -24,6 +24,32 @@ def test_plan_keeps_chunk_sizes_independent_of_packing():
     assert [[s.count for s in b] for b in plan] == [[1000], [1000], [500], [1000], [1000], [500]]
     plan = plan_batches(4, 600, 1000)
     assert [[(s.row, s.count) for s in b] for b in plan] == [[(0, 600)], [(1, 600)], [(2, 600)], [(3, 600)]]
+
+
+def test_block_plans_fill_every_batch_and_split_draws_across_batches():
+    plan = plan_blocks(3, [64, 36], 128)  # 300 samples: batches of 128, 128, 44
+    assert [sum(s.count for s in batch) for batch in plan] == [128, 128, 44]
+    assert [(s.row, s.count, s.offset, s.draw) for s in plan[0]] == [(0, 64, 0, 0), (0, 36, 0, 0), (1, 28, 0, 64)]
+    assert [(s.row, s.count, s.offset, s.draw) for s in plan[1]][:2] == [(1, 36, 28, 64), (1, 36, 0, 0)]
+    big = plan_blocks(1, [256], 100)  # a draw larger than the batch: drawn once, fed in three pieces
+    assert [[(s.count, s.offset, s.draw) for s in b] for b in big] == [[(100, 0, 256)], [(100, 100, 256)],
+                                                                        [(56, 200, 256)]]
+
+
+def test_block_draws_give_the_same_samples_at_every_batch_size():
+    """Draw sizes fixed by the caller: the samples of each input do not depend on the batch size,
+    also for inputs of 15 values (CPU normal_ splits are exact only at multiples of 16 values)."""
+    def samples(batch_size):
+        model = Recorder()
+        engine = MonteCarloEngine(model, 0.5, batch_size, channels_last=False)
+        xs = torch.zeros(3, 1, 3, 5)
+        engine.run(xs, 100, VoteCounter(3, 2, torch.device("cpu")),
+                   [engine.generator(0, i, "estimation") for i in range(3)], blocks=[8, 56, 36])
+        return torch.cat(model.batches).reshape(3, 100, -1)
+
+    reference = samples(1000)
+    for batch_size in (1, 7, 64, 101):
+        assert torch.equal(samples(batch_size), reference)
 
 
 def test_engine_counts_every_sample_and_handles_the_last_partial_batch():

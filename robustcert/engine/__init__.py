@@ -11,16 +11,16 @@ and :mod:`.monte_carlo`, the one sampling loop that joins them (:class:`MonteCar
 """
 from .accumulators import Accumulator, VoteCounter
 from .device import (
-    AUTO, as_device, auto_batch_size, configure_cpu, default_threads, first_line, is_out_of_memory, model_device,
-    resolve_channels_last, tune_cpu_allocator,
+    AUTO, as_device, auto_batch_size, configure_cpu, default_threads, first_line, inputs_per_call, is_out_of_memory,
+    model_device, resolve_channels_last, tune_cpu_allocator,
 )
 from .monte_carlo import MonteCarloEngine
 from .runner import PRECISIONS, ModelRunner, compiled_model
-from .sampling import GaussianNoise, Segment, derive_seed, fresh_seed, input_generator, plan_batches
+from .sampling import GaussianNoise, Segment, derive_seed, fresh_seed, input_generator, plan_batches, plan_blocks
 
 __all__ = [
     "AUTO", "Accumulator", "GaussianNoise", "ModelRunner", "MonteCarloEngine", "PRECISIONS", "Segment",
     "VoteCounter", "as_device", "auto_batch_size", "compiled_model", "configure_cpu", "default_threads",
-    "derive_seed", "first_line", "fresh_seed", "input_generator", "is_out_of_memory", "model_device",
-    "plan_batches", "resolve_channels_last", "tune_cpu_allocator",
+    "derive_seed", "first_line", "fresh_seed", "input_generator", "inputs_per_call", "is_out_of_memory", "model_device",
+    "plan_batches", "plan_blocks", "resolve_channels_last", "tune_cpu_allocator",
 ]

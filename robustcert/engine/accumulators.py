@@ -32,14 +32,18 @@ class VoteCounter:
         self.num_classes = num_classes
         self.counts = torch.zeros(num_inputs, num_classes, dtype=torch.int64, device=device)
         self._ones = torch.ones(0, dtype=torch.int64, device=device)
+        self._outputs: torch.Tensor | None = None  # the batch whose argmax is in _predictions
+        self._predictions: torch.Tensor | None = None
 
     def update(self, outputs: torch.Tensor, row: int, start: int, stop: int) -> None:
         if self._ones.numel() < stop - start:
             self._ones = torch.ones(stop - start, dtype=torch.int64, device=self.counts.device)
-        predictions = outputs[start:stop].argmax(dim=1)
+        if outputs is not self._outputs:  # one argmax per batch, however many inputs' segments it holds
+            self._outputs, self._predictions = outputs, outputs.argmax(dim=1)
         # scatter_add_ instead of bincount: no device-to-host sync on CUDA.
-        self.counts[row].scatter_add_(0, predictions, self._ones[: stop - start])
+        self.counts[row].scatter_add_(0, self._predictions[start:stop], self._ones[: stop - start])
 
     def result(self) -> np.ndarray:
         """Counts as an (num_inputs, num_classes) int64 array (one host copy, at the end)."""
+        self._outputs = self._predictions = None
         return self.counts.cpu().numpy()

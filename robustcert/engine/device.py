@@ -139,6 +139,12 @@ def configure_cpu(threads: int | None = None, tune_allocator: bool = True) -> di
             "cpu_allocator": "tuned" if tuned else "default"}
 
 
+def inputs_per_call(samples_per_input: int, batch_size: int) -> int:
+    """How many inputs one engine call should take so that their samples fill a batch: several
+    when an input's samples fit in one batch (``batch_size // samples_per_input``), else one."""
+    return max(1, batch_size // samples_per_input) if samples_per_input < batch_size else 1
+
+
 # --------------------------------------------------------------------------- automatic batch size
 #: Fraction of the free CUDA memory that ``auto`` batches may fill (the rest is headroom for
 #: allocator fragmentation and cuDNN workspaces; an out-of-memory error still halves the batch).

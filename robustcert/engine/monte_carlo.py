@@ -24,7 +24,7 @@ from ..errors import ModelOutputError, ResourceError, check_count
 from .accumulators import Accumulator
 from .device import first_line, is_out_of_memory
 from .runner import ModelRunner
-from .sampling import GaussianNoise, input_generator, plan_batches
+from .sampling import GaussianNoise, input_generator, plan_batches, plan_blocks
 
 
 class MonteCarloEngine:
@@ -101,7 +101,7 @@ class MonteCarloEngine:
 
     @torch.inference_mode()
     def run(self, inputs: torch.Tensor, n: int, accumulator: Accumulator,
-            generators: Sequence[torch.Generator]) -> Accumulator:
+            generators: Sequence[torch.Generator], blocks: Sequence[int] | None = None) -> Accumulator:
         """Draw n noisy samples of each input, run the model, feed the accumulator.
 
         Args:
@@ -110,6 +110,9 @@ class MonteCarloEngine:
             accumulator: receives the outputs; statistics are *added* to what it holds, so a
                 sequential method can call ``run`` again with the same generators.
             generators: one per input (see :meth:`generator`).
+            blocks: the sizes of the draws that make up each input's n samples (summing to n),
+                so that the samples do not depend on the batch size (:func:`plan_blocks`); None:
+                draws of ``min(batch_size, remaining)`` (:func:`plan_batches`, fixed-n CERTIFY).
         Raises:
             ShapeError: the model fails on the input shape or returns the wrong number of classes.
             ModelOutputError: the model returned NaN or infinite values.
@@ -118,13 +121,15 @@ class MonteCarloEngine:
         n = check_count(n, "n")
         if len(generators) != inputs.shape[0]:
             raise ValueError("one generator per input is required")
-        if bool(self.accumulate(inputs, n, accumulator, generators)):  # the one host sync of the run
+        if blocks is not None and (sum(blocks) != n or min(blocks, default=0) < 1):
+            raise ValueError(f"draw sizes {list(blocks)} must be >= 1 and sum to n = {n}")
+        if bool(self.accumulate(inputs, n, accumulator, generators, blocks)):  # the one host sync of the run
             raise ModelOutputError("the base model returned NaN or infinite outputs on noisy inputs")
         return accumulator
 
     @torch.inference_mode()
     def accumulate(self, inputs: torch.Tensor, n: int, accumulator: Accumulator,
-                   generators: Sequence[torch.Generator]) -> torch.Tensor:
+                   generators: Sequence[torch.Generator], blocks: Sequence[int] | None = None) -> torch.Tensor:
         """The sampling loop; returns a device flag (did any output have NaN/inf?). No host sync."""
         buffer = self._noise_buffer(torch.Size(self.noise.sample_shape(tuple(inputs.shape[1:]))), inputs.dtype)
         # Noise is drawn on the buffer's memory as one flat contiguous tensor, whatever its layout:
@@ -135,10 +140,19 @@ class MonteCarloEngine:
         flat = buffer.as_strided((buffer.numel(),), (1,))
         flat_inputs = self.runner.layout(inputs).as_strided((inputs.shape[0], per_input), (per_input, 1))
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        for segments in plan_batches(inputs.shape[0], n, self.batch_size):
+        plan = (plan_batches(inputs.shape[0], n, self.batch_size) if blocks is None
+                else plan_blocks(inputs.shape[0], list(blocks), self.batch_size))
+        split_draw = None  # the current draw that crosses batch boundaries (drawn whole, then split)
+        for segments in plan:
             for seg in segments:
                 chunk = flat[seg.start * per_sample : (seg.start + seg.count) * per_sample].view(seg.count, per_sample)
-                self.noise.perturb(chunk, flat_inputs[seg.row], generators[seg.row])
+                if not seg.draw:
+                    self.noise.perturb(chunk, flat_inputs[seg.row], generators[seg.row])
+                    continue
+                if seg.offset == 0:
+                    split_draw = torch.empty((seg.draw, per_sample), dtype=inputs.dtype, device=self.device)
+                    self.noise.perturb(split_draw, flat_inputs[seg.row], generators[seg.row])
+                chunk.copy_(split_draw[seg.offset : seg.offset + seg.count])
             filled = segments[-1].start + segments[-1].count
             outputs = self.runner.outputs(buffer[:filled], accumulator.num_classes)
             # one float64 reduction: NaN or +-inf anywhere makes the sum non-finite, and a float64 sum

@@ -2,9 +2,19 @@
 
 Reproducibility rule: each input owns a ``torch.Generator`` derived from (seed, index, stage)
 (:func:`derive_seed`), so an input's samples do not depend on which other inputs share the run,
-their order, the batch they are packed into, or sharding across processes. An input's n
-samples are drawn in chunks of ``min(batch_size, remaining)`` (:func:`plan_batches`); same seed,
-index, stage, n, batch size and device give the same samples.
+their order, the batch they are packed into, or sharding across processes. Two ways to cut an
+input's n samples into *draws* (one generator call each):
+
+* :func:`plan_batches` (fixed-n methods): draws of ``min(batch_size, remaining)``; same seed,
+  index, stage, n, batch size and device give the same samples.
+* :func:`plan_blocks` (sequential rounds): draws of sizes fixed by the caller, independent of the
+  batch size; batches are filled completely, a draw that crosses a batch boundary being drawn
+  whole and then split. Same seed, index, stage, draw sizes and device give the same samples
+  whatever the batch size.
+
+The draw sizes matter because a generator's values depend on how its draws are cut: torch's CPU
+``Tensor.normal_`` fills blocks of 16 values (a split at a multiple of 16 values keeps them, any
+other split changes them), and CUDA's Philox offsets depend on each call's size and launch grid.
 """
 from __future__ import annotations
 
@@ -69,11 +79,18 @@ class GaussianNoise:
 
 @dataclass
 class Segment:
-    """``count`` samples of input ``row``, placed at ``[start, start + count)`` of a batch."""
+    """``count`` samples of input ``row``, placed at ``[start, start + count)`` of a batch.
+
+    ``draw`` > 0: the samples are ``[offset, offset + count)`` of one draw of ``draw`` samples
+    that crosses a batch boundary (drawn whole once, at its first segment, then split); 0: the
+    segment is a whole draw of its own.
+    """
 
     row: int
     start: int
     count: int
+    offset: int = 0
+    draw: int = 0
 
 
 def plan_batches(num_inputs: int, n: int, batch_size: int) -> list[list[Segment]]:
@@ -95,6 +112,32 @@ def plan_batches(num_inputs: int, n: int, batch_size: int) -> list[list[Segment]
             current.append(Segment(row, used, count))
             used += count
             remaining -= count
+    if current:
+        batches.append(current)
+    return batches
+
+
+def plan_blocks(num_inputs: int, blocks: list[int], batch_size: int) -> list[list[Segment]]:
+    """Every input draws ``blocks`` (draw sizes, in order); batches are filled completely.
+
+    Inputs follow each other in order, and a draw that does not fit in the rest of a batch is
+    split across batches (segments with ``draw`` set), so only the last batch is partly filled.
+    An input's samples depend on ``blocks``, never on ``batch_size`` or its neighbours.
+    """
+    batches: list[list[Segment]] = []
+    current: list[Segment] = []
+    used = 0
+    for row in range(num_inputs):
+        for size in blocks:
+            offset = 0
+            while offset < size:
+                count = min(size - offset, batch_size - used)
+                whole = offset == 0 and count == size
+                current.append(Segment(row, used, count, 0 if whole else offset, 0 if whole else size))
+                used, offset = used + count, offset + count
+                if used == batch_size:
+                    batches.append(current)
+                    current, used = [], 0
     if current:
         batches.append(current)
     return batches

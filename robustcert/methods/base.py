@@ -13,8 +13,11 @@ import numpy as np
 import torch
 
 from ..certificate import Certificate, Prediction
-from ..engine import AUTO, GaussianNoise, ModelRunner, MonteCarloEngine, as_device, auto_batch_size, fresh_seed, model_device
+from ..engine import (
+    AUTO, GaussianNoise, ModelRunner, MonteCarloEngine, as_device, auto_batch_size, fresh_seed, inputs_per_call, model_device,
+)
 from ..errors import InvalidArgumentError, ShapeError, check_alpha, check_count, check_sigma
+from .sequential import sequential_inputs_per_call
 
 
 def as_input_batch(xs, device: torch.device, input_shape: tuple[int, ...] | None) -> torch.Tensor:
@@ -209,6 +212,14 @@ class SmoothedClassifier:
             check_alpha(alpha),
             batch_size if batch_size == "auto" else check_count(batch_size, "batch_size"),
         )
+
+    def certify_inputs_per_call(self, n0: int, n: int, batch_size: int, **certify_options) -> int:
+        """How many inputs a dataset run gives each ``certify_batch`` call (``certify_options``: the
+        call's method options): several when all their samples fit in one batch; in sequential
+        mode enough that the rounds of many inputs fill the batches."""
+        if certify_options.get("sequential"):
+            return sequential_inputs_per_call(batch_size, certify_options.get("n_first"))
+        return inputs_per_call(n0 + n, batch_size)
 
     def alpha_spending(self, alpha: float) -> dict[str, float]:
         """How CERTIFY spends alpha: each bound it uses and its share (the shares sum to alpha)."""

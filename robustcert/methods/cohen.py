@@ -32,11 +32,11 @@ import numpy as np
 
 from ..certificate import ABSTAIN, Certificate, Prediction
 from ..engine import VoteCounter
-from ..errors import InvalidArgumentError, check_count
+from ..errors import InvalidArgumentError
 from ..radius import gaussian_radius
 from ..stats import binomial_test_pvalue, clopper_pearson_lower
 from .base import SmoothedClassifier
-from .sequential import SEQUENCE_BOUND, certify_sequential, stopping_rule
+from .sequential import SEQUENCE_BOUND, certify_sequential, check_sequential_options
 
 CERTIFY_BOUND = "Clopper-Pearson one-sided lower bound on pA"
 PREDICT_TEST = "two-sided binomial test of nA against nA + nB"
@@ -68,7 +68,9 @@ class Smooth(SmoothedClassifier):
     def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None,
                       sequential=False, **sequential_options):
         """CERTIFY; ``sequential=True`` stops each input early instead (methods/sequential.py): pass
-        ``target_radius=`` or ``tolerance=``, optionally ``n_max=`` (default n), ``growth=``, ``n_first=``."""
+        ``target_radius=`` or ``tolerance=``, optionally ``n_max=`` (default n), ``growth=``, ``n_first=``,
+        ``final_share=``, ``stop_alpha=``, ``stop_test=``, ``selection_lead_votes=``
+        (:func:`robustcert.methods.sequential.certify_sequential`)."""
         if sequential:
             return certify_sequential(self, xs, n0, n, alpha, batch_size, seed, indices, **sequential_options)
         if sequential_options:
@@ -128,24 +130,32 @@ class SequentialSmooth(Smooth):
     """
 
     def __init__(self, model, num_classes, sigma, target_radius: float | None = None,
-                 tolerance: float | None = None, n_max: int | None = None, growth: float = 2.0,
-                 n_first: int | None = None, **smooth_options):
+                 tolerance: float | None = None, n_max: int | None = None, growth: float | None = None,
+                 n_first: int | None = None, final_share: float | None = None, stop_alpha: float | None = None,
+                 stop_test: str | None = None, selection_lead_votes: int | None = None, **smooth_options):
         super().__init__(model, num_classes, sigma, **smooth_options)
-        stopping_rule(self.sigma, target_radius, tolerance)  # refuse bad options now, not at the first input
-        if n_max is not None:
-            check_count(n_max, "n_max")
         self.sequential_options = {"target_radius": target_radius, "tolerance": tolerance, "n_max": n_max,
-                                   "growth": growth, "n_first": n_first}
+                                   "growth": growth, "n_first": n_first, "final_share": final_share,
+                                   "stop_alpha": stop_alpha, "stop_test": stop_test,
+                                   "selection_lead_votes": selection_lead_votes}
+        check_sequential_options(self.sigma, **self.given_options())  # refuse bad options now, not at the first input
+
+    def given_options(self) -> dict:
+        return {k: v for k, v in self.sequential_options.items() if v is not None}
 
     def alpha_spending(self, alpha, sequential=True, **sequential_options):
         return super().alpha_spending(alpha, sequential)
 
     def settings(self):
-        return {"sequential": True, **{k: v for k, v in self.sequential_options.items() if v is not None}}
+        return {"sequential": True, **self.given_options()}
+
+    def certify_inputs_per_call(self, n0, n, batch_size, sequential=True, **options):
+        return super().certify_inputs_per_call(n0, n, batch_size, sequential=sequential,
+                                               **{**self.given_options(), **options})
 
     def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None,
                       sequential=True, **options):
         if not sequential:
             return super().certify_batch(xs, n0, n, alpha, batch_size, seed, indices)
         return super().certify_batch(xs, n0, n, alpha, batch_size, seed, indices, sequential=True,
-                                     **{**self.sequential_options, **options})
+                                     **{**self.given_options(), **options})

@@ -50,6 +50,15 @@ Sampling: both branches go through the same engine (``SmoothedClassifier.sample`
 and stage with its own generator stage name (``sel-a``, ``est-b``, ...), so no two streams are
 shared and selection samples are never reused for estimation.
 
+SEQUENTIAL-CERTIFY (``sequential=True``, methods/sequential.py) applies unchanged to the two
+branches: each round draws the same number of samples in both, and each branch has its own
+stitched Clopper-Pearson lower sequence at alpha/2 (levels alpha_j / 2 per checkpoint: a union
+bound over the branches and the looks). On the event of probability >= 1 - alpha where both hold,
+(a + b) / sqrt(1/sigma_a^2 + 1/sigma_b^2) with a, b the probits of the lower bounds at the stopping
+time is a valid radius (the derivation above holds for any p_a <= p_a,cA and p_b <= p_b,cA). The
+target r is certified once a + b >= r sqrt(1/sigma_a^2 + 1/sigma_b^2), and "not certifiable" once
+the same sum of the upper sequences' probits (stop_alpha/2 per branch) falls below it.
+
 Example::
 
     from robustcert import DualSmooth, load_model
@@ -74,6 +83,7 @@ from ..splits import Split, get_split
 from ..stats import clopper_pearson_lower
 from .base import SmoothedClassifier
 from .cohen import predict_from_counts
+from .sequential import SEQUENCE_BOUND, Branch, SequentialRun, check_sequential_options, run_sequential
 
 BRANCHES = ("a", "b")
 PREDICT_TEST = "two-sided binomial test of nA against nA + nB on the pooled votes of 2n coin-allocated draws"
@@ -81,6 +91,10 @@ PREDICT_TEST = "two-sided binomial test of nA against nA + nB on the pooled vote
 
 def branch_bound(branch: str) -> str:
     return f"Clopper-Pearson one-sided lower bound on P(f_{branch}(x_{branch} + noise) = cA), branch {branch}"
+
+
+def branch_sequence(branch: str) -> str:
+    return f"{SEQUENCE_BOUND}, on P(f_{branch}(x_{branch} + noise) = cA), branch {branch}"
 
 
 class DualSmooth(SmoothedClassifier):
@@ -145,12 +159,20 @@ class DualSmooth(SmoothedClassifier):
         """Each branch's Clopper-Pearson bound gets alpha/2 (union bound over the two bounds)."""
         return alpha / 2
 
-    def alpha_spending(self, alpha):
-        return {branch_bound(name): self.branch_alpha(alpha) for name in BRANCHES}
+    def alpha_spending(self, alpha, sequential=False, **sequential_options):
+        bound = branch_sequence if sequential else branch_bound
+        return {bound(name): self.branch_alpha(alpha) for name in BRANCHES}
 
     # ----------------------------------------------------------------- CERTIFY
-    def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None):
+    def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None,
+                      sequential=False, **sequential_options):
+        """CERTIFY; ``sequential=True`` stops each input early instead (see the module docstring and
+        :func:`robustcert.methods.sequential.certify_sequential` for the options; no betting test)."""
         n0, n, alpha, batch_size = self.check_certify_args(n0, n, alpha, batch_size)
+        if sequential:
+            return self._certify_sequential(xs, n0, n, alpha, batch_size, seed, indices, **sequential_options)
+        if sequential_options:
+            raise InvalidArgumentError(f"{', '.join(sorted(sequential_options))}: only with sequential=True")
         xs, seed, indices, clock = self.begin(xs, seed, indices)
         common = dict(seed=seed, indices=indices, batch_size=batch_size)
         branches = self.branches(xs)
@@ -185,6 +207,43 @@ class DualSmooth(SmoothedClassifier):
                 "sigma_a": self.sigma_a, "sigma_b": self.sigma_b, "split": self.split.name,
                 "counts_a": as_list(estimation[0]), "counts_b": as_list(estimation[1]),
                 "selection_counts_a": as_list(selection[0]), "selection_counts_b": as_list(selection[1]),
+            },
+        )
+
+    def _certify_sequential(self, xs, n0, n, alpha, batch_size, seed, indices, **options) -> list[Certificate]:
+        check_sequential_options((self.sigma_a, self.sigma_b), **options)
+        xs, seed, indices, clock = self.begin(xs, seed, indices)
+        if len(xs) == 0:
+            return []
+        batch_size = self.resolve_batch_size(batch_size, xs.shape[1:])  # "auto": resolved once, before sampling
+        branches = [Branch(sub, model, sigma, f"sel-{name}", f"est-{name}")
+                    for name, sub, model, sigma in self.branches(xs)]
+        run = run_sequential(self, branches, n0, n, alpha, batch_size, seed, indices, **options)
+        return [self._sequential_certificate(run, row) for row in range(len(indices))]
+
+    def _sequential_certificate(self, run: SequentialRun, row: int) -> Certificate:
+        c_a = int(run.selected[row])
+        p_a_lower, p_b_lower = (float(p) for p in run.states.lower[row])
+        a, b = probit(p_a_lower), probit(p_b_lower)
+        radius = dual_gaussian_radius(self.sigma_a, self.sigma_b, p_a_lower, p_b_lower)
+        abstain = not a + b > 0
+        selection_used, n = run.samples(row)
+        as_list = lambda counts: [int(c) for c in counts]  # noqa: E731
+        return Certificate(
+            prediction=ABSTAIN if abstain else c_a,
+            radius=0.0 if abstain else radius,
+            p_lower=min(p_a_lower, p_b_lower),
+            counts=as_list(run.counts[row].sum(axis=0)),
+            n0=selection_used, n=n, alpha=run.design.alpha, sigma=self.sigma_a, method=self.method, seed=run.seed,
+            index=run.indices[row],
+            alpha_spending=self.alpha_spending(run.design.alpha, sequential=True),
+            samples_used=2 * (selection_used + n),
+            time=float(run.seconds[row]),
+            details={
+                "selected_class": c_a, "p_a_lower": p_a_lower, "p_b_lower": p_b_lower, "a": a, "b": b,
+                "sigma_a": self.sigma_a, "sigma_b": self.sigma_b, "split": self.split.name,
+                "counts_a": as_list(run.counts[row, 0]), "counts_b": as_list(run.counts[row, 1]),
+                "selection_counts": as_list(run.selection[row]), "sequential": run.details(row),
             },
         )
 

@@ -20,7 +20,7 @@ limit the engine reaches; (b)/(c) the speed-up over the published loop. Ratios o
 repetitions ("min" columns in the JSON) are given too: on a shared machine they are less
 disturbed by other processes than medians. A second table measures
 cross-input packing: PREDICT at n = 100 on many inputs, packed as the CLI packs them
-(``runs.dataset.inputs_per_call``) against one input per call. ``--sweep`` adds (b) under each engine
+(``robustcert.engine.inputs_per_call``) against one input per call. ``--sweep`` adds (b) under each engine
 option (the measurements behind the defaults).
 
 Run it with ``robustcert bench`` (``--quick`` for a short run); results go to
@@ -43,12 +43,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..engine import PRECISIONS, tune_cpu_allocator
+from ..engine import PRECISIONS, inputs_per_call, tune_cpu_allocator
 from ..errors import ModelOutputError
 from ..methods.cohen import Smooth
 from ..models import build_model, load_model
 from ..stats import clopper_pearson_lower
-from .dataset import inputs_per_call
 from .provenance import device_name
 
 

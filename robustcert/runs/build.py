@@ -32,18 +32,24 @@ def option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def build_cohen(loaded, num_classes, sigma, device, options, trust_checkpoint):
-    """Cohen et al.'s CERTIFY; with ``sequential=True`` (``--sequential``), SEQUENTIAL-CERTIFY:
-    each input stops early (``target_radius`` or ``tolerance``, at most ``n_max`` samples). The
-    sequential options are returned as certify options."""
-    sequential = {name: options.pop(name, None) for name in METHOD_OPTIONS["cohen"]}
+def sequential_certify_options(options: dict) -> dict:
+    """The certify options of ``--sequential`` (removed from ``options``): ``{}`` without it, else
+    ``sequential=True`` and the sequential options given (``target_radius`` or ``tolerance``, at
+    most ``n_max`` samples, ``stop_alpha``, ``stop_test``)."""
+    sequential = {name: options.pop(name, None) for name in SEQUENTIAL_OPTIONS}
     if not sequential.pop("sequential"):
         given = [name for name, value in sequential.items() if value is not None]
         if given:
             raise InvalidArgumentError(f"{option_name(given[0])} needs --sequential")
-        return Smooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape), {}
-    smoothed = Smooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape)
-    return smoothed, {"sequential": True, **{k: v for k, v in sequential.items() if v is not None}}
+        return {}
+    return {"sequential": True, **{k: v for k, v in sequential.items() if v is not None}}
+
+
+def build_cohen(loaded, num_classes, sigma, device, options, trust_checkpoint):
+    """Cohen et al.'s CERTIFY; with ``sequential=True`` (``--sequential``), SEQUENTIAL-CERTIFY:
+    each input stops early. The sequential options are returned as certify options."""
+    certify_options = sequential_certify_options(options)
+    return Smooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape), certify_options
 
 
 def build_dual(loaded, num_classes, sigma, device, options, trust_checkpoint):
@@ -54,6 +60,7 @@ def build_dual(loaded, num_classes, sigma, device, options, trust_checkpoint):
     against the split's sub-image shape (:func:`dual_model_input_shape`); ``model2`` is checked the
     same way, and against its checkpoint's recorded split and branch when present.
     """
+    certify_options = sequential_certify_options(options)  # --sequential: both branches stop early
     split = get_split(options.get("dual_split"))
     if not options.get("model2"):
         raise InvalidArgumentError("--method dual needs --model2 (the base model of sub-image b; --model is "
@@ -74,7 +81,7 @@ def build_dual(loaded, num_classes, sigma, device, options, trust_checkpoint):
                 f"model {model.source} was trained for branch {recorded_branch} of the {recorded_split} split, "
                 f"but is used as branch {which} of the {split.name} split (--model is branch a, --model2 branch b)")
     return DualSmooth(loaded.module, second.module, num_classes, sigma, options.get("sigma2"), split,
-                      device=device), {}
+                      device=device), certify_options
 
 
 def dual_model_input_shape(dataset_shape, options):
@@ -106,9 +113,10 @@ def build_lvm(loaded, num_classes, sigma, device, options, trust_checkpoint):
 
 
 METHOD_BUILDERS: dict[str, Callable] = {"cohen": build_cohen, "dual": build_dual, "lvm": build_lvm}
+SEQUENTIAL_OPTIONS = ("sequential", "target_radius", "tolerance", "n_max", "stop_alpha", "stop_test")
 METHOD_OPTIONS = {
-    "cohen": ("sequential", "target_radius", "tolerance", "n_max"),
-    "dual": ("model2", "arch2", "sigma2", "dual_split"),
+    "cohen": SEQUENTIAL_OPTIONS,
+    "dual": ("model2", "arch2", "sigma2", "dual_split", *SEQUENTIAL_OPTIONS),
     "lvm": ("maps", "temperatures", "lipschitz", "lvm_selection"),
 }
 # How ``model``'s input shape follows from the dataset's (default: the dataset's own shape).
@@ -124,7 +132,7 @@ def options_for(method: str, options: dict) -> dict:
         if owner == method:
             continue
         for name in names:
-            if kept.pop(name, None) is not None:
+            if name not in METHOD_OPTIONS[method] and kept.pop(name, None) is not None:
                 raise InvalidArgumentError(f"{option_name(name)} is an option of --method {owner}, not {method}")
     unknown = sorted(set(kept) - set(METHOD_OPTIONS[method]))
     if unknown:

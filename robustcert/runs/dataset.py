@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from ..data import CertDataset, load_dataset
-from ..engine import configure_cpu
+from ..engine import configure_cpu, inputs_per_call
 from ..errors import InvalidArgumentError, ShapeError, check_count
 from ..results import CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_row, predict_row, read_results
 from . import sharded
@@ -43,11 +43,6 @@ def selected_indices(length: int, skip: int, max_inputs: int) -> list[int]:
         raise InvalidArgumentError(f"max_inputs must be >= 1, or -1 for all inputs, got {max_inputs!r}")
     indices = list(range(0, length, skip))
     return indices if max_inputs < 0 else indices[:max_inputs]
-
-
-def inputs_per_call(samples_per_input: int, batch_size: int) -> int:
-    """How many inputs to certify per engine call: pack several when their samples fit a batch."""
-    return max(1, batch_size // samples_per_input) if samples_per_input < batch_size else 1
 
 
 def as_dataset(data, split: str = "test") -> CertDataset:
@@ -110,7 +105,7 @@ class DatasetRun:
                         writer.write(line)
                     if frame_rows is not None:
                         frame_rows.append(row)
-                samples_done += self.samples_per_input * len(group)
+                    samples_done += row.get("samples_used", self.samples_per_input)  # sequential: what was drawn
                 bar.set_postfix(samples_per_s=f"{samples_done / max(time.perf_counter() - started, 1e-9):.3g}",
                                 refresh=False)
                 bar.update(len(group))
@@ -196,12 +191,13 @@ def _start(smoothed, data, out, split, resume, threads, distributed):
 
 def _run(kind: str, smoothed, data, out, *, samples_per_input: int, batch_size, seed, skip: int, max_inputs: int,
          resume: bool, progress: bool, split: str, threads, distributed, command, parameters: dict, options: dict,
-         compute: Callable) -> pd.DataFrame:
+         compute: Callable, per_call: Callable[[int], int] | None = None) -> pd.DataFrame:
     """The part of certify_dataset and predict_dataset that does not depend on the kind of run.
 
     ``compute(batch, seed)`` returns the ``results_for`` function of the run (see DatasetRun);
     ``parameters`` are the kind's own leading run parameters, ``options`` its method options
-    (recorded after the method's settings).
+    (recorded after the method's settings); ``per_call(batch)`` the inputs per call (default:
+    :func:`robustcert.engine.inputs_per_call` of ``samples_per_input``).
     """
     seed = smoothed.resolve_seed(seed)
     threads_before = torch.get_num_threads()
@@ -218,8 +214,9 @@ def _run(kind: str, smoothed, data, out, *, samples_per_input: int, batch_size, 
         if smoothed.precision != "fp32":
             parameters["precision"] = smoothed.precision  # a resumed run must use the same base classifier
         columns, extras = (CERTIFY_COLUMNS, CERTIFY_EXTRAS) if kind == "certify" else (PREDICT_COLUMNS, PREDICT_EXTRAS)
-        run = DatasetRun(kind, columns, extras, smoothed, dataset, indices, inputs_per_call(samples_per_input, batch),
-                         samples_per_input, compute(batch, seed), progress)
+        calls = inputs_per_call(samples_per_input, batch) if per_call is None else per_call(batch)
+        run = DatasetRun(kind, columns, extras, smoothed, dataset, indices, calls, samples_per_input,
+                         compute(batch, seed), progress)
         return _execute(run, out, resume, parameters, model, command or python_command(), cpu)
     finally:
         torch.set_num_threads(threads_before)
@@ -272,7 +269,8 @@ def certify_dataset(smoothed, data, out: str | Path | None = None, *, n0: int = 
                 skip=skip, max_inputs=max_inputs, resume=resume, progress=progress, split=split, threads=threads,
                 distributed=distributed, command=command, parameters={"sigma": smoothed.sigma, "n0": n0, "n": n,
                                                                        "alpha": alpha},
-                options=method_options, compute=compute)
+                options=method_options, compute=compute,
+                per_call=lambda batch: smoothed.certify_inputs_per_call(n0, n, batch, **method_options))
 
 
 def predict_dataset(smoothed, data, out: str | Path | None = None, *, n: int = 100_000, alpha: float = 0.001,

@@ -6,7 +6,7 @@
 
 Under torchrun with WORLD_SIZE > 1 (or with ``distributed=True`` / ``--distributed``) a dataset
 run splits the inputs into the groups that one engine call packs in a single-process run
-(:func:`robustcert.runs.dataset.inputs_per_call`: one input when n0 + n >= batch, several for
+(:func:`robustcert.engine.inputs_per_call`: one input when n0 + n >= batch, several for
 small n) and gives every K-th group to each rank. A rank writes its rows to ``out.tsv.partR`` (flushed line by line);
 when all ranks are done, rank 0 merges the part files into ``out.tsv`` sorted by idx and records
 the run (world size, backend, each rank's device and engine report) in the sidecar.
