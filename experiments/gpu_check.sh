@@ -12,7 +12,8 @@
 #   2. the benchmark at fp32 (default layout), with the engine-option sweep and cross-input packing;
 #   3. the benchmark with bf16 + channels_last ((c) stays the published fp32 loop, so (b)/(c) is the
 #      "bf16 + channels_last against the published fp32 loop" figure);
-#   4. the accuracy of the bf16/fp16 base classifiers on clean and noisy inputs.
+#   4. the accuracy of the bf16/fp16 base classifiers on clean and noisy inputs;
+#   5. sequential against fixed-n certify_batch, batch 1000 and 10000 (issue 17; into results/sequential/).
 # Targets (issue 8): (b)/(a) >= 0.97 at fp32; bf16 + channels_last (b) >= 2x (c);
 # cifar_resnet110 at n = 100000 under 0.5 s per image; resnet50 at 224 under 3 s per image.
 set -euo pipefail
@@ -37,6 +38,8 @@ if [ "$DRY" = 1 ]; then
   python -m robustcert bench --device cpu --quick --models digits --n 500 --reps 1 --precision bf16 \
     --channels-last --no-packing --out-dir "$OUT"
   python experiments/precision_accuracy.py --device cpu --quick --out-dir "$OUT"
+  python experiments/sequential_throughput.py --device cpu --images 4 --n 2000 --reps 1 \
+    --out "$OUT/sequential_throughput.md"
   ls "$OUT"
   exit 0
 fi
@@ -64,6 +67,10 @@ python -m robustcert bench --device cuda $QUICK --precision bf16 --channels-last
 
 # 4. accuracy of the reduced-precision base classifiers
 python experiments/precision_accuracy.py --device cuda $QUICK --out-dir "$OUT" 2>&1 | tee -a "$LOG"
+
+# 5. sequential against fixed-n certification time (issue 17)
+python experiments/sequential_throughput.py --device cuda $( [ -n "$QUICK" ] && echo "--n 10000" ) \
+  --out results/sequential/throughput_cuda$( [ -n "$QUICK" ] && echo -quick ).md 2>&1 | tee -a "$LOG"
 
 echo "CUDA tests exit status: $TESTS" | tee -a "$LOG"
 exit "$TESTS"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import betabinom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from robustcert.methods.sequential import (  # noqa: E402
@@ -47,11 +48,36 @@ class Candidate:
     stop_alpha: float = 0.05
     stop_test: str = "clopper-pearson"
     sequential_selection: bool = True
+    futility: float | None = None  # predictive futility (not in the library): stop when P(certified at n_max) < this
 
     def label(self) -> str:
         share = "alpha/K" if self.final_share is None else f"{self.final_share:g}"
+        futility = "" if self.futility is None else f", predictive futility {self.futility:g}"
         return (f"n_first {self.n_first}, growth {self.growth:g}, final share {share}, stop_alpha {self.stop_alpha:g}, "
-                f"{self.stop_test}, selection {'sequential' if self.sequential_selection else 'n0 = 100'}")
+                f"{self.stop_test}, selection {'sequential' if self.sequential_selection else 'n0 = 100'}{futility}")
+
+
+class FutileStates(SequenceStates):
+    """A candidate that was measured and NOT adopted: stochastic curtailment (Lan, Simon and
+    Halperin 1982). Also stop ("futile") when the predictive probability that the votes at n_max
+    reach the vote share that certifies there is below ``futility`` (Jeffreys posterior on pA, a
+    beta-binomial for the remaining votes). It never affects the certificate (a stop decision)."""
+
+    futility = 0.01
+
+    def look(self, j, rows, votes):
+        stopped = super().look(j, rows, votes)
+        design = self.design
+        if design.reach is None or j == len(design.checkpoints) - 1:
+            return stopped
+        votes, n = np.asarray(votes).reshape(len(rows)), design.checkpoints[j]
+        needed = round(design.reach * design.n_max) - votes  # votes for cA needed among the remaining draws
+        chance = betabinom.sf(needed - 1, design.n_max - n, votes + 0.5, n - votes + 0.5)
+        futile = ~stopped & (chance < self.futility)
+        reasons = self.reason[rows]
+        reasons[futile] = "futile"
+        self.reason[rows] = reasons
+        return stopped | futile
 
 
 def simulate(candidate: Candidate, probabilities: np.ndarray, labels: np.ndarray, sigma: float, radius: float,
@@ -78,7 +104,8 @@ def simulate(candidate: Candidate, probabilities: np.ndarray, labels: np.ndarray
         seq_selected[stop], seq_used[stop] = np.argmax(counts[stop], axis=1), look
     fixed_selected = np.argmax(counts, axis=1)
     # estimation: one Bernoulli path per (path, class choice); the two choices differ only on misselection
-    states = SequenceStates(design, paths)
+    states = SequenceStates(design, paths) if candidate.futility is None else FutileStates(design, paths)
+    states.futility = candidate.futility
     p_seq = q[np.arange(paths), seq_selected]
     p_fixed = q[np.arange(paths), fixed_selected]
     same = seq_selected == fixed_selected
@@ -130,6 +157,7 @@ def candidates() -> list[tuple[str, Candidate]]:
     grid += [("stopping level", replace(base, stop_alpha=a)) for a in (0.001, 0.01, 0.1, 0.2)]
     grid += [("stopping test", replace(base, stop_test="betting", stop_alpha=a)) for a in (0.001, 0.01, 0.05, 0.1)]
     grid += [("selection", replace(base, sequential_selection=False))]
+    grid += [("predictive futility (not adopted)", replace(base, futility=g)) for g in (0.001, 0.01, 0.05)]
     grid += [("previous default", Candidate(n_first=1000, growth=2.0, final_share=None, stop_alpha=0.001,
                                             sequential_selection=False))]
     return grid

@@ -123,3 +123,30 @@ def test_nccl_run_of_one_process_equals_the_plain_run(tmp_path):
     assert strip(tmp_path / "a.tsv") == strip(tmp_path / "b.tsv")
     record = json.loads((tmp_path / "b.tsv.json").read_text())
     assert record["runs"][-1]["distributed"]["backend"] == "nccl"
+
+
+def test_sequential_samples_do_not_depend_on_the_batch_size_on_cuda(digits_test):
+    """Sequential rounds draw fixed sizes (plan_blocks): on CUDA, where Philox offsets depend on each
+    call's size, the certificates must still be the same at every batch size and grouping; the
+    split draws run without a host sync."""
+    smoothed = Smooth(digits_model(), 10, sigma=0.25)
+    xs = digits_test[0][:6]
+    options = dict(n0=100, n=20_000, alpha=0.001, seed=2, sequential=True, target_radius=0.5)
+    reference = smoothed.certify_batch(xs, batch_size=10_000, **options)
+    for batch_size, rows in ((1000, [0, 1, 2, 3, 4, 5]), (77, [4, 1]), (4096, [5])):
+        certs = smoothed.certify_batch(xs[rows], batch_size=batch_size, indices=rows, **options)
+        for cert in certs:
+            assert cert.counts == reference[cert.index].counts and cert.details == reference[cert.index].details
+    engine = MonteCarloEngine(digits_model(), sigma=0.25, batch_size=100)
+    generators = [engine.generator(0, i, "s") for i in range(3)]
+    counter = VoteCounter(3, 10, DEVICE)
+    inputs = digits_test[0][:3].to(DEVICE)
+    with torch.inference_mode():
+        engine.accumulate(inputs, 300, counter, generators, blocks=[64, 236])
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            engine.accumulate(inputs, 300, counter, generators, blocks=[64, 236])  # draws split across batches
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert counter.result().sum() == 3 * 600
