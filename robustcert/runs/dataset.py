@@ -120,7 +120,10 @@ def _execute(run: DatasetRun, out: Path | None, resume: bool, parameters: dict, 
              cpu: dict) -> pd.DataFrame:
     """Run in memory, to a file, or as one rank of a sharded run; returns the frame."""
     frame_rows: list[dict] = []
-    samples = lambda: [row["samples_used"] for row in frame_rows]  # noqa: E731
+
+    def samples() -> list[int]:
+        return [row["samples_used"] for row in frame_rows]
+
     if out is None:
         run.work(run.groups(run.indices), None, True, frame_rows=frame_rows)
         return _frame(run, frame_rows, None)
