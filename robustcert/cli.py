@@ -130,7 +130,7 @@ engine_options = add_options([
     click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
                  help="Autocast precision of the base model (bf16/fp16: a different, faster base classifier)."),
     click.option("--channels-last/--no-channels-last", "channels_last", default=None,
-                 help="Channels-last memory layout [default: on for CPU, and for CUDA with bf16/fp16]."),
+                 help="Channels-last memory layout of 4-D batches [default: on; measured faster on CPU and CUDA]."),
     click.option("--compile", "compile_model", is_flag=True,
                  help="torch.compile the base model (falls back to eager, with a warning, if it fails)."),
     click.option("--distributed", is_flag=True,
