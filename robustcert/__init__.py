@@ -16,6 +16,7 @@ from .data import CertDataset, load_dataset
 from .errors import (
     CheckpointError, DataError, InvalidArgumentError, ModelOutputError, RobustCertError, RunError, ShapeError,
 )
+from .methods.ablation import AblationSmooth
 from .methods.cohen import SequentialSmooth, Smooth
 from .methods.diffusion import DiffusionDenoiser, denoised_classifier, load_denoiser  # diffusers imported lazily
 from .methods.dual import DualSmooth
@@ -27,7 +28,7 @@ from .runs import build_smoothed, certify_dataset, predict_dataset
 from .version import __version__
 
 __all__ = [
-    "ABSTAIN", "CertDataset", "Certificate", "CheckpointError", "DataError", "DiffusionDenoiser", "DualSmooth",
+    "ABSTAIN", "AblationSmooth", "CertDataset", "Certificate", "CheckpointError", "DataError", "DiffusionDenoiser", "DualSmooth",
     "InvalidArgumentError", "LipschitzSmooth", "ModelOutputError", "NormalizeLayer", "PolicySmooth", "Prediction",
     "RobustCertError", "RunError", "SequentialSmooth", "ShapeError", "Smooth", "__version__", "build_model",
     "build_smoothed", "certificates_frame", "certify_dataset", "certify_returns", "denoised_classifier",

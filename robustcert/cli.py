@@ -109,7 +109,9 @@ model_and_data_options = add_options([
     click.option("--data", "data_spec", default="digits", show_default=True,
                  help="digits, cifar10:ROOT, mnist:ROOT, imagefolder:ROOT or npz:PATH."),
     click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test", "val"])),
-    click.option("--sigma", type=float, required=True, help="Noise level (pixel units, [0,1] space)."),
+    click.option("--sigma", type=float, default=None,
+                 help="Noise level: the per-coordinate standard deviation of the noise (pixel units, [0,1] "
+                      "space), whatever --noise is. Required, except for --method ablation."),
     click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
                  help="Output TSV (a JSON sidecar FILE.json is written beside it)."),
     click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True),
@@ -138,7 +140,13 @@ engine_options = add_options([
 ])
 
 method_and_denoiser_options = add_options([
-    click.option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True),
+    click.option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True,
+                 help="cohen (any --noise), dual, lvm, or ablation (l0: pixels changed; needs --keep)."),
+    click.option("--noise", type=click.Choice(["gaussian", "laplace", "uniform"]), default=None,
+                 help="cohen: the noise, and so the norm of the radius: gaussian (l2) [default], laplace or "
+                      "uniform (l1). --sigma is its per-coordinate standard deviation."),
+    click.option("--keep", type=click.IntRange(min=1), default=None,
+                 help="ablation: pixels kept in each ablated sample (Levine and Feizi: 45 of 784 on MNIST)."),
     click.option("--model2", default=None, help="dual: base model of sub-image b (--model is sub-image a's)."),
     click.option("--arch2", default=None, help="dual: architecture of --model2 when it is a plain state_dict."),
     click.option("--sigma2", type=float, default=None, help="dual: noise level of branch b (default: --sigma)."),
@@ -245,7 +253,7 @@ def predict(n, alpha, batch_size, seed, method, **options):
 
 #: The method and denoiser options that certify and predict hand to build_smoothed.
 METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "denoiser_steps", "maps",
-                       "temperatures", "lipschitz", "lvm_selection")
+                       "temperatures", "lipschitz", "lvm_selection", "noise", "keep")
 
 
 # --------------------------------------------------------------------------- tables, plots, demo
@@ -262,6 +270,11 @@ def split_labels(labels: str | None, count: int) -> list[str] | None:
 RESULT_FILES = click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 LABELS = click.option("--labels", default=None,
                       help="Comma-separated names, one per file (default: the shortest distinct path ends).")
+NORM = click.option("--norm", type=click.Choice(["l2", "l1", "linf", "l0"]), default=None,
+                    help="Show radii in this norm: linf converts l2 and l1 radii (R/sqrt(d), R/d; weak bounds); "
+                         "default: the files' own norm.")
+MIXED_NORMS = click.option("--mixed-norms", is_flag=True,
+                           help="Allow files whose radii are in different norms (each label then names its norm).")
 
 
 @main.command()
@@ -275,7 +288,9 @@ LABELS = click.option("--labels", default=None,
 @click.option("--no-mark", is_flag=True, help="Do not mark the best value of each column.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the table to this file.")
-def table(files, radii, fmt, labels, decimals, no_mark, out_path):
+@NORM
+@MIXED_NORMS
+def table(files, radii, fmt, labels, decimals, no_mark, out_path, norm, mixed_norms):
     """Summarise result files as a certified-accuracy table.
 
     Reads certify/predict TSVs, ours or the published ones.
@@ -283,10 +298,16 @@ def table(files, radii, fmt, labels, decimals, no_mark, out_path):
     One line per file: certified accuracy at each radius (abstentions count as wrong, radius >= r,
     over all rows), clean accuracy, abstention rate, average certified radius (ACR) and the number
     of rows. The best value of each column is bold (markdown), \\textbf (latex) or starred (csv).
+    Radii are in the norm the run recorded (l2 for the reference files): columns say it (l1 r=0.5,
+    l0 r=3 pixels; plain r=0.5 is l2), and files of different norms are refused unless
+    --mixed-norms. --norm linf converts l2 and l1 radii to l-infinity ones, R/sqrt(d) and R/d: valid
+    but weak bounds.
     """
-    from .results import render_table, table_from_files, write_text_atomically
+    from .results import LINF_NOTE, render_table, table_from_files, write_text_atomically
 
-    summary = table_from_files(list(files), radii, split_labels(labels, len(files)))
+    summary = table_from_files(list(files), radii, split_labels(labels, len(files)), norm, mixed_norms)
+    if norm == "linf":
+        click.echo(f"note: {LINF_NOTE}", err=True)
     text = render_table(summary, fmt, decimals, mark_best=not no_mark)
     if out_path is not None:
         if not out_path.parent.is_dir():
@@ -302,16 +323,19 @@ def table(files, radii, fmt, labels, decimals, no_mark, out_path):
 @LABELS
 @click.option("--max-radius", type=float, default=None, help="Right end of the radius axis.")
 @click.option("--title", default=None)
-def plot(files, out_path, labels, max_radius, title):
+@MIXED_NORMS
+def plot(files, out_path, labels, max_radius, title, mixed_norms):
     """Plot certified accuracy against radius.
 
-    One curve per certify TSV; headless (no display needed).
+    One curve per certify TSV; headless (no display needed). The radius axis names the norm the
+    runs recorded (l2, l1, or pixels for l0); files of different norms need --mixed-norms.
     """
     from .plotting import plot_files
 
     if max_radius is not None and not (max_radius > 0 and max_radius < float("inf")):
         raise CLIError(f"--max-radius must be a finite number > 0, got {max_radius}")
-    written = plot_files(list(files), out_path, split_labels(labels, len(files)), max_radius, title)
+    written = plot_files(list(files), out_path, split_labels(labels, len(files)), max_radius, title,
+                         mixed_norms=mixed_norms)
     click.echo(f"wrote {written}")
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .results import ResultsError, certified_accuracy, default_labels, read_results
+from .results import ResultsError, certified_accuracy, default_labels, norm_labels, read_results, result_norm
 
 FORMATS = ("png", "pdf", "svg")
 
@@ -122,9 +122,28 @@ def curve_kind(path: str | Path) -> CurveKind:
     raise PlotError(f"{path}: no plot for a TSV with columns {sorted(columns)}")
 
 
+RADIUS_AXES = {
+    "l2": "radius (l2, pixel units in [0,1])",
+    "l1": "radius (l1, pixel units in [0,1])",
+    "linf": "radius (l-infinity, pixel units in [0,1])",
+    "l0": "pixels changed (l0)",
+}
+
+
+def radius_axis(paths: Sequence[str | Path], labels: Sequence[str], mixed_norms: bool) -> tuple[str, list[str]]:
+    """The radius axis label of certify files and their curve labels: one norm (read from the
+    sidecars), or with ``mixed_norms`` several, each label then naming its own."""
+    norms = [result_norm(path) for path in paths]
+    labels = norm_labels(paths, labels, norms, mixed_norms)
+    if len(set(norms)) > 1:
+        return "radius (norm in each label; not comparable across norms)", labels
+    return RADIUS_AXES[norms[0]], labels
+
+
 def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None,
-               max_radius: float | None = None, title: str | None = None) -> Path:
-    """Plot one curve per result file into ``out`` (.png, .pdf or .svg); all files must be of one kind.
+               max_radius: float | None = None, title: str | None = None, mixed_norms: bool = False) -> Path:
+    """Plot one curve per result file into ``out`` (.png, .pdf or .svg); all files must be of one kind
+    (and, for certify files, of one norm unless ``mixed_norms``).
 
     Returns the path written. The image is written to a temporary file and moved into place, so a
     failure never leaves a truncated figure behind.
@@ -147,6 +166,9 @@ def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[st
     if len(kinds) > 1:
         raise PlotError(f"cannot plot different kinds of result files together: {', '.join(kinds)}")
     kind = next(iter(kinds.values()))
+    xlabel = kind.xlabel
+    if kind is CERTIFIED_ACCURACY:
+        xlabel, labels = radius_axis(paths, labels, mixed_norms)
     frames = [kind.read(path) for path in paths]
 
     figure = Figure(figsize=(5.5, 3.8), layout="constrained")
@@ -158,7 +180,7 @@ def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[st
         ax.set_ylim(*kind.ylim)
     else:  # e.g. returns: from 0 (or the lowest value drawn) up to the data
         ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
-    ax.set_xlabel(kind.xlabel)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(kind.ylabel)
     if title:
         ax.set_title(title)

@@ -13,6 +13,7 @@ which can print a radius a little larger than the one certified).
 from __future__ import annotations
 
 import datetime
+import json
 import math
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
@@ -253,8 +254,15 @@ def default_labels(paths: Sequence[str | Path]) -> list[str]:
 
 
 def table_from_files(paths: Sequence[str | Path], radii: Sequence[float] | str | None = None,
-                     labels: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read result files (ours or the published ones) and build :func:`results_table`."""
+                     labels: Sequence[str] | None = None, norm: str | None = None,
+                     mixed_norms: bool = False) -> pd.DataFrame:
+    """Read result files (ours or the published ones) and build :func:`results_table`.
+
+    Every file's radii are in the norm its sidecar records (:func:`result_norm`). Files of
+    different norms are refused unless ``mixed_norms`` (then each label says its norm);
+    ``norm="linf"`` converts l2 and l1 radii to l-infinity ones (:func:`linf_radii`). Radius
+    columns name the norm (``l1 r=0.5``), except l2's (``r=0.5``, the reference format).
+    """
     if not paths:
         raise ResultsError("no result files given")
     if labels is None:
@@ -263,7 +271,116 @@ def table_from_files(paths: Sequence[str | Path], radii: Sequence[float] | str |
         raise ResultsError(f"got {len(labels)} labels for {len(paths)} files")
     if isinstance(radii, str):
         radii = parse_radii(radii)
-    return results_table([(label, read_results(path)) for label, path in zip(labels, paths)], radii)
+    frames, norms = [read_results(path) for path in paths], [result_norm(path) for path in paths]
+    if norm is not None:
+        frames = [convert_radii(frame, file_norm, norm, path) for frame, file_norm, path in zip(frames, norms, paths)]
+        norms = [norm] * len(paths)
+        if norm == "linf" and radii is None:
+            radii = fine_radii(max((float(f["radius"].max()) for f in frames if is_certify_frame(f) and len(f)),
+                                   default=0.0))
+    labels = norm_labels(paths, labels, norms, mixed_norms)
+    table = results_table(list(zip(labels, frames)), radii)
+    return table if len(set(norms)) > 1 else name_norm_columns(table, norms[0])
+
+
+# --------------------------------------------------------------------------- norms of result files
+NORMS = ("l2", "l1", "linf", "l0")
+LINF_NOTE = ("l-infinity radii converted from l2 (R / sqrt(d)) and l1 (R / d) certificates: valid lower bounds, "
+             "but weak ones (an l-infinity certificate of its own would be larger)")
+
+
+def read_sidecar(path: str | Path) -> dict:
+    """The JSON sidecar ``FILE.json`` of a result file, or {} when there is none (the published
+    reference files) or it is not a JSON object."""
+    sidecar = Path(path).with_name(Path(path).name + ".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise ResultsError(f"cannot read the sidecar {sidecar} of {path}: not a JSON file") from None
+    return record if isinstance(record, dict) else {}
+
+
+def result_norm(path: str | Path) -> str:
+    """The norm of a result file's radii, from its sidecar; "l2" when the sidecar records none
+    (Cohen et al.'s reference files, and runs of l2 methods made before norms were recorded)."""
+    norm = read_sidecar(path).get("norm", "l2")
+    if norm not in NORMS:
+        raise ResultsError(f"{path}: its sidecar records an unknown norm {norm!r}")
+    return norm
+
+
+def input_dimension(path: str | Path) -> int | None:
+    """d, the number of input coordinates, from the sidecar's data section (None if unknown)."""
+    shape = (read_sidecar(path).get("data") or {}).get("input_shape")
+    return math.prod(int(v) for v in shape) if shape else None
+
+
+def linf_radii(radii, norm: str, dimension: int):
+    """l-infinity radii certified by l2 or l1 radii in dimension d: ||v||_2 <= sqrt(d) ||v||_inf and
+    ||v||_1 <= d ||v||_inf, so every v with ||v||_inf < R_2 / sqrt(d) (or R_1 / d) lies in the
+    certified l2 (l1) ball. Valid and weak: for d = 3072 (CIFAR-10) R_2 / sqrt(d) = R_2 / 55."""
+    if norm == "l2":
+        return radii / math.sqrt(dimension)
+    if norm == "l1":
+        return radii / dimension
+    if norm == "linf":
+        return radii
+    raise ResultsError(f"{norm} radii do not convert to l-infinity radii")
+
+
+def convert_radii(frame: pd.DataFrame, norm: str, target: str, path) -> pd.DataFrame:
+    """``frame`` (a result file's rows, radii in ``norm``) with radii in ``target``: the same norm,
+    or l-infinity from l2 or l1 (:func:`linf_radii`)."""
+    if target not in NORMS:
+        raise ResultsError(f"unknown norm {target!r}: use {', '.join(NORMS)}")
+    if norm == target or not is_certify_frame(frame):
+        return frame
+    if target != "linf" or norm not in ("l2", "l1"):
+        raise ResultsError(f"{path} certifies {norm} radii, which do not convert to {target} radii "
+                           f"(only l2 and l1 radii convert, to linf)")
+    dimension = input_dimension(path)
+    if dimension is None:
+        raise ResultsError(f"cannot convert {path} to l-infinity radii: its input dimension is unknown "
+                           f"(no sidecar {Path(path).name}.json with the data's input shape)")
+    converted = frame.copy()
+    converted["radius"] = linf_radii(frame["radius"].to_numpy(dtype=float), norm, dimension)
+    return converted
+
+
+def norm_labels(paths, labels: Sequence[str], norms: Sequence[str], mixed_norms: bool) -> list[str]:
+    """The labels, refusing files of different norms unless ``mixed_norms`` (then each label ends
+    with its norm, e.g. ``sigma_0.25 [l1]``)."""
+    if len(set(norms)) <= 1:
+        return list(labels)
+    if not mixed_norms:
+        listed = ", ".join(f"{Path(p).name}: {n}" for p, n in zip(paths, norms))
+        raise ResultsError(f"these files certify radii in different norms ({listed}), which are not comparable; "
+                           f"pass --mixed-norms (mixed_norms=True) to show them together anyway, or --norm linf "
+                           f"to convert l2 and l1 radii to (weak) l-infinity ones")
+    return [f"{label} [{norm}]" for label, norm in zip(labels, norms)]
+
+
+def name_norm_columns(table: pd.DataFrame, norm: str) -> pd.DataFrame:
+    """Radius columns that say their norm (``l1 r=0.5``); l2 keeps the reference names (``r=0.5``)."""
+    if norm == "l2":
+        return table
+    return table.rename(columns={c: f"{norm} {c}" for c in table.columns if c.startswith("r=")})
+
+
+def fine_radii(max_radius: float, max_columns: int = 9) -> list[float]:
+    """A radius grid from 0 to ``max_radius`` for small radii (l-infinity): the smallest step
+    1, 2 or 5 x 10^e that needs at most ``max_columns`` points."""
+    if not (math.isfinite(max_radius) and max_radius > 0):
+        return [0.0]
+    for exponent in range(-6, 7):
+        for mantissa in (1, 2, 5):
+            step = mantissa * 10.0 ** exponent
+            count = int(math.ceil(max_radius / step - 1e-9)) + 1
+            if count <= max_columns:
+                return [round(i * step, 12) for i in range(count)]
+    return [0.0, max_radius]
 
 
 # Which way is better, per column kind: certified/clean accuracy and ACR up, abstention down.

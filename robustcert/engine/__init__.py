@@ -16,10 +16,14 @@ from .device import (
 )
 from .monte_carlo import MonteCarloEngine
 from .runner import PRECISIONS, ModelRunner, compiled_model
-from .sampling import GaussianNoise, Segment, derive_seed, fresh_seed, input_generator, plan_batches
+from .sampling import (
+    AblationNoise, AdditiveNoise, GaussianNoise, LaplaceNoise, Segment, UniformNoise, ablate, derive_seed, fresh_seed,
+    input_generator, plan_batches,
+)
 
 __all__ = [
-    "AUTO", "Accumulator", "GaussianNoise", "ModelRunner", "MonteCarloEngine", "PRECISIONS", "Segment",
+    "AUTO", "AblationNoise", "Accumulator", "AdditiveNoise", "GaussianNoise", "LaplaceNoise", "ModelRunner",
+    "MonteCarloEngine", "PRECISIONS", "Segment", "UniformNoise", "ablate",
     "VoteCounter", "as_device", "auto_batch_size", "compiled_model", "configure_cpu", "default_threads",
     "derive_seed", "first_line", "fresh_seed", "input_generator", "is_out_of_memory", "model_device",
     "plan_batches", "resolve_channels_last", "tune_cpu_allocator",

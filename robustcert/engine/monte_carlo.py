@@ -36,7 +36,9 @@ class MonteCarloEngine:
         batch_size: noisy samples per batch (a whole number; ``"auto"`` is resolved before an
             engine is built, see :func:`robustcert.engine.device.auto_batch_size`).
         device, precision, channels_last, compile: see :class:`ModelRunner`.
-        noise: the noise distribution (default :class:`GaussianNoise` of level ``sigma``).
+        noise: the noise distribution (default :class:`GaussianNoise` of level ``sigma``): any object
+            with ``sample_shape`` and ``perturb`` (:mod:`robustcert.engine.sampling`), e.g.
+            Laplace, uniform or randomized-ablation noise.
 
     A noise buffer that cannot be allocated halves ``batch_size`` before any sample of the run
     is drawn; a forward pass that runs out of memory is retried on halves of the same batch
@@ -126,7 +128,9 @@ class MonteCarloEngine:
     def accumulate(self, inputs: torch.Tensor, n: int, accumulator: Accumulator,
                    generators: Sequence[torch.Generator]) -> torch.Tensor:
         """The sampling loop; returns a device flag (did any output have NaN/inf?). No host sync."""
-        buffer = self._noise_buffer(torch.Size(self.noise.sample_shape(tuple(inputs.shape[1:]))), inputs.dtype)
+        input_shape = tuple(inputs.shape[1:])
+        buffer = self._noise_buffer(torch.Size(self.noise.sample_shape(input_shape)), inputs.dtype)
+        noise = self.laid_out_noise(input_shape, buffer.ndim)
         # Noise is drawn on the buffer's memory as one flat contiguous tensor, whatever its layout:
         # i.i.d. draws do not care about element order, and Tensor.normal_ is vectorised only on
         # contiguous tensors (on CPU the strided path is ~8x slower, e.g. 5% of a ResNet-50
@@ -138,7 +142,7 @@ class MonteCarloEngine:
         for segments in plan_batches(inputs.shape[0], n, self.batch_size):
             for seg in segments:
                 chunk = flat[seg.start * per_sample : (seg.start + seg.count) * per_sample].view(seg.count, per_sample)
-                self.noise.perturb(chunk, flat_inputs[seg.row], generators[seg.row])
+                noise.perturb(chunk, flat_inputs[seg.row], generators[seg.row])
             filled = segments[-1].start + segments[-1].count
             outputs = self.runner.outputs(buffer[:filled], accumulator.num_classes)
             # one float64 reduction: NaN or +-inf anywhere makes the sum non-finite, and a float64 sum
@@ -147,6 +151,15 @@ class MonteCarloEngine:
             for seg in segments:
                 accumulator.update(outputs, seg.row, seg.start, seg.start + seg.count)
         return nonfinite
+
+    def laid_out_noise(self, input_shape: tuple[int, ...], batch_ndim: int):
+        """The noise for this run's buffers: additive noise does not care where a value sits, but a
+        noise that treats the channels of a pixel together (ablation) defines ``laid_out`` and is
+        told the input shape and whether batches are channels-last."""
+        laid_out = getattr(self.noise, "laid_out", None)
+        if laid_out is None:
+            return self.noise
+        return laid_out(input_shape, self.runner.memory_format(batch_ndim) == torch.channels_last)
 
     def report(self) -> dict:
         """What the engine did: batch sizes after out-of-memory retries, precision, layout, compile."""

@@ -49,6 +49,7 @@ class SmoothedClassifier:
     """
 
     method = "base"
+    norm = "l2"  # the norm of the certified radius (Gaussian noise: l2)
 
     def __init__(
         self,
@@ -139,6 +140,11 @@ class SmoothedClassifier:
             probes = [probe for _, probe in self._auto_batches.values()]
             merged["auto_batch"] = probes[0] if len(probes) == 1 else probes
         return merged
+
+    def threat_model(self) -> dict:
+        """What the certificates are about: the noise sampled and the norm of the radius (recorded in
+        every run's sidecar; ``robustcert table`` and ``plot`` read the norm back)."""
+        return {"noise": self.make_noise(self.sigma).name, "norm": self.norm}
 
     def settings(self) -> dict:
         """The method's configuration beyond sigma (e.g. dual's split, LVM's grid): recorded with

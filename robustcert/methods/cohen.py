@@ -17,6 +17,11 @@ alpha is spent on a single bound in each: the Clopper-Pearson bound (CERTIFY) or
 test (PREDICT). With probability >= 1 - alpha, a returned class is g's class and, for CERTIFY,
 g is constant on the l2 ball of radius R.
 
+Other noises (``noise="laplace"`` or ``"uniform"``, :mod:`robustcert.methods.noises`) run the same
+two algorithms with delta drawn from that noise; CERTIFY then returns the l1 radius of pA_lower
+(Teng et al. 2020: R = -b ln(2 (1 - pA)); Yang et al. 2020: R = 2 lambda (pA - 1/2)), spending
+alpha on the same single Clopper-Pearson bound.
+
 Example::
 
     from robustcert import Smooth, load_model
@@ -24,6 +29,7 @@ Example::
     smoothed = Smooth(model, num_classes=10, sigma=0.25)
     cert = smoothed.certify(x, n0=100, n=10_000, alpha=0.001, seed=0)
     cert.prediction, cert.radius
+    l1 = Smooth(model, num_classes=10, sigma=0.25, noise="laplace").certify(x, n=10_000)  # l1 radius
 """
 from __future__ import annotations
 
@@ -33,9 +39,9 @@ import numpy as np
 from ..certificate import ABSTAIN, Certificate, Prediction
 from ..engine import VoteCounter
 from ..errors import InvalidArgumentError, check_count
-from ..radius import gaussian_radius
 from ..stats import binomial_test_pvalue, clopper_pearson_lower
 from .base import SmoothedClassifier
+from .noises import noise_model
 from .sequential import SEQUENCE_BOUND, certify_sequential, stopping_rule
 
 CERTIFY_BOUND = "Clopper-Pearson one-sided lower bound on pA"
@@ -58,9 +64,42 @@ def predict_from_counts(counts: np.ndarray, alpha: float) -> tuple[int, float]:
 
 
 class Smooth(SmoothedClassifier):
-    """Randomized smoothing of a hard classifier (Cohen et al. 2019). See the module docstring."""
+    """Randomized smoothing of a hard classifier (Cohen et al. 2019). See the module docstring.
+
+    ``noise``: "gaussian" (l2 radii), "laplace" or "uniform" (l1 radii); ``sigma`` is the noise's
+    per-coordinate standard deviation whichever it is.
+    """
 
     method = "cohen"
+
+    def __init__(self, model, num_classes, sigma, noise: str = "gaussian", **options):
+        super().__init__(model, num_classes, sigma, **options)
+        self.noise_model = noise_model(noise)
+
+    @property
+    def norm(self) -> str:
+        return self.noise_model.norm
+
+    def make_noise(self, sigma):
+        if self.noise_model.name == "gaussian":
+            return super().make_noise(sigma)
+        return self.noise_model.sampler(sigma)
+
+    def settings(self):
+        return {} if self.noise_model.name == "gaussian" else {"noise": self.noise_model.name}
+
+    def certified_radius(self, p_a_lower: float, input_shape) -> float:
+        """The radius that pA_lower certifies (in :attr:`norm`) for inputs of ``input_shape``."""
+        return self.noise_model.radius(self.sigma, p_a_lower)
+
+    def certificate_details(self, input_shape) -> dict:
+        """Method details every certificate of inputs of ``input_shape`` records."""
+        return {} if self.noise_model.name == "gaussian" else {"noise": self.noise_model.name}
+
+    def check_sequential(self) -> None:
+        if self.noise_model.name != "gaussian":
+            raise InvalidArgumentError(f"sequential certification uses the Gaussian l2 radius; it does not support "
+                                       f"noise={self.noise_model.name!r}")
 
     def alpha_spending(self, alpha, sequential=False, **sequential_options):
         return {SEQUENCE_BOUND if sequential else CERTIFY_BOUND: alpha}
@@ -70,6 +109,7 @@ class Smooth(SmoothedClassifier):
         """CERTIFY; ``sequential=True`` stops each input early instead (methods/sequential.py): pass
         ``target_radius=`` or ``tolerance=``, optionally ``n_max=`` (default n), ``growth=``, ``n_first=``."""
         if sequential:
+            self.check_sequential()
             return certify_sequential(self, xs, n0, n, alpha, batch_size, seed, indices, **sequential_options)
         if sequential_options:
             raise InvalidArgumentError(f"{', '.join(sorted(sequential_options))}: only with sequential=True")
@@ -81,24 +121,26 @@ class Smooth(SmoothedClassifier):
         selection_counts, counts = selection.result(), estimation.result()
         seconds = clock.per_input(len(xs))
         return [
-            self._certificate(selection_counts[i], counts[i], n0, n, alpha, seed, index, seconds)
+            self._certificate(selection_counts[i], counts[i], n0, n, alpha, seed, index, seconds, xs.shape[1:])
             for i, index in enumerate(indices)
         ]
 
-    def _certificate(self, selection_counts, counts, n0, n, alpha, seed, index, seconds) -> Certificate:
+    def _certificate(self, selection_counts, counts, n0, n, alpha, seed, index, seconds, input_shape) -> Certificate:
         c_a = int(np.argmax(selection_counts))
         p_a_lower = clopper_pearson_lower(int(counts[c_a]), n, alpha)
         abstain = p_a_lower < 0.5
         return Certificate(
             prediction=ABSTAIN if abstain else c_a,
-            radius=0.0 if abstain else gaussian_radius(self.sigma, p_a_lower),
+            radius=0.0 if abstain else self.certified_radius(p_a_lower, input_shape),
             p_lower=p_a_lower,
             counts=[int(c) for c in counts],
             n0=n0, n=n, alpha=alpha, sigma=self.sigma, method=self.method, seed=seed, index=index,
             alpha_spending={CERTIFY_BOUND: alpha},  # not self.alpha_spending: SequentialSmooth(sequential=False) lands here
             samples_used=n0 + n,
             time=seconds,
-            details={"selected_class": c_a, "selection_counts": [int(c) for c in selection_counts]},
+            details={"selected_class": c_a, "selection_counts": [int(c) for c in selection_counts],
+                     **self.certificate_details(input_shape)},
+            norm=self.norm,
         )
 
     def predict_batch(self, xs, n=1000, alpha=0.001, batch_size=1000, seed=0, indices=None):
@@ -131,6 +173,7 @@ class SequentialSmooth(Smooth):
                  tolerance: float | None = None, n_max: int | None = None, growth: float = 2.0,
                  n_first: int | None = None, **smooth_options):
         super().__init__(model, num_classes, sigma, **smooth_options)
+        self.check_sequential()
         stopping_rule(self.sigma, target_radius, tolerance)  # refuse bad options now, not at the first input
         if n_max is not None:
             check_count(n_max, "n_max")

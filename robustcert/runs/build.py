@@ -3,6 +3,8 @@ with their ``--model``, ``--data``, ``--method`` and method options, as one Pyth
 
     smoothed, dataset, options = build_smoothed("cohen", "bundled:digits-0.25", sigma=0.25, data="digits")
     certify_dataset(smoothed, dataset, "out.tsv", **options)
+    build_smoothed("cohen", "bundled:digits-0.25", sigma=0.25, noise="laplace")      # l1 certificates
+    build_smoothed("ablation", "bundled:digits-ablation-k12", keep=12)               # l0 (pixels)
 
 ``build_smoothed`` loads the model and the dataset, checks that they fit (classes, input shape),
 puts a diffusion denoiser in front when asked, and builds the method with
@@ -19,6 +21,7 @@ from typing import Callable, Sequence
 from ..data import load_dataset
 from ..engine import as_device
 from ..errors import InvalidArgumentError, ShapeError
+from ..methods.ablation import AblationSmooth
 from ..methods.cohen import Smooth
 from ..methods.diffusion import with_denoiser
 from ..methods.dual import DualSmooth
@@ -33,17 +36,36 @@ def option_name(name: str) -> str:
 
 
 def build_cohen(loaded, num_classes, sigma, device, options, trust_checkpoint):
-    """Cohen et al.'s CERTIFY; with ``sequential=True`` (``--sequential``), SEQUENTIAL-CERTIFY:
-    each input stops early (``target_radius`` or ``tolerance``, at most ``n_max`` samples). The
-    sequential options are returned as certify options."""
-    sequential = {name: options.pop(name, None) for name in METHOD_OPTIONS["cohen"]}
+    """Cohen et al.'s CERTIFY, with ``noise`` "gaussian" (default, l2), "laplace" or "uniform" (l1);
+    with ``sequential=True`` (``--sequential``), SEQUENTIAL-CERTIFY: each input stops early
+    (``target_radius`` or ``tolerance``, at most ``n_max`` samples). The sequential options are
+    returned as certify options."""
+    noise = options.pop("noise", None) or "gaussian"
+    sequential = {name: options.pop(name, None) for name in METHOD_OPTIONS["cohen"] if name != "noise"}
+    smoothed = Smooth(loaded.module, num_classes, sigma, noise=noise, device=device, input_shape=loaded.input_shape)
     if not sequential.pop("sequential"):
         given = [name for name, value in sequential.items() if value is not None]
         if given:
             raise InvalidArgumentError(f"{option_name(given[0])} needs --sequential")
-        return Smooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape), {}
-    smoothed = Smooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape)
+        return smoothed, {}
+    smoothed.check_sequential()
     return smoothed, {"sequential": True, **{k: v for k, v in sequential.items() if v is not None}}
+
+
+def build_ablation(loaded, num_classes, sigma, device, options, trust_checkpoint):
+    """Randomized ablation (Levine and Feizi 2020) keeping ``keep`` pixels (``--keep``): the base
+    model takes the ablated encoding, twice the data's channels (checked by
+    :func:`ablation_model_input_shape`)."""
+    if options.get("keep") is None:
+        raise InvalidArgumentError("--method ablation needs --keep K (how many pixels each ablated sample keeps)")
+    shape = loaded.input_shape
+    data_shape = None if shape is None else (shape[0] // 2, *shape[1:])
+    return AblationSmooth(loaded.module, num_classes, options["keep"], device=device, input_shape=data_shape), {}
+
+
+def ablation_model_input_shape(dataset_shape, options):
+    """Randomized ablation's base model takes (2C, *spatial) for data (C, *spatial)."""
+    return (2 * dataset_shape[0], *dataset_shape[1:])
 
 
 def build_dual(loaded, num_classes, sigma, device, options, trust_checkpoint):
@@ -105,14 +127,30 @@ def build_lvm(loaded, num_classes, sigma, device, options, trust_checkpoint):
                            **kwargs), {}
 
 
-METHOD_BUILDERS: dict[str, Callable] = {"cohen": build_cohen, "dual": build_dual, "lvm": build_lvm}
+METHOD_BUILDERS: dict[str, Callable] = {"cohen": build_cohen, "dual": build_dual, "lvm": build_lvm,
+                                         "ablation": build_ablation}
 METHOD_OPTIONS = {
-    "cohen": ("sequential", "target_radius", "tolerance", "n_max"),
+    "cohen": ("sequential", "target_radius", "tolerance", "n_max", "noise"),
     "dual": ("model2", "arch2", "sigma2", "dual_split"),
     "lvm": ("maps", "temperatures", "lipschitz", "lvm_selection"),
+    "ablation": ("keep",),
 }
 # How ``model``'s input shape follows from the dataset's (default: the dataset's own shape).
-METHOD_INPUT_SHAPES = {"dual": dual_model_input_shape}
+METHOD_INPUT_SHAPES = {"dual": dual_model_input_shape, "ablation": ablation_model_input_shape}
+# Methods without a noise level (every other method needs sigma).
+METHODS_WITHOUT_SIGMA = ("ablation",)
+
+
+def check_sigma_given(method: str, sigma, denoiser) -> None:
+    """``--sigma`` is required by every noise method and meaningless for ablation (so is a denoiser)."""
+    if method in METHODS_WITHOUT_SIGMA:
+        if sigma is not None:
+            raise InvalidArgumentError(f"--method {method} has no noise level: drop --sigma (--keep sets how many "
+                                       f"pixels each sample keeps)")
+        if denoiser is not None:
+            raise InvalidArgumentError(f"--denoiser removes Gaussian noise; --method {method} adds none")
+    elif sigma is None:
+        raise InvalidArgumentError(f"--method {method} needs --sigma (the noise's standard deviation)")
 
 
 def options_for(method: str, options: dict) -> dict:
@@ -158,7 +196,7 @@ def load_model_and_data(model_spec: str, data, split: str = "test", arch: str | 
     return loaded, dataset
 
 
-def build_smoothed(method: str, model: str, *, sigma: float, data="digits", split: str = "test",
+def build_smoothed(method: str, model: str, *, sigma: float | None = None, data="digits", split: str = "test",
                    arch: str | None = None, trust_checkpoint: bool = False, device="auto",
                    denoiser: str | None = None, denoiser_steps: int | None = None, precision: str | None = None,
                    channels_last: bool | None = None, compile: bool | None = None, **method_options):
@@ -170,6 +208,7 @@ def build_smoothed(method: str, model: str, *, sigma: float, data="digits", spli
     """
     device = as_device(device)
     options = options_for(method, {k: v for k, v in method_options.items() if v is not None})
+    check_sigma_given(method, sigma, denoiser)
     shape_rule = METHOD_INPUT_SHAPES.get(method)
     loaded, dataset = load_model_and_data(
         model, data, split, arch, trust_checkpoint, device,
