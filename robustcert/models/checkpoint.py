@@ -65,6 +65,10 @@ ARCHITECTURES: dict[str, Architecture] = {
     # dual smoothing branch models on half digits (checkerboard / columns: 1x8x4, rows: 1x4x8)
     "digits_sub_8x4": Architecture(lambda k: DigitsCNN(k, 8, 4), DIGITS_MEAN, DIGITS_STD, 10, (1, 8, 4)),
     "digits_sub_4x8": Architecture(lambda k: DigitsCNN(k, 4, 8), DIGITS_MEAN, DIGITS_STD, 10, (1, 4, 8)),
+    # randomized ablation (Levine and Feizi 2020): ablated digits, channels (x, 1 - x) and zeros where absent;
+    # no normalisation, so that an ablated pixel stays exactly zero
+    "digits_cnn_ablation": Architecture(lambda k: DigitsCNN(k, in_channels=2), (0.0, 0.0), (1.0, 1.0), 10,
+                                        (2, 8, 8)),
 }
 
 
