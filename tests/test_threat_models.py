@@ -7,20 +7,25 @@ at a large alpha and a loosened-formula control that the same check must reject.
 """
 import dataclasses
 import itertools
+import json
 import math
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from scipy import stats
 
 import robustcert.methods.ablation as ablation_module
 import robustcert.methods.noises as noises
 from robustcert import ABSTAIN, AblationSmooth, InvalidArgumentError, SequentialSmooth, Smooth
+from robustcert.cli import main
 from robustcert.engine import AblationNoise, LaplaceNoise, UniformNoise, ablate
 from robustcert.engine.sampling import fill_symmetric_grid
+from robustcert.plotting import radius_axis
 from robustcert.radius import ablation_delta, ablation_radius, laplace_l1_radius, uniform_l1_radius
+from robustcert.results import ResultsError, linf_radii, table_from_files
 from robustcert.stats import clopper_pearson_lower
 
 from conftest import LinearBinary, binomial_slack
@@ -310,3 +315,65 @@ def test_ablation_refuses_bad_arguments():
     with pytest.raises(InvalidArgumentError, match="sequential"):
         AblationSmooth(TouchesFirst(M), 2, keep=3).certify(torch.zeros(1, 8, 8), n=10, sequential=True,
                                                            target_radius=1)
+
+
+# --------------------------------------------------------------------------- tables and plots: norms
+RADII_TSV = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t1\t1\t0.8\t1\t1.0\n1\t2\t2\t0.4\t1\t1.0\n2\t3\t-1\t0.0\t0\t1.0\n"
+
+
+def result_file(folder, name, norm=None, input_shape=(1, 8, 8)):
+    """A certify TSV with radii 0.8, 0.4 and an abstention, and a sidecar recording ``norm``."""
+    path = folder / f"{name}.tsv"
+    path.write_text(RADII_TSV)
+    if norm is not None:
+        sidecar = {"kind": "certify", "norm": norm, "data": {"spec": "digits", "input_shape": list(input_shape)}}
+        path.with_name(path.name + ".json").write_text(json.dumps(sidecar))
+    return path
+
+
+def test_table_names_the_norm_and_refuses_to_mix_norms(tmp_path):
+    l2, l1, l0 = (result_file(tmp_path, n, n) for n in ("l2", "l1", "l0"))
+    reference = result_file(tmp_path, "reference")  # no sidecar: Cohen et al.'s l2 format
+    assert list(table_from_files([l2, reference], [0, 0.5]).columns[:2]) == ["r=0", "r=0.5"]
+    assert list(table_from_files([l1], [0, 0.5]).columns[:2]) == ["l1 r=0", "l1 r=0.5"]
+    assert list(table_from_files([l0], [0, 1]).columns[:2]) == ["l0 r=0", "l0 r=1"]
+    with pytest.raises(ResultsError, match="different norms .*l2.tsv: l2, l1.tsv: l1.*--mixed-norms"):
+        table_from_files([l2, l1], [0, 0.5])
+    mixed = table_from_files([l2, l1], [0, 0.5], mixed_norms=True)
+    assert list(mixed.index) == ["l2 [l2]", "l1 [l1]"] and list(mixed.columns[:2]) == ["r=0", "r=0.5"]
+    assert mixed.loc["l1 [l1]", "r=0.5"] == pytest.approx(1 / 3)
+
+
+def test_table_converts_l2_and_l1_radii_to_linf(tmp_path):
+    l2, l1 = result_file(tmp_path, "l2", "l2"), result_file(tmp_path, "l1", "l1")
+    r2, r1 = 0.4 / math.sqrt(64), 0.4 / 64  # the smaller radius, converted: R / sqrt(d) and R / d
+    table = table_from_files([l2, l1], [0, r1, r2], norm="linf")
+    assert list(table.columns[:3]) == [f"linf r={0:g}", f"linf r={r1:g}", f"linf r={r2:g}"]
+    assert table.loc["l2", f"linf r={r2:g}"] == pytest.approx(2 / 3) and table.loc["l1", f"linf r={r2:g}"] == 0.0
+    assert table.loc["l1", f"linf r={r1:g}"] == pytest.approx(2 / 3)
+    assert table.loc["l2", "ACR"] == pytest.approx((0.8 + 0.4) / 3 / 8)
+    default = table_from_files([l2], norm="linf")  # a grid for small radii, not 0 and 0.25
+    assert len(default.columns) > 6
+    with pytest.raises(ResultsError, match="l0 radii, which do not convert"):
+        table_from_files([result_file(tmp_path, "l0", "l0")], norm="linf")
+    with pytest.raises(ResultsError, match="input dimension is unknown"):
+        table_from_files([result_file(tmp_path, "reference")], norm="linf")
+    with pytest.raises(ResultsError, match="do not convert to l2"):
+        table_from_files([l1], norm="l2")
+    assert linf_radii(np.array([3.0]), "l2", 9)[0] == 1.0 and linf_radii(np.array([3.0]), "l1", 9)[0] == pytest.approx(1 / 3)
+
+
+def test_table_and_plot_commands_with_norms(tmp_path):
+    l2, l1, l0 = (result_file(tmp_path, n, n) for n in ("l2", "l1", "l0"))
+    result = CliRunner().invoke(main, ["table", str(l2), str(l1), "--norm", "linf", "--radii", "0,0.01"])
+    assert result.exit_code == 0 and "linf r=0.01" in result.stdout and "weak" in result.stderr
+    result = CliRunner().invoke(main, ["table", str(l2), str(l1)])
+    assert result.exit_code == 2 and "--mixed-norms" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert CliRunner().invoke(main, ["table", str(l2), str(l1), "--mixed-norms"]).exit_code == 0
+    result = CliRunner().invoke(main, ["plot", str(l2), str(l1), "--out", str(tmp_path / "c.png")])
+    assert result.exit_code == 2 and "--mixed-norms" in result.stderr and not (tmp_path / "c.png").exists()
+    result = CliRunner().invoke(main, ["plot", str(l2), str(l1), "--mixed-norms", "--out", str(tmp_path / "c.png")])
+    assert result.exit_code == 0 and (tmp_path / "c.png").stat().st_size > 1000
+    assert radius_axis([l0], ["a"], False) == ("pixels changed (l0)", ["a"])
+    assert radius_axis([l1, l1], ["a", "b"], False)[0] == "radius (l1, pixel units in [0,1])"
+    assert radius_axis([l1, l2], ["a", "b"], True)[1] == ["a [l1]", "b [l2]"]
