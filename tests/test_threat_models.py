@@ -19,13 +19,15 @@ from scipy import stats
 
 import robustcert.methods.ablation as ablation_module
 import robustcert.methods.noises as noises
-from robustcert import ABSTAIN, AblationSmooth, InvalidArgumentError, SequentialSmooth, Smooth
+from robustcert import (
+    ABSTAIN, AblationSmooth, InvalidArgumentError, SequentialSmooth, Smooth, certify_dataset, load_dataset, load_model,
+)
 from robustcert.cli import main
 from robustcert.engine import AblationNoise, LaplaceNoise, UniformNoise, ablate
 from robustcert.engine.sampling import fill_symmetric_grid
 from robustcert.plotting import radius_axis
 from robustcert.radius import ablation_delta, ablation_radius, laplace_l1_radius, uniform_l1_radius
-from robustcert.results import ResultsError, linf_radii, table_from_files
+from robustcert.results import ResultsError, linf_radii, read_results, table_from_files
 from robustcert.stats import clopper_pearson_lower
 
 from conftest import LinearBinary, binomial_slack
@@ -377,3 +379,74 @@ def test_table_and_plot_commands_with_norms(tmp_path):
     assert radius_axis([l0], ["a"], False) == ("pixels changed (l0)", ["a"])
     assert radius_axis([l1, l1], ["a", "b"], False)[0] == "radius (l1, pixel units in [0,1])"
     assert radius_axis([l1, l2], ["a", "b"], True)[1] == ["a [l1]", "b [l2]"]
+
+
+# --------------------------------------------------------------------------- dataset runs and the command line
+ABLATION_MODEL = "bundled:digits-ablation-k8"
+RUN = ["--data", "digits", "--n0", "10", "--n", "200", "--batch", "200", "--max", "4", "--threads", "1", "--quiet"]
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_sidecars_record_noise_norm_and_alpha_spending(tmp_path):
+    laplace = tmp_path / "laplace.tsv"
+    result = run_cli("certify", "--model", "bundled:digits-0.25", "--sigma", "0.25", "--noise", "laplace",
+                     "--out", laplace, *RUN)
+    assert result.exit_code == 0, result.output
+    record = json.loads(laplace.with_name("laplace.tsv.json").read_text())
+    assert (record["noise"], record["norm"], record["parameters"]["noise"]) == ("laplace", "l1", "laplace")
+    assert sum(record["parameters"]["alpha_spending"].values()) == pytest.approx(record["parameters"]["alpha"])
+    ablated = tmp_path / "ablation.tsv"
+    result = run_cli("certify", "--method", "ablation", "--model", ABLATION_MODEL, "--keep", "8", "--out", ablated,
+                     *RUN)
+    assert result.exit_code == 0, result.output
+    record = json.loads(ablated.with_name("ablation.tsv.json").read_text())
+    assert (record["method"], record["noise"], record["norm"]) == ("ablation", "ablation", "l0")
+    assert record["parameters"]["keep"] == 8 and record["parameters"]["sigma"] is None
+    assert record["parameters"]["alpha_spending"] == {"Clopper-Pearson one-sided lower bound on pA": 0.001}
+    radii = read_results(ablated)["radius"]
+    assert ((radii == radii.round()) & (radii >= 0)).all()  # whole numbers of pixels
+    gaussian = tmp_path / "gaussian.tsv"
+    assert run_cli("certify", "--model", "bundled:digits-0.25", "--sigma", "0.25", "--out", gaussian, *RUN).exit_code == 0
+    record = json.loads(gaussian.with_name("gaussian.tsv.json").read_text())
+    assert (record["noise"], record["norm"]) == ("gaussian", "l2") and "noise" not in record["parameters"]
+    # resuming with another noise is refused: its radii would be in another norm
+    result = run_cli("certify", "--model", "bundled:digits-0.25", "--sigma", "0.25", "--noise", "uniform",
+                     "--out", laplace, "--resume", *RUN)
+    assert result.exit_code == 2 and "differs from the first run in noise" in result.stderr
+    result = run_cli("table", laplace, ablated)
+    assert result.exit_code == 2 and "different norms" in result.stderr
+
+
+def test_python_dataset_run_with_ablation_matches_its_certificates():
+    smoothed = AblationSmooth(load_model(ABLATION_MODEL), num_classes=10, keep=8, input_shape=(1, 8, 8))
+    frame = certify_dataset(smoothed, "digits", n0=10, n=300, batch_size=300, max_inputs=3, progress=False)
+    x, _ = load_dataset("digits")[1]
+    cert = smoothed.certify(x, n0=10, n=300, batch_size=300, seed=0, index=1)
+    assert frame.loc[1, "radius"] == cert.radius and cert.norm == "l0" and smoothed.threat_model() == \
+        {"noise": "ablation", "norm": "l0"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "ablation", "--model", ABLATION_MODEL], "--method ablation needs --keep"),
+    (["--method", "ablation", "--model", ABLATION_MODEL, "--keep", "8", "--sigma", "0.25"], "drop --sigma"),
+    (["--method", "ablation", "--model", ABLATION_MODEL, "--keep", "65"], "more than the 64 pixels"),
+    (["--method", "ablation", "--model", "bundled:digits-0.25", "--keep", "8"], "expects inputs (1, 8, 8)"),
+    (["--method", "ablation", "--model", ABLATION_MODEL, "--keep", "8", "--denoiser", "bundled:digits-ddpm"],
+     "--denoiser"),
+    (["--model", "bundled:digits-0.25"], "needs --sigma"),
+    (["--model", "bundled:digits-0.25", "--sigma", "0.25", "--noise", "cauchy"], "Invalid value for '--noise'"),
+    (["--model", "bundled:digits-0.25", "--sigma", "0.25", "--noise", "laplace", "--sequential",
+      "--target-radius", "0.5"], "does not support noise='laplace'"),
+    (["--method", "dual", "--model", "bundled:digits-dual-a-0.25", "--model2", "bundled:digits-dual-b-0.25",
+      "--sigma", "0.25", "--noise", "laplace"], "--noise is an option of --method cohen"),
+    (["--model", "bundled:digits-0.25", "--sigma", "0.25", "--keep", "8"], "--keep is an option of --method ablation"),
+])
+def test_threat_model_options_are_checked(tmp_path, args, message):
+    out = tmp_path / "out.tsv"
+    result = run_cli("certify", *args, "--out", out, *RUN)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert not out.exists()
