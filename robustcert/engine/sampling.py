@@ -133,8 +133,8 @@ class LaplaceNoise(AdditiveNoise):
     Inverse CDF of a symmetric uniform w in (-1, 1) (:func:`fill_symmetric_grid`):
     z = sign(w) * b * (-ln(1 - |w|)), since -ln(1 - U) is Exp(1) for U uniform on (0, 1) and the
     sign is independent of |w|. The grid is finite, so |z| <= b ln(2^24) = 16.6 b: the tail beyond
-    has probability e^-16.6 = 6e-8 per coordinate, the same kind of truncation as torch's own
-    Gaussian sampler (see docs on floating point in the README).
+    has probability e^-16.6 = 6e-8 per coordinate (torch's own Gaussian sampler also draws from
+    float grids; the floating-point caveats of randomized smoothing apply to every additive noise).
     """
 
     name = "laplace"

@@ -72,8 +72,8 @@ class Smooth(SmoothedClassifier):
 
     method = "cohen"
 
-    def __init__(self, model, num_classes, sigma, noise: str = "gaussian", **options):
-        super().__init__(model, num_classes, sigma, **options)
+    def __init__(self, model, num_classes, sigma, *args, noise: str = "gaussian", **options):
+        super().__init__(model, num_classes, sigma, *args, **options)
         self.noise_model = noise_model(noise)
 
     @property

@@ -238,7 +238,8 @@ def certify_dataset(smoothed, data, out: str | Path | None = None, *, n0: int = 
     """CERTIFY every ``skip``-th input of a dataset (at most ``max_inputs``; -1: all).
 
     Args:
-        smoothed: a smoothed classifier (Smooth, SequentialSmooth, DualSmooth, LipschitzSmooth, ...).
+        smoothed: a smoothed classifier (Smooth, SequentialSmooth, DualSmooth, LipschitzSmooth,
+            AblationSmooth, ...).
         data: a dataset from :func:`robustcert.load_dataset`, or its specification (``"digits"``,
             ``"npz:PATH"``, ...) loaded with ``split``.
         out: the certify TSV to write (with the sidecar ``out.json``), or None for no files.
