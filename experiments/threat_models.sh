@@ -4,8 +4,10 @@
 #
 #   bash experiments/threat_models.sh digits-models    # train the digits models (~10 min, 1 thread)
 #   bash experiments/threat_models.sh digits           # certify on digits (~60 min on a loaded 2-core machine)
-#   bash experiments/threat_models.sh fashion-models   # train the Fashion-MNIST models (~30 min on a loaded 2-core machine)
-#   bash experiments/threat_models.sh fashion          # certify on Fashion-MNIST (~100 min)
+#   DEVICE=cuda bash experiments/threat_models.sh fashion-models   # train the Fashion-MNIST models
+#   DEVICE=cuda bash experiments/threat_models.sh fashion          # certify on Fashion-MNIST (1000 images)
+# (the Fashion-MNIST figures were made on one H200 GPU: a few minutes; on a CPU, DEVICE=cpu SKIP=40
+# certifies 250 images in about 25 CPU-minutes per run)
 #   bash experiments/threat_models.sh tables           # the tables of results/threat-models/README.md
 #
 # Models and the Fashion-MNIST npz go to tmp/threat-models/ (ignored by git); result files to
@@ -15,8 +17,10 @@ export OMP_NUM_THREADS=1
 MODELS=tmp/threat-models
 OUT=results/threat-models
 FASHION=${FASHION:-/usr/share/datasets/fashion-mnist}   # Debian's dataset-fashion-mnist
+DEVICE=${DEVICE:-cpu}
+SKIP=${SKIP:-10}   # Fashion-MNIST: every SKIP-th test image
 mkdir -p "$MODELS" "$OUT/digits" "$OUT/fashion-mnist"
-COMMON=(--n0 100 --n 10000 --alpha 0.001 --batch 1000 --seed 0 --threads 1 --quiet --device cpu)
+COMMON=(--n0 100 --n 10000 --alpha 0.001 --batch 1000 --seed 0 --threads 1 --quiet)
 
 certify() {  # certify OUT.tsv ARGS...: an interrupted (or finished) run is resumed
     local out=$1; shift
@@ -35,7 +39,7 @@ digits-models)
         python experiments/train_ablation.py --data digits --noise $noise --sigma $s --out $MODELS/digits-$noise-$s.pt
     done; done ;;
 digits)
-    D=(--data digits "${COMMON[@]}")
+    D=(--data digits "${COMMON[@]}" --device cpu)
     # the l2 runs of the same models, same settings and samples: results/demo/digits-0.25.tsv, digits-0.50.tsv
     for s in 0.25 0.50; do
         for noise in laplace uniform; do
@@ -47,14 +51,14 @@ digits)
         certify $OUT/digits/ablation-k$k.tsv --method ablation --keep $k --model $MODELS/digits-ablation-k$k.pt "${D[@]}"
     done ;;
 fashion-models)
-    python experiments/train_ablation.py --data fashion-mnist:$FASHION --ablation 45 --epochs 6 --out $MODELS/fashion-ablation-k45.pt \
+    python experiments/train_ablation.py --data fashion-mnist:$FASHION --ablation 45 --epochs 10 --device $DEVICE --out $MODELS/fashion-ablation-k45.pt \
         --export-test $MODELS/fashion-test.npz
     for noise in gaussian laplace uniform; do
-        python experiments/train_ablation.py --data fashion-mnist:$FASHION --noise $noise --sigma 0.5 --epochs 6 \
+        python experiments/train_ablation.py --data fashion-mnist:$FASHION --noise $noise --sigma 0.5 --epochs 10 --device $DEVICE \
             --out $MODELS/fashion-$noise-0.50.pt
     done ;;
 fashion)
-    F=(--data npz:$MODELS/fashion-test.npz --skip 40 "${COMMON[@]}")   # 250 test images
+    F=(--data npz:$MODELS/fashion-test.npz --skip $SKIP "${COMMON[@]}" --device $DEVICE)
     for noise in gaussian laplace uniform; do
         certify $OUT/fashion-mnist/$noise-0.50.tsv --model $MODELS/fashion-$noise-0.50.pt --sigma 0.5 --noise $noise "${F[@]}"
     done

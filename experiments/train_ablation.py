@@ -94,7 +94,7 @@ def augmenter(ablation: int | None, noise: str | None, sigma: float | None):
 
 
 def train(model, x_train, y_train, augment, epochs, batch_size, lr, copies, seed, log):
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=x_train.device).manual_seed(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
@@ -102,7 +102,7 @@ def train(model, x_train, y_train, augment, epochs, batch_size, lr, copies, seed
     for epoch in range(epochs):
         model.train()
         started, total = time.perf_counter(), 0.0
-        for batch in torch.randperm(len(x_train), generator=generator).split(batch_size):
+        for batch in torch.randperm(len(x_train), generator=generator, device=x_train.device).split(batch_size):
             x = x_train[batch].repeat(copies, 1, 1, 1)
             y = y_train[batch].repeat(copies)
             loss = F.cross_entropy(model(augment(x, generator)), y)
@@ -119,7 +119,7 @@ def train(model, x_train, y_train, augment, epochs, batch_size, lr, copies, seed
 
 def augmented_accuracy(model, x, y, augment, seed: int) -> float:
     """Accuracy of the base model on one augmented (ablated or noisy) copy of each test input."""
-    generator = torch.Generator().manual_seed(seed + 1)
+    generator = torch.Generator(device=x.device).manual_seed(seed + 1)
     with torch.no_grad():
         correct = sum(int((model(augment(xb, generator)).argmax(1) == yb).sum())
                       for xb, yb in zip(x.split(1000), y.split(1000)))
@@ -137,6 +137,7 @@ def main():
                         "(default: 4 for digits, as experiments/train_digits.py; 1 for fashion-mnist)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the model is saved for the CPU)")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint to write")
     parser.add_argument("--bundle", action="store_true",
                         help="digits ablation: write robustcert/models/weights/digits-ablation-kK.pt")
@@ -167,9 +168,13 @@ def main():
             NormalizeLayer(FASHION_MEAN, FASHION_STD)
         model = nn.Sequential(norm, SmallCNN(in_channels))
         epochs, batch_size, lr, copies = args.epochs or 10, 128, 1e-3, args.copies or 1
+    device = torch.device(args.device)
+    model.to(device)
+    x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
     augment = augmenter(args.ablation, args.noise, args.sigma)
     what = f"ablation k={args.ablation}" if args.ablation is not None else f"{args.noise} noise sigma={args.sigma}"
-    print(f"training on {args.data} ({len(y_train)} images) with {what}, {epochs} epochs, {args.threads} thread(s)")
+    print(f"training on {args.data} ({len(y_train)} images) with {what}, {epochs} epochs, on {device}"
+          f"{f' ({args.threads} thread(s))' if device.type == 'cpu' else ''}")
     history = train(model, x_train, y_train, augment, epochs, batch_size, lr, copies, args.seed,
                     lambda line: print(line, flush=True))
     accuracy = augmented_accuracy(model, x_test, y_test, augment, args.seed)
@@ -183,6 +188,7 @@ def main():
         out = WEIGHTS_DIR / f"digits-ablation-k{args.ablation}.pt"
     if out is None:
         parser.error("give --out PATH (or --bundle)")
+    model.cpu()
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"recipe": recipe, "epochs": epochs, "seed": args.seed, "keep": args.ablation, "noise": args.noise,
               "noise_sd": args.sigma, "augmented_test_accuracy": accuracy, "history": history}
