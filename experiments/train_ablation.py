@@ -109,7 +109,7 @@ def train(model, x_train, y_train, augment, epochs, batch_size, lr, copies, seed
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
         scheduler.step()
         history.append({"epoch": epoch + 1, "loss": total / len(x_train), "seconds": time.perf_counter() - started})
         log(f"epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f} ({history[-1]['seconds']:.1f} s)")
