@@ -17,11 +17,11 @@ and times each noise's sampling against Gaussian noise's:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 import statistics
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from robustcert import AblationSmooth, Smooth
 from robustcert.engine import AblationNoise, GaussianNoise, LaplaceNoise, UniformNoise
 from robustcert.radius import laplace_l1_radius, uniform_l1_radius
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_threat_models import SubsetIndex  # noqa: E402  (the model of the CPU test, on CUDA here)
+
 DEVICE = torch.device("cuda")
 
 
@@ -39,32 +42,6 @@ class Threshold(torch.nn.Module):
     def forward(self, x):
         score = x[:, 0]
         return torch.stack([-score, score], dim=1)
-
-
-class SubsetIndex(torch.nn.Module):
-    """The class of an ablated sample is the subset of kept pixels (bit pattern -> index); a sample
-    whose encoding is not exact goes to the last class."""
-
-    def __init__(self, clean, keep):
-        super().__init__()
-        self.clean, self.keep = clean, keep
-        pixels = clean[0].numel()
-        self.subsets = list(itertools.combinations(range(pixels), keep))
-        lookup = torch.full((2 ** pixels,), len(self.subsets), dtype=torch.long)
-        for i, subset in enumerate(self.subsets):
-            lookup[sum(1 << p for p in subset)] = i
-        self.lookup = lookup.to(clean.device)
-        self.powers = (2 ** torch.arange(pixels, device=clean.device)).long()
-
-    def forward(self, z):
-        channels = self.clean.shape[0]
-        x = self.clean.reshape(1, channels, -1)
-        first, second = z[:, :channels].reshape(len(z), channels, -1), z[:, channels:].reshape(len(z), channels, -1)
-        kept = (first + second).sum(1) > 0.5 * channels
-        good = torch.where(kept[:, None], (first == x) & (second == 1 - x), (first == 0) & (second == 0)).all(dim=(1, 2))
-        index = self.lookup[(kept.long() * self.powers).sum(1)]
-        index = torch.where(good, index, torch.full_like(index, len(self.subsets)))
-        return torch.nn.functional.one_hot(index, len(self.subsets) + 1).float()
 
 
 def laws(report):

@@ -185,15 +185,21 @@ def test_ablation_radius_is_the_largest_certified_rho():
 
 # --------------------------------------------------------------------------- ablation: the sampler
 class SubsetIndex(torch.nn.Module):
-    """Classifies an ablated input by WHICH pixels were kept (one class per subset), after checking
-    the encoding: a kept pixel holds (x, 1 - x) in its 2C channels, an ablated one zeros; anything
-    else is the extra last class."""
+    """Classifies an ablated input by WHICH pixels were kept (one class per subset, through the
+    bit pattern of the kept set), after checking the encoding: a kept pixel holds (x, 1 - x) in its
+    2C channels, an ablated one zeros; anything else is the extra last class. Works on any device
+    (experiments/gpu_threat_models_check.py runs it on CUDA)."""
 
     def __init__(self, clean: torch.Tensor, keep: int):
         super().__init__()
         self.clean, self.keep = clean, keep
         pixels = clean[0].numel()
-        self.subsets = {s: i for i, s in enumerate(itertools.combinations(range(pixels), keep))}
+        self.subsets = list(itertools.combinations(range(pixels), keep))
+        lookup = torch.full((2 ** pixels,), len(self.subsets), dtype=torch.long)
+        for i, subset in enumerate(self.subsets):
+            lookup[sum(1 << p for p in subset)] = i
+        self.lookup = lookup.to(clean.device)
+        self.powers = (2 ** torch.arange(pixels, device=clean.device)).long()
 
     def forward(self, z):
         channels = self.clean.shape[0]
@@ -201,11 +207,8 @@ class SubsetIndex(torch.nn.Module):
         first, second = z[:, :channels].reshape(len(z), channels, -1), z[:, channels:].reshape(len(z), channels, -1)
         kept = (first + second).sum(1) > 0.5 * channels
         good = torch.where(kept[:, None], (first == x) & (second == 1 - x), (first == 0) & (second == 0)).all(dim=(1, 2))
-        good &= kept.sum(1) == self.keep
-        classes = torch.full((len(z),), len(self.subsets), dtype=torch.long)
-        for row in torch.nonzero(good).flatten().tolist():
-            classes[row] = self.subsets[tuple(torch.nonzero(kept[row]).flatten().tolist())]
-        return torch.nn.functional.one_hot(classes, len(self.subsets) + 1).float()
+        index = torch.where(good, self.lookup[(kept.long() * self.powers).sum(1)], len(self.subsets))
+        return torch.nn.functional.one_hot(index, len(self.subsets) + 1).float()
 
 
 @pytest.mark.parametrize("channels, channels_last", [(1, False), (1, True), (3, False), (3, True)])
