@@ -9,6 +9,7 @@
 # (the Fashion-MNIST figures were made on one H200 GPU: a few minutes; on a CPU, DEVICE=cpu SKIP=40
 # certifies 250 images in about 25 CPU-minutes per run)
 #   bash experiments/threat_models.sh tables           # the tables of results/threat-models/README.md
+#   bash experiments/threat_models.sh plots            # its figures
 #
 # Models and the Fashion-MNIST npz go to tmp/threat-models/ (ignored by git); result files to
 # results/threat-models/. One torch thread throughout (a shared 2-core machine).
@@ -69,13 +70,22 @@ tables)
         python -m robustcert table $OUT/digits/{gaussian-trained,laplace-trained}-$s-laplace.tsv \
             $OUT/digits/{gaussian-trained,uniform-trained}-$s-uniform.tsv --radii 0:1.5:0.25 "${T[@]}"
         python -m robustcert table results/demo/digits-$s.tsv $OUT/digits/*-trained-$s-{laplace,uniform}.tsv \
-            --norm linf --radii 0:0.1:0.025 "${T[@]}"
+            --norm linf --radii 0,0.0025,0.005,0.01,0.025,0.05,0.075,0.1 "${T[@]}"
     done
     python -m robustcert table $OUT/digits/ablation-k{8,16}.tsv --radii 0:5:1 "${T[@]}"
     python -m robustcert table $OUT/fashion-mnist/{laplace,uniform}-0.50.tsv --radii 0:3:0.5 "${T[@]}"
+    python -m robustcert table $OUT/fashion-mnist/gaussian-0.50.tsv --radii 0:2:0.25 "${T[@]}"
     python -m robustcert table $OUT/fashion-mnist/{gaussian,laplace,uniform}-0.50.tsv --norm linf \
-        --radii 0:0.05:0.01 "${T[@]}"
+        --radii 0,0.001,0.002,0.01,0.02,0.03,0.04,0.05 "${T[@]}"
     python -m robustcert table $OUT/fashion-mnist/ablation-k45.tsv --radii 0:10:1 "${T[@]}" ;;
+plots)
+    python -m robustcert plot $OUT/digits/{gaussian-trained,laplace-trained}-0.50-laplace.tsv \
+        $OUT/digits/{gaussian-trained,uniform-trained}-0.50-uniform.tsv --out $OUT/digits-l1.png --title "digits, sigma 0.5"
+    python -m robustcert plot $OUT/digits/ablation-k{8,16}.tsv --out $OUT/digits-l0.png --title "digits (64 pixels)"
+    python -m robustcert plot $OUT/fashion-mnist/{laplace,uniform}-0.50.tsv --out $OUT/fashion-l1.png \
+        --title "Fashion-MNIST, sigma 0.5"
+    python -m robustcert plot $OUT/fashion-mnist/ablation-k45.tsv --out $OUT/fashion-l0.png \
+        --title "Fashion-MNIST (784 pixels), keep 45" ;;
 *)
-    sed -n 2,11p "$0"; exit 2 ;;
+    sed -n 2,13p "$0"; exit 2 ;;
 esac

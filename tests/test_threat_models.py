@@ -385,7 +385,7 @@ def test_table_and_plot_commands_with_norms(tmp_path):
 
 
 # --------------------------------------------------------------------------- dataset runs and the command line
-ABLATION_MODEL = "bundled:digits-ablation-k8"
+ABLATION_MODEL = "bundled:digits-ablation-k16"
 RUN = ["--data", "digits", "--n0", "10", "--n", "200", "--batch", "200", "--max", "4", "--threads", "1", "--quiet"]
 
 
@@ -402,12 +402,12 @@ def test_sidecars_record_noise_norm_and_alpha_spending(tmp_path):
     assert (record["noise"], record["norm"], record["parameters"]["noise"]) == ("laplace", "l1", "laplace")
     assert sum(record["parameters"]["alpha_spending"].values()) == pytest.approx(record["parameters"]["alpha"])
     ablated = tmp_path / "ablation.tsv"
-    result = run_cli("certify", "--method", "ablation", "--model", ABLATION_MODEL, "--keep", "8", "--out", ablated,
+    result = run_cli("certify", "--method", "ablation", "--model", ABLATION_MODEL, "--keep", "16", "--out", ablated,
                      *RUN)
     assert result.exit_code == 0, result.output
     record = json.loads(ablated.with_name("ablation.tsv.json").read_text())
     assert (record["method"], record["noise"], record["norm"]) == ("ablation", "ablation", "l0")
-    assert record["parameters"]["keep"] == 8 and record["parameters"]["sigma"] is None
+    assert record["parameters"]["keep"] == 16 and record["parameters"]["sigma"] is None
     assert record["parameters"]["alpha_spending"] == {"Clopper-Pearson one-sided lower bound on pA": 0.001}
     radii = read_results(ablated)["radius"]
     assert ((radii == radii.round()) & (radii >= 0)).all()  # whole numbers of pixels
@@ -424,7 +424,7 @@ def test_sidecars_record_noise_norm_and_alpha_spending(tmp_path):
 
 
 def test_python_dataset_run_with_ablation_matches_its_certificates():
-    smoothed = AblationSmooth(load_model(ABLATION_MODEL), num_classes=10, keep=8, input_shape=(1, 8, 8))
+    smoothed = AblationSmooth(load_model(ABLATION_MODEL), num_classes=10, keep=16, input_shape=(1, 8, 8))
     frame = certify_dataset(smoothed, "digits", n0=10, n=300, batch_size=300, max_inputs=3, progress=False)
     x, _ = load_dataset("digits")[1]
     cert = smoothed.certify(x, n0=10, n=300, batch_size=300, seed=0, index=1)
@@ -434,10 +434,10 @@ def test_python_dataset_run_with_ablation_matches_its_certificates():
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "ablation", "--model", ABLATION_MODEL], "--method ablation needs --keep"),
-    (["--method", "ablation", "--model", ABLATION_MODEL, "--keep", "8", "--sigma", "0.25"], "drop --sigma"),
+    (["--method", "ablation", "--model", ABLATION_MODEL, "--keep", "16", "--sigma", "0.25"], "drop --sigma"),
     (["--method", "ablation", "--model", ABLATION_MODEL, "--keep", "65"], "more than the 64 pixels"),
-    (["--method", "ablation", "--model", "bundled:digits-0.25", "--keep", "8"], "expects inputs (1, 8, 8)"),
-    (["--method", "ablation", "--model", ABLATION_MODEL, "--keep", "8", "--denoiser", "bundled:digits-ddpm"],
+    (["--method", "ablation", "--model", "bundled:digits-0.25", "--keep", "16"], "expects inputs (1, 8, 8)"),
+    (["--method", "ablation", "--model", ABLATION_MODEL, "--keep", "16", "--denoiser", "bundled:digits-ddpm"],
      "--denoiser"),
     (["--model", "bundled:digits-0.25"], "needs --sigma"),
     (["--model", "bundled:digits-0.25", "--sigma", "0.25", "--noise", "cauchy"], "Invalid value for '--noise'"),
@@ -445,7 +445,7 @@ def test_python_dataset_run_with_ablation_matches_its_certificates():
       "--target-radius", "0.5"], "does not support noise='laplace'"),
     (["--method", "dual", "--model", "bundled:digits-dual-a-0.25", "--model2", "bundled:digits-dual-b-0.25",
       "--sigma", "0.25", "--noise", "laplace"], "--noise is an option of --method cohen"),
-    (["--model", "bundled:digits-0.25", "--sigma", "0.25", "--keep", "8"], "--keep is an option of --method ablation"),
+    (["--model", "bundled:digits-0.25", "--sigma", "0.25", "--keep", "16"], "--keep is an option of --method ablation"),
 ])
 def test_threat_model_options_are_checked(tmp_path, args, message):
     out = tmp_path / "out.tsv"

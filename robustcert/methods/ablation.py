@@ -25,7 +25,7 @@ Published settings (the paper's code): k = 45 of 784 pixels for MNIST, 75 of 102
 Example::
 
     from robustcert import AblationSmooth, load_model
-    smoothed = AblationSmooth(load_model("bundled:digits-ablation-k8"), num_classes=10, keep=8)
+    smoothed = AblationSmooth(load_model("bundled:digits-ablation-k16"), num_classes=10, keep=16)
     cert = smoothed.certify(x, n0=100, n=10_000, alpha=0.001, seed=0)
     cert.radius   # pixels; cert.norm == "l0"
 """

@@ -4,7 +4,7 @@ with their ``--model``, ``--data``, ``--method`` and method options, as one Pyth
     smoothed, dataset, options = build_smoothed("cohen", "bundled:digits-0.25", sigma=0.25, data="digits")
     certify_dataset(smoothed, dataset, "out.tsv", **options)
     build_smoothed("cohen", "bundled:digits-0.25", sigma=0.25, noise="laplace")      # l1 certificates
-    build_smoothed("ablation", "bundled:digits-ablation-k8", keep=8)                 # l0 (pixels)
+    build_smoothed("ablation", "bundled:digits-ablation-k16", keep=16)                 # l0 (pixels)
 
 ``build_smoothed`` loads the model and the dataset, checks that they fit (classes, input shape),
 puts a diffusion denoiser in front when asked, and builds the method with
