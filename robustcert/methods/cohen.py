@@ -7,11 +7,16 @@ CERTIFY(f, sigma, x, n0, n, alpha):
     cA      <- top index in counts0
     counts  <- SampleUnderNoise(f, x, n, sigma)           # fresh estimation samples
     pA      <- LowerConfBound(counts[cA], n, 1 - alpha)   # one-sided Clopper-Pearson
-    if pA < 1/2: ABSTAIN  else: return cA, R = sigma * Phi^-1(pA)
+    if pA <= 1/2: ABSTAIN  else: return cA, R = sigma * Phi^-1(pA)
 
 PREDICT(f, sigma, x, n, alpha):
     counts <- SampleUnderNoise(f, x, n, sigma); nA >= nB the top two counts
     if BinomPValue(nA, nA + nB, 1/2) > alpha: ABSTAIN  else: return cA
+
+Abstention at pA = 1/2 exactly: pA_lower = 1/2 does not make cA the smoothed classifier's class
+(another class may also have probability 1/2), so CERTIFY abstains at pA_lower <= 1/2, not only
+below it (the published pseudocode's "pA < 1/2" would return cA with radius 0 there). Sequential
+CERTIFY, dual and LVM use the same rule (LVM's two-sided forms: pA_lower <= pB_upper).
 
 alpha is spent on a single bound in each: the Clopper-Pearson bound (CERTIFY) or the binomial
 test (PREDICT). With probability >= 1 - alpha, a returned class is g's class and, for CERTIFY,
@@ -128,7 +133,7 @@ class Smooth(SmoothedClassifier):
     def _certificate(self, selection_counts, counts, n0, n, alpha, seed, index, seconds, input_shape) -> Certificate:
         c_a = int(np.argmax(selection_counts))
         p_a_lower = clopper_pearson_lower(int(counts[c_a]), n, alpha)
-        abstain = p_a_lower < 0.5
+        abstain = p_a_lower <= 0.5  # at 1/2 another class may tie with cA: no class is certified
         return Certificate(
             prediction=ABSTAIN if abstain else c_a,
             radius=0.0 if abstain else self.certified_radius(p_a_lower, input_shape),

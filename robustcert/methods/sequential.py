@@ -23,13 +23,13 @@ SEQUENTIAL-CERTIFY(f, sigma, x, n0, alpha, n_max; a target radius r or a toleran
         L <- max(L, CP_lower(nA, n_j, alpha/K));   U <- min(U, CP_upper(nA, n_j, alpha/K))
         ceiling <- CP_lower(nA + n_max - n_j, n_max, alpha/K)   # the largest L any continuation reaches
         target radius r, p* = Phi(r / sigma):
-            stop "certified"        if L >= p*        (the radius sigma Phi^-1(L) is >= r)
-            stop "not certifiable"  if U < p*         (pA < p*: no number of samples certifies r)
-            stop "unreachable"      if ceiling < p*   (not even n_max - n_j more votes for cA reach p*)
+            stop "certified"        if L >= p* and L > 1/2    (the radius sigma Phi^-1(L) is >= r)
+            stop "not certifiable"  if U < p* or U <= 1/2     (no number of samples certifies r)
+            stop "unreachable"      if ceiling < p* or ceiling <= 1/2   (not even n_max - n_j more votes for cA do)
         tolerance t, R(p) = sigma Phi^-1(p) if p > 1/2 else 0:
             stop "within tolerance" if R(min(U, ceiling)) - R(L) <= t
         stop "n_max" at j = K
-    if L < 1/2: ABSTAIN  else: return cA, R = sigma Phi^-1(L)
+    if L <= 1/2: ABSTAIN  else: return cA, R = sigma Phi^-1(L)
 
 Soundness. The certificate uses only L, a lower confidence sequence at level alpha: on an event of
 probability >= 1 - alpha every L_j <= pA, so the L at the stopping checkpoint is <= pA whatever
@@ -98,7 +98,11 @@ def sigma_radius(sigma: float, p_lower: float) -> float:
 
 @dataclass(frozen=True)
 class TargetRadius:
-    """Mode 1: "is x certified at radius r?" Decided once L >= Phi(r/sigma) or U < Phi(r/sigma)."""
+    """Mode 1: "is x certified at radius r?" Decided once L >= Phi(r/sigma) or U < Phi(r/sigma).
+
+    A certificate needs L > 1/2 (CERTIFY abstains at L = 1/2), which matters for r = 0 only:
+    p* = Phi(0) = 1/2 is then reached but not enough, and U <= 1/2 already rules it out.
+    """
 
     sigma: float
     radius: float
@@ -109,11 +113,11 @@ class TargetRadius:
         object.__setattr__(self, "p_target", float(norm.cdf(self.radius / self.sigma)))
 
     def stop(self, lower: float, upper: float, ceiling: float) -> str | None:
-        if lower >= self.p_target:
+        if lower >= self.p_target and lower > 0.5:
             return "certified"
-        if upper < self.p_target:
+        if upper < self.p_target or upper <= 0.5:
             return "not certifiable"
-        if ceiling < self.p_target:
+        if ceiling < self.p_target or ceiling <= 0.5:
             return "unreachable"
         return None
 
@@ -249,7 +253,7 @@ def certify_sequential(smoothed, xs, n0: int = 100, n: int = 100_000, alpha: flo
 
 def _certificate(smoothed, state: SequenceState, selection_counts, counts, n0, alpha, seed, index, checkpoints,
                  rule) -> Certificate:
-    abstain = state.lower < 0.5
+    abstain = state.lower <= 0.5  # as CERTIFY: at 1/2 another class may tie with cA
     return Certificate(
         prediction=ABSTAIN if abstain else state.selected,
         radius=0.0 if abstain else gaussian_radius(smoothed.sigma, state.lower),
