@@ -24,7 +24,7 @@ from .methods.lipschitz import LipschitzSmooth
 from .methods.policy import PolicySmooth, certify_returns  # gymnasium imported lazily
 from .models import NormalizeLayer, build_model, load_checkpoint, load_model
 from .results import certificates_frame, read_results, results_table, table_from_files
-from .runs import build_smoothed, certify_dataset, predict_dataset
+from .runs import build_smoothed, certify_dataset, predict_dataset, select_lvm
 from .version import __version__
 
 __all__ = [
@@ -33,5 +33,5 @@ __all__ = [
     "RobustCertError", "RunError", "SequentialSmooth", "ShapeError", "Smooth", "__version__", "build_model",
     "build_smoothed", "certificates_frame", "certify_dataset", "certify_returns", "denoised_classifier",
     "load_checkpoint", "load_dataset", "load_denoiser", "load_model", "predict_dataset", "read_results",
-    "results_table", "table_from_files",
+    "results_table", "select_lvm", "table_from_files",
 ]

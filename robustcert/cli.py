@@ -158,12 +158,20 @@ method_and_denoiser_options = add_options([
     click.option("--denoiser-steps", type=click.IntRange(min=1), default=None,
                  help="With --denoiser: run the deterministic DDIM chain from t* in this many model calls "
                       "instead of one-shot denoising (costs that many times more)."),
-    click.option("--maps", default=None, help="lvm: simplex maps, e.g. softmax,sparsemax,hardmax."),
-    click.option("--temperatures", default=None, help="lvm: logit multipliers t, e.g. 0.25,0.5,1,2."),
+    click.option("--maps", default=None,
+                 help="lvm: the simplex map (default hardmax); a list such as softmax,sparsemax,hardmax is a grid "
+                      "for --lvm-select-on."),
+    click.option("--temperatures", default=None,
+                 help="lvm: the logit multiplier t (default 1); a list such as 0.25,0.5,1,2 is a grid for "
+                      "--lvm-select-on."),
     click.option("--lipschitz", type=float, default=None,
                  help="lvm: l2 Lipschitz constant of the model's logits (enables the Lipschitz-margin radius)."),
     click.option("--lvm-selection", default=None, type=click.Choice(["holdout", "union"]),
-                 help="lvm: choose map/temperature on the n0 selection samples, or union-bound the grid."),
+                 help="lvm: choose the radius formula on the n0 selection samples, or union-bound the formulas."),
+    click.option("--lvm-select-on", default=None, metavar="SPLIT[:COUNT]",
+                 help="lvm: choose one (map, temperature) of --maps x --temperatures on COUNT (default 100) held-out "
+                      "inputs of this split (never a certified input), with the run's n0/n/alpha; recorded in the "
+                      "sidecar."),
 ])
 
 sequential_options = add_options([
@@ -205,10 +213,13 @@ def dataset_run(run, model_spec, arch, trust_checkpoint, data_spec, split, sigma
         check_output(out_path, resume)  # fail before loading anything; never touch existing results
     check_selection(skip, max_inputs)
     with sharded.session(distributed, device) as device:
+        selection_run = {"n0": run_options.get("n0", DEFAULT_N0), "n": run_options["n"], "alpha": run_options["alpha"],
+                         "batch_size": run_options["batch_size"], "seed": run_options["seed"], "skip": skip,
+                         "max_inputs": max_inputs}
         smoothed, dataset, certify_options = build_smoothed(
             method, model_spec, sigma=sigma, data=data_spec, split=split, arch=arch,
             trust_checkpoint=trust_checkpoint, device=device, precision=precision, channels_last=channels_last,
-            compile=compile_model, **method_options)
+            compile=compile_model, selection_run=selection_run, **method_options)
         frame = run(smoothed, dataset, out_path, skip=skip, max_inputs=max_inputs, resume=resume,
                     progress=not quiet, threads=threads, command=invocation_command(), **run_options,
                     **certify_options)
@@ -253,7 +264,7 @@ def predict(n, alpha, batch_size, seed, method, **options):
 
 #: The method and denoiser options that certify and predict hand to build_smoothed.
 METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "denoiser_steps", "maps",
-                       "temperatures", "lipschitz", "lvm_selection", "noise", "keep")
+                       "temperatures", "lipschitz", "lvm_selection", "lvm_select_on", "noise", "keep")
 
 
 # --------------------------------------------------------------------------- tables, plots, demo

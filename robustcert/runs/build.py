@@ -25,9 +25,12 @@ from ..methods.ablation import AblationSmooth
 from ..methods.cohen import Smooth
 from ..methods.diffusion import with_denoiser
 from ..methods.dual import DualSmooth
-from ..methods.lipschitz import LipschitzSmooth
+from ..methods.lipschitz import DEFAULT_MAPS, DEFAULT_TEMPERATURES, GRID_MAPS, GRID_TEMPERATURES, LipschitzSmooth
 from ..models import load_checkpoint
+from ..simplex import candidate_grid
 from ..splits import get_split
+from .dataset import selected_indices
+from .lvm_select import select_on_spec
 
 
 def option_name(name: str) -> str:
@@ -118,13 +121,22 @@ def comma_list(value, convert=str, name: str = "list") -> list | None:
 
 def build_lvm(loaded, num_classes, sigma, device, options, trust_checkpoint):
     """Lipschitz-variance-margin smoothing (Delattre et al. 2024): ``maps``, ``temperatures``,
-    ``lipschitz``, ``lvm_selection`` (defaults: LipschitzSmooth's)."""
-    kwargs = {"maps": comma_list(options.get("maps"), str, "maps"),
-              "temperatures": comma_list(options.get("temperatures"), float, "temperatures"),
+    ``lipschitz``, ``lvm_selection`` (defaults: LipschitzSmooth's: one classifier). With
+    ``lvm_select_on`` the maps and temperatures are a grid (default :data:`GRID_MAPS` x
+    :data:`GRID_TEMPERATURES`) from which :func:`build_smoothed` chooses one pair on held-out inputs."""
+    grid = options.get("lvm_select_on") is not None
+    kwargs = {"maps": comma_list(options.get("maps"), str, "maps") or (GRID_MAPS if grid else None),
+              "temperatures": comma_list(options.get("temperatures"), float, "temperatures")
+              or (GRID_TEMPERATURES if grid else None),
               "lipschitz": options.get("lipschitz"), "selection": options.get("lvm_selection")}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    pairs = candidate_grid(kwargs.get("maps", DEFAULT_MAPS), kwargs.get("temperatures", DEFAULT_TEMPERATURES))
+    if len(pairs) > 1 and not grid:
+        raise InvalidArgumentError(
+            f"--maps/--temperatures give {len(pairs)} (map, temperature) pairs, i.e. {len(pairs)} smoothed classifiers: "
+            "give one, or choose one on held-out inputs with --lvm-select-on SPLIT[:COUNT] (e.g. train:100)")
     return LipschitzSmooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape,
-                           **kwargs), {}
+                           per_input_grid=grid, **kwargs), {}
 
 
 METHOD_BUILDERS: dict[str, Callable] = {"cohen": build_cohen, "dual": build_dual, "lvm": build_lvm,
@@ -132,7 +144,7 @@ METHOD_BUILDERS: dict[str, Callable] = {"cohen": build_cohen, "dual": build_dual
 METHOD_OPTIONS = {
     "cohen": ("sequential", "target_radius", "tolerance", "n_max", "noise"),
     "dual": ("model2", "arch2", "sigma2", "dual_split"),
-    "lvm": ("maps", "temperatures", "lipschitz", "lvm_selection"),
+    "lvm": ("maps", "temperatures", "lipschitz", "lvm_selection", "lvm_select_on"),
     "ablation": ("keep",),
 }
 # How ``model``'s input shape follows from the dataset's (default: the dataset's own shape).
@@ -199,12 +211,18 @@ def load_model_and_data(model_spec: str, data, split: str = "test", arch: str | 
 def build_smoothed(method: str, model: str, *, sigma: float | None = None, data="digits", split: str = "test",
                    arch: str | None = None, trust_checkpoint: bool = False, device="auto",
                    denoiser: str | None = None, denoiser_steps: int | None = None, precision: str | None = None,
-                   channels_last: bool | None = None, compile: bool | None = None, **method_options):
+                   channels_last: bool | None = None, compile: bool | None = None, selection_run: dict | None = None,
+                   **method_options):
     """A smoothed classifier from specifications (see the module docstring).
 
     Returns ``(smoothed, dataset, certify_options)``; ``certify_options`` go to
     :func:`robustcert.certify_dataset` (empty for every method but sequential cohen).
     Checkpoints load with ``torch.load(weights_only=True)`` unless ``trust_checkpoint``.
+
+    ``lvm_select_on="SPLIT[:COUNT]"`` (lvm): choose the (map, temperature) pair on COUNT held-out
+    inputs of that split, none of them one the run certifies (:mod:`robustcert.runs.lvm_select`);
+    ``selection_run`` holds the run's ``n0, n, alpha, batch_size, seed, skip, max_inputs``, used
+    for the held-out certifications and to know the certified inputs.
     """
     device = as_device(device)
     options = options_for(method, {k: v for k, v in method_options.items() if v is not None})
@@ -220,6 +238,10 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
     smoothed, certify_options = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, options,
                                                         trust_checkpoint)
     smoothed.set_engine_options(precision=precision, channels_last=channels_last, compile=compile)
+    if options.get("lvm_select_on") is not None:
+        run = dict(selection_run or {})
+        certified = selected_indices(len(dataset), run.pop("skip", 1), run.pop("max_inputs", -1))
+        smoothed = select_on_spec(smoothed, options["lvm_select_on"], dataset, certified, **run).smoothed
     return smoothed, dataset, certify_options
 
 

@@ -29,6 +29,7 @@ from ..errors import InvalidArgumentError, ShapeError, check_count
 from ..results import CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_row, predict_row, read_results
 from . import sharded
 from .files import RowWriter, check_output, finish_last_run, previous_runs, timestamp, write_sidecar
+from .lvm_select import check_held_out
 from .provenance import describe_models, python_command, run_record
 
 #: Per-input fields of the returned frame beyond the TSV's columns.
@@ -211,6 +212,7 @@ def _run(kind: str, smoothed, data, out, *, samples_per_input: int, batch_size, 
     dataset, out, cpu, joined = _start(smoothed, data, out, split, resume, threads, distributed)
     try:
         indices = selected_indices(len(dataset), skip, max_inputs)
+        check_held_out(smoothed, dataset, indices)  # an LVM classifier chosen on held-out inputs
         batch = smoothed.resolve_batch_size(batch_size, dataset.input_shape)
         model, model_parameters = describe_models(smoothed)
         parameters = {**parameters, "batch": batch_size, "seed": seed, "skip": skip, "max": max_inputs,
