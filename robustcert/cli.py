@@ -135,6 +135,12 @@ engine_options = add_options([
                  help="Channels-last memory layout of 4-D batches [default: on; measured faster on CPU and CUDA]."),
     click.option("--compile", "compile_model", is_flag=True,
                  help="torch.compile the base model (falls back to eager, with a warning, if it fails)."),
+    click.option("--sound-float", "sound_float", is_flag=True, default=None,
+                 help="cohen: floating-point-sound certificates for inputs on the grid k/L (discretized Gaussian "
+                      "noise from fair coins, added in integers; one forward shape). Voracek and Hein 2023."),
+    click.option("--quantization", type=float, default=None, metavar="L",
+                 help="--sound-float: the input grid, L levels (default 255, 8-bit images; the bundled digits: 16 "
+                      "or 256) or the step 1/L."),
     click.option("--distributed", is_flag=True,
                  help="Shard inputs across torch.distributed ranks (automatic under torchrun, WORLD_SIZE > 1)."),
 ])
@@ -264,7 +270,8 @@ def predict(n, alpha, batch_size, seed, method, **options):
 
 #: The method and denoiser options that certify and predict hand to build_smoothed.
 METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "denoiser_steps", "maps",
-                       "temperatures", "lipschitz", "lvm_selection", "lvm_select_on", "noise", "keep")
+                       "temperatures", "lipschitz", "lvm_selection", "lvm_select_on", "noise", "keep", "sound_float",
+                       "quantization")
 
 
 # --------------------------------------------------------------------------- tables, plots, demo

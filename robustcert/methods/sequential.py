@@ -221,13 +221,15 @@ def certify_sequential(smoothed, xs, n0: int = 100, n: int = 100_000, alpha: flo
     started = clock.start
     batch_size = smoothed.batch_size_for(batch_size, xs.shape[1:])  # "auto": resolved once, before sampling
     selection = smoothed.sample(xs, n0, VoteCounter(len(xs), smoothed.num_classes, smoothed.device), "selection",
-                                seed, indices, batch_size).result()
+                                seed, indices, batch_size, bounded=False).result()
     selection_seconds = (time.perf_counter() - started) / len(xs)
     states = [SequenceState(int(np.argmax(row)), seconds=selection_seconds) for row in selection]
     counts = np.zeros((len(xs), smoothed.num_classes), dtype=np.int64)
     engine = smoothed.engine(batch_size)
     checkpoints = checkpoint_schedule(n_max, batch_size, growth, n_first)
     generators = [engine.generator(seed, index, "estimation") for index in indices]  # one stream per input
+    # sound mode: the sequence bounds the sampler's pA, within eps of the exact discretized Gaussian's
+    correction = smoothed.float_correction(xs.shape[1:])
     active, drawn = list(range(len(xs))), 0
     for checkpoint in checkpoints:
         round_started = time.perf_counter()
@@ -239,20 +241,24 @@ def certify_sequential(smoothed, xs, n0: int = 100, n: int = 100_000, alpha: flo
         for row in active:
             states[row].seconds += share
         votes_for_selected = [counts[row, states[row].selected] for row in active]
-        bounds = zip(*checkpoint_bounds(votes_for_selected, checkpoint, checkpoints, alpha))
+        lowers, uppers, ceilings = checkpoint_bounds(votes_for_selected, checkpoint, checkpoints, alpha)
+        bounds = zip(np.maximum(lowers - correction, 0.0), np.minimum(uppers + correction, 1.0),
+                     np.maximum(ceilings - correction, 0.0))
         last = checkpoint == checkpoints[-1]
         active = [row for row, (lower, upper, ceiling) in zip(active, bounds)
                   if not states[row].look(checkpoint, lower, upper, ceiling, last, rule)]
         if not active:
             break
+    sound = smoothed.sound_record(xs.shape[1:]) if smoothed.sound_float else None
     return [
-        _certificate(smoothed, states[row], selection[row], counts[row], n0, alpha, seed, index, checkpoints, rule)
+        _certificate(smoothed, states[row], selection[row], counts[row], n0, alpha, seed, index, checkpoints, rule,
+                     sound)
         for row, index in enumerate(indices)
     ]
 
 
 def _certificate(smoothed, state: SequenceState, selection_counts, counts, n0, alpha, seed, index, checkpoints,
-                 rule) -> Certificate:
+                 rule, sound=None) -> Certificate:
     abstain = state.lower <= 0.5  # as CERTIFY: at 1/2 another class may tie with cA
     return Certificate(
         prediction=ABSTAIN if abstain else state.selected,
@@ -276,5 +282,6 @@ def _certificate(smoothed, state: SequenceState, selection_counts, counts, n0, a
                 "confidence_sequence": SEQUENCE_BOUND,
                 "stopping_bound": STOPPING_BOUND,
             },
+            **({"sound_float": sound} if sound else {}),
         },
     )

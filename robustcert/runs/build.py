@@ -42,10 +42,16 @@ def build_cohen(loaded, num_classes, sigma, device, options, trust_checkpoint):
     """Cohen et al.'s CERTIFY, with ``noise`` "gaussian" (default, l2), "laplace" or "uniform" (l1);
     with ``sequential=True`` (``--sequential``), SEQUENTIAL-CERTIFY: each input stops early
     (``target_radius`` or ``tolerance``, at most ``n_max`` samples). The sequential options are
-    returned as certify options."""
+    returned as certify options. ``sound_float`` / ``quantization`` (``--sound-float``,
+    ``--quantization``): the floating-point-sound mode (Voracek and Hein 2023)."""
     noise = options.pop("noise", None) or "gaussian"
-    sequential = {name: options.pop(name, None) for name in METHOD_OPTIONS["cohen"] if name != "noise"}
-    smoothed = Smooth(loaded.module, num_classes, sigma, noise=noise, device=device, input_shape=loaded.input_shape)
+    sound = {"sound_float": bool(options.pop("sound_float", None)), "quantization": options.pop("quantization", None)}
+    sequential = {name: options.pop(name, None) for name in METHOD_OPTIONS["cohen"]
+                  if name != "noise" and name not in sound}
+    if sound["quantization"] is not None and not sound["sound_float"]:
+        raise InvalidArgumentError("--quantization needs --sound-float")
+    smoothed = Smooth(loaded.module, num_classes, sigma, noise=noise, device=device, input_shape=loaded.input_shape,
+                      **sound)
     if not sequential.pop("sequential"):
         given = [name for name, value in sequential.items() if value is not None]
         if given:
@@ -133,8 +139,8 @@ def build_lvm(loaded, num_classes, sigma, device, options, trust_checkpoint):
     pairs = candidate_grid(kwargs.get("maps", DEFAULT_MAPS), kwargs.get("temperatures", DEFAULT_TEMPERATURES))
     if len(pairs) > 1 and not grid:
         raise InvalidArgumentError(
-            f"--maps/--temperatures give {len(pairs)} (map, temperature) pairs, i.e. {len(pairs)} smoothed classifiers: "
-            "give one, or choose one on held-out inputs with --lvm-select-on SPLIT[:COUNT] (e.g. train:100)")
+            f"--maps/--temperatures give {len(pairs)} (map, temperature) pairs, i.e. {len(pairs)} smoothed "
+            "classifiers: give one, or choose one on held-out inputs with --lvm-select-on SPLIT[:COUNT] (e.g. train:100)")
     return LipschitzSmooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape,
                            per_input_grid=grid, **kwargs), {}
 
@@ -142,7 +148,7 @@ def build_lvm(loaded, num_classes, sigma, device, options, trust_checkpoint):
 METHOD_BUILDERS: dict[str, Callable] = {"cohen": build_cohen, "dual": build_dual, "lvm": build_lvm,
                                          "ablation": build_ablation}
 METHOD_OPTIONS = {
-    "cohen": ("sequential", "target_radius", "tolerance", "n_max", "noise"),
+    "cohen": ("sequential", "target_radius", "tolerance", "n_max", "noise", "sound_float", "quantization"),
     "dual": ("model2", "arch2", "sigma2", "dual_split"),
     "lvm": ("maps", "temperatures", "lipschitz", "lvm_selection", "lvm_select_on"),
     "ablation": ("keep",),
