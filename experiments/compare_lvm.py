@@ -187,8 +187,8 @@ def main():
             print(f"sigma {sigma}: {name} done in {seconds:.1f} s (+{selection_seconds:.1f} s building)", flush=True)
         selection_lines = [f"# Held-out choice of the LVM classifier, sigma = {sigma}", ""]
         for maps, selection in log:
-            selection_lines += [f"Grid {', '.join(maps)} at t in {list(GRID_TEMPERATURES)}; {selection.record['inputs']} "
-                                f"train images; chosen: {selection.chosen.label}", "",
+            selection_lines += [f"Grid {', '.join(maps)} at t in {list(GRID_TEMPERATURES)}; "
+                                f"{selection.record['inputs']} train images; chosen: {selection.chosen.label}", "",
                                 "| pair | ACR | certified accuracy at 0 |", "|---|---:|---:|",
                                 *(f"| {row.classifier} | {row.ACR:.4f} | {row[3]:.3f} |"
                                   for row in selection.scores.itertuples()), ""]

@@ -12,7 +12,8 @@ Two measurements, written under --out-dir as markdown (and certify TSVs with sid
   mode against the sound mode on the data's own grid k/16 and on the finer k/256, through
   ``certify_dataset`` (same seed, so the selection and estimation streams are the same per input).
 
-    python experiments/sound_float_cost.py --part time --device cpu --n 2000 --reps 3
+    python experiments/sound_float_cost.py --part time --models digits --n 10000 --reps 3
+    python experiments/sound_float_cost.py --part time --models resnet110 --images 1 --n 2000 --reps 3
     python experiments/sound_float_cost.py --part accuracy --sigmas 0.25,0.50 --n 10000
     python experiments/sound_float_cost.py --part time --device cuda --n 100000 --reps 3   # GPU
 """
@@ -65,10 +66,13 @@ def part_time(args, device, lines):
     digits = load_dataset("digits")
     digit_xs = torch.stack([digits[i][0] for i in range(args.images)])
     cifar_xs = torch.randint(0, 256, (args.images, 3, 32, 32), generator=torch.Generator().manual_seed(0)) / 255.0
-    resnet = build_model("cifar_resnet110").to(device).eval()
-    rows = [time_modes("digits-0.25 (trained)", load_model("bundled:digits-0.25", device=device), digit_xs, 0.25, 16,
-                       args, device),
-            time_modes("cifar_resnet110 (random weights)", resnet, cifar_xs, 0.25, 255, args, device)]
+    rows = []
+    if "digits" in args.models:
+        rows.append(time_modes("digits-0.25 (trained)", load_model("bundled:digits-0.25", device=device), digit_xs,
+                               0.25, 16, args, device))
+    if "resnet110" in args.models:
+        resnet = build_model("cifar_resnet110").to(device).eval()
+        rows.append(time_modes("cifar_resnet110 (random weights)", resnet, cifar_xs, 0.25, 255, args, device))
     unit = "wall time, synchronised" if device.type == "cuda" else "process CPU time"
     lines += [f"## Time per image ({device_name(device)}, {unit})", "",
               f"CERTIFY with n0 = 100, n = {args.n}, batch {args.batch}, {args.reps} interleaved repetitions after "
@@ -130,6 +134,7 @@ def main():
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--images", type=int, default=4, help="time: images per certify_batch call")
+    parser.add_argument("--models", default="digits,resnet110", help="time: digits and/or resnet110")
     parser.add_argument("--sigmas", default="0.25,0.50")
     parser.add_argument("--skip", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
@@ -142,7 +147,8 @@ def main():
     lines = [f"Produced by `python {' '.join(sys.argv)}` on {device_name(device)}, torch {torch.__version__}, "
              f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}.", ""]
     (part_time if args.part == "time" else part_accuracy)(args, device, lines)
-    suffix = "" if device.type == "cpu" else "-cuda"
+    suffix = ("" if device.type == "cpu" else "-cuda") + ("" if args.part == "accuracy" else
+                                                          "-" + args.models.replace(",", "-"))
     out = args.out_dir / f"{args.part}{suffix}.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
