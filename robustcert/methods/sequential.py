@@ -38,6 +38,9 @@ alpha is spent on that one sequence (alpha / K per checkpoint). U and the ceilin
 to stop. The verdicts "not certifiable" and "within tolerance" are claims about further sampling;
 they hold on the event that the upper sequence U (also alpha / K per checkpoint) covers as well.
 The ceiling is exact: one more sample that votes cA never lowers a Clopper-Pearson lower bound.
+In the floating-point-sound mode (``Smooth(sound_float=True)``) the sequence bounds the pA of the
+fair-coin sampler, within eps of the exact discretized Gaussian's (:mod:`robustcert.engine.sound`):
+L - eps, U + eps and ceiling - eps are used instead (deterministic, no alpha).
 
 Sampling goes through the engine with the same per-input generators as CERTIFY's estimation
 stage; rounds after the first are whole batches, so when n_first is a multiple of batch_size an
