@@ -41,6 +41,28 @@ def clock(device: torch.device) -> float:
     return time.process_time()
 
 
+def component_seconds(smoothed, xs, args, device, reps: int = 30) -> dict:
+    """Median seconds of the two parts of one batch of ``args.batch`` samples: drawing the noisy
+    copies of one input (noise.perturb) and one forward pass (the runner), each repeated ``reps`` times."""
+    engine = smoothed.engine(args.batch)
+    buffer = engine._noise_buffer(xs.shape[1:], torch.float32)
+    flat = buffer.as_strided((buffer.numel(),), (1,)).view(args.batch, -1)
+    clean = engine.runner.layout(xs[:1].to(device)).reshape(-1)
+    generator = engine.generator(0, 0, "timing")
+    medians = {}
+    with torch.inference_mode():
+        for part, work in (("noise", lambda: engine.noise.perturb(flat, clean, generator)),
+                           ("forward", lambda: engine.runner.outputs(buffer, 10))):
+            work()
+            times = []
+            for _ in range(reps):
+                start = clock(device)
+                work()
+                times.append(clock(device) - start)
+            medians[part] = float(np.median(times))
+    return medians
+
+
 def time_modes(name, model, xs, sigma, levels, args, device) -> dict:
     """Seconds per image of CERTIFY in each mode (interleaved repetitions, the first one a warm-up)."""
     modes = {"standard": Smooth(model, 10, sigma, device=device),
@@ -56,8 +78,9 @@ def time_modes(name, model, xs, sigma, levels, args, device) -> dict:
                 seconds[mode].append(elapsed)
             radii[mode] = [c.radius for c in certificates]
             print(f"{name} rep {rep} {mode}: {elapsed:.4f} s/image", flush=True)
+    parts = {mode: component_seconds(smoothed, xs, args, device) for mode, smoothed in modes.items()}
     return {"model": name, "images": len(xs), "n": args.n, "batch": args.batch, "levels": levels,
-            "standard": seconds["standard"], "sound": seconds["sound"],
+            "standard": seconds["standard"], "sound": seconds["sound"], "parts": parts,
             "ratio": float(np.median(np.array(seconds["sound"]) / np.array(seconds["standard"])))}
 
 
@@ -83,6 +106,19 @@ def part_time(args, device, lines):
         fmt = lambda values: ", ".join(f"{v:.4f}" for v in values)  # noqa: E731
         lines.append(f"| {row['model']} | k/{row['levels']} | {row['images']} | {fmt(row['standard'])} | "
                      f"{fmt(row['sound'])} | {row['ratio']:.3f} |")
+    lines += ["", f"Parts of one batch of {args.batch} samples (median of 30, same unit): the noise (standard: "
+              "normal_ + add; sound: 62-bit draws, alias table, integer sum, division) and one forward pass. "
+              "Predicted ratio = (forward + sound noise) / (forward + standard noise), which leaves out the "
+              "sound mode's padding of a short last batch (none here: n is a multiple of the batch) and its "
+              "one-off probe. Forward = the mean of the two modes' medians (the same shape and model).", "",
+              "| model | standard noise (ms) | sound noise (ms) | forward (ms): standard, sound "
+              "| predicted sound / standard |", "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        standard, sound = row["parts"]["standard"], row["parts"]["sound"]
+        forward = (standard["forward"] + sound["forward"]) / 2
+        predicted = (forward + sound["noise"]) / (forward + standard["noise"])
+        lines.append(f"| {row['model']} | {1e3 * standard['noise']:.2f} | {1e3 * sound['noise']:.2f} | "
+                     f"{1e3 * standard['forward']:.1f}, {1e3 * sound['forward']:.1f} | {predicted:.3f} |")
     lines.append("")
 
 
