@@ -222,7 +222,9 @@ class DiscreteGaussianNoise:
         """Fill the float32 tensor ``out`` with integer noise N (exact small integers), B random bits each."""
         thresholds, own, aliases = self._tables(out.device)
         table = self.table
-        # 2^B divides 2^64, so randint's 64-bit draw reduced modulo 2^B is exactly uniform
+        # for ranges >= 2^28 torch draws 64 random bits and reduces them modulo the range, on CPU and
+        # CUDA (ATen DistributionsHelper.h, cuda/DistributionTemplates.h); 2^B divides 2^64: exact
+        # B fair bits (given a fair generator, the assumption of every randomized-smoothing tool)
         coins = torch.randint(0, 1 << table.bits, (out.numel(),), dtype=torch.int64, device=out.device,
                               generator=generator)
         column = coins >> (table.bits - table.column_bits)  # the top b bits pick the column
