@@ -111,7 +111,9 @@ class DiscreteGaussianTable:
         """eps_1 = (2J + 1) 2^(1-B) + 2 tail (module docstring)."""
         return (2 * self.half_width + 1) * 2.0 ** (1 - self.bits) + 2 * self.tail
 
-    def sha256(self) -> str:
+    @functools.cached_property
+    def digest(self) -> str:
+        """sha256 of the weights and the alias table (what a run records and compares on resume)."""
         return hashlib.sha256(repr((self.weights, self.cuts, self.aliases)).encode()).hexdigest()
 
 
@@ -247,4 +249,4 @@ class DiscreteGaussianNoise:
                          "network input (K + N) / L",
                 "levels": self.levels, "sigma_hex": float.hex(self.sigma), "random_bits": table.bits,
                 "half_width": table.half_width, "alias_columns": 1 << table.column_bits,
-                "table_sha256": table.sha256(), "tv_per_coordinate": table.tv_per_coordinate}
+                "table_sha256": table.digest, "tv_per_coordinate": table.tv_per_coordinate}

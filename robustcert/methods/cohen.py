@@ -116,7 +116,7 @@ class Smooth(SmoothedClassifier):
         settings = {} if self.noise_model.name == "gaussian" else {"noise": self.noise_model.name}
         if self.sound_float:
             settings.update(sound_float=True, quantization=self.quantization,
-                            sound_noise_table_sha256=self.make_noise(self.sigma).table.sha256())
+                            sound_noise_table_sha256=self.make_noise(self.sigma).table.digest)
         return settings
 
     def certified_radius(self, p_a_lower: float, input_shape) -> float:
