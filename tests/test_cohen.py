@@ -158,6 +158,12 @@ def test_every_method_abstains_when_p_lower_is_exactly_one_half(monkeypatch):
     lvm = LipschitzSmooth(model, 2, sigma=0.5, maps=["hardmax"], formulas=["probit-simplex"])
     cert = lvm.certify(x, n0=1, n=1, alpha=0.5)
     assert cert.p_lower == 0.5 and cert.prediction == ABSTAIN
+    from robustcert import AblationSmooth
+
+    ablated = AblationSmooth(model, 2, keep=1).certify(torch.zeros(1, 2, 2), n0=1, n=1, alpha=0.5)
+    assert ablated.p_lower == 0.5 and ablated.prediction == ABSTAIN
+    for noise in ("laplace", "uniform"):
+        assert Smooth(model, 2, sigma=0.5, noise=noise).certify(x, n0=1, n=1, alpha=0.5).prediction == ABSTAIN
     monkeypatch.setattr(dual, "clopper_pearson_lower", lambda k, n, alpha: 0.5)
     two = DualSmooth(model, model, 2, sigma_a=0.5, split="rows").certify(torch.zeros(1, 2, 2), n0=1, n=1, alpha=0.5)
     assert two.details["a"] == 0.0 and two.details["b"] == 0.0 and two.prediction == ABSTAIN

@@ -10,7 +10,7 @@ CERTIFY(f, k, x, n0, n, alpha): Cohen et al.'s algorithm with ablation in place 
     counts0 <- votes of f on n0 ablated copies of x;  cA <- top index     # selection samples
     counts  <- votes of f on n fresh ablated copies                        # estimation samples
     pA      <- LowerConfBound(counts[cA], n, 1 - alpha)                    # one-sided Clopper-Pearson
-    if pA < 1/2: ABSTAIN
+    if pA <= 1/2: ABSTAIN                                                  # as CERTIFY (methods/cohen.py)
     else: return cA, rho = max { r : pA - Delta(r) > 1/2 },  Delta(r) = 1 - C(d - r, k) / C(d, k)
 
 If x' differs from x in r pixels, the same kept set T misses all of them with probability
