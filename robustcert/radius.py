@@ -35,6 +35,20 @@ def gaussian_radius(sigma: float, p_a_lower: float) -> float:
     return sigma * _probit(p_a_lower)
 
 
+def largest_gaussian_radius(sigma: float, n: int, alpha: float) -> float:
+    """The largest radius CERTIFY (Cohen et al. 2019) can give with ``n`` estimation samples at
+    level ``alpha``: sigma * Phi^-1(alpha^(1/n)).
+
+    When all n votes go to the top class, the one-sided Clopper-Pearson lower bound is exactly
+    alpha^(1/n) (the Beta(n, 1) quantile alpha); no input can be certified further, so every
+    certified-accuracy curve of such a run drops to 0 at or before this radius (3.81 sigma for
+    n = 100000, alpha = 0.001).
+    """
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise InvalidArgumentError(f"n must be a whole number >= 1, got {n!r}")
+    return gaussian_radius(sigma, check_alpha(alpha) ** (1.0 / int(n)))
+
+
 def gaussian_radius_two_sided(sigma: float, p_a_lower: float, p_b_upper: float) -> float:
     """Cohen et al. (2019), Theorem 1: R = sigma/2 * (Phi^-1(pA_lower) - Phi^-1(pB_upper)).
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -49,6 +50,20 @@ def write_text_atomically(path: str | Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text)
     temporary.replace(path)
+
+
+def write_derived_file(out: str | Path, text: str, inputs: Sequence[str | Path], what: str = "table") -> Path:
+    """Write ``text`` (a table made from ``inputs``) to ``out`` atomically, after
+    :func:`check_derived_output`: never over an input or a result file."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ResultsError(f"output folder does not exist: {out.parent}")
+    check_derived_output(out, inputs, what)
+    try:
+        write_text_atomically(out, text)
+    except OSError as exc:
+        raise ResultsError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return out
 
 
 def format_time(seconds: float) -> str:
@@ -116,6 +131,92 @@ def read_results(path: str | Path) -> pd.DataFrame:
     except (ValueError, TypeError) as exc:
         raise ResultsError(f"malformed row in {path}: {exc}") from None
     return frame
+
+
+POLICY_COLUMNS = ("budget", "certified_return")
+
+
+def header_columns(path: str | Path) -> set[str]:
+    """The column names in the first line of a TSV (ResultsError if missing, unreadable or empty)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"result file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
+    except UnicodeDecodeError:
+        raise ResultsError(f"cannot read result file {path}: not a text file") from None
+    except OSError as exc:
+        raise ResultsError(f"cannot read result file {path}: {exc.strerror or exc}") from None
+    if not first.strip():
+        raise ResultsError(f"cannot read result file {path}: it is empty (no header line)")
+    return {c.strip() for c in first.rstrip("\n").split("\t")}
+
+
+def result_kind(columns: set[str]) -> str | None:
+    """``certify``, ``predict`` or ``certify-policy`` for a result file's header columns, else None."""
+    if set(CERTIFY_COLUMNS[:5]) <= columns:
+        return "certify"
+    if {"idx", "label", "predict", "correct"} <= columns:
+        return "predict"
+    if set(POLICY_COLUMNS) <= columns:
+        return "certify-policy"
+    return None
+
+
+def is_sidecar_record(record) -> bool:
+    """True for the JSON object a run writes beside its result file (command kind, parameters, runs)."""
+    return isinstance(record, dict) and "kind" in record and ("parameters" in record or "runs" in record)
+
+
+def existing_result_kind(path: str | Path) -> str | None:
+    """What an existing file holds if a run wrote it: ``certify``, ``predict``, ``certify-policy``
+    (a TSV with that header, also a torchrun part file) or ``sidecar`` (a run's JSON record);
+    None for anything else (or no file). Reads at most the first line, or a small JSON file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+        first = head.split(b"\n", 1)[0].decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    kind = result_kind({c.strip() for c in first.split("\t")})
+    if kind is not None:
+        return kind
+    if head.lstrip().startswith(b"{") and path.stat().st_size < (64 << 20):
+        try:
+            return "sidecar" if is_sidecar_record(json.loads(path.read_text(encoding="utf-8"))) else None
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+    return None
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """True when two paths name one file (also through links or different spellings)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_derived_output(out: str | Path, inputs: Sequence[str | Path], what: str = "output") -> Path:
+    """Refuse to write a table or figure over one of its own input files or over any result file.
+
+    ``out`` may not be one of ``inputs`` (whatever its spelling), nor an existing certify,
+    predict or certify-policy TSV or a run's sidecar: those hold results that took hours to
+    compute. Raises ResultsError (nothing is written); returns ``out`` as a Path.
+    """
+    out = Path(out)
+    for source in inputs:
+        if same_file(out, source):
+            raise ResultsError(f"refusing to write the {what} to {out}: it is one of the input files")
+    kind = existing_result_kind(out)
+    if kind is not None:
+        described = "a run's JSON sidecar" if kind == "sidecar" else f"a {kind} result file"
+        raise ResultsError(f"refusing to overwrite {out}: it is {described}; choose another output file")
+    return out
 
 
 def certified_accuracy(frame: pd.DataFrame, radii: Iterable[float]) -> np.ndarray:
@@ -224,16 +325,25 @@ def is_certify_frame(frame: pd.DataFrame) -> bool:
 
 
 def default_radii(max_radius: float, max_columns: int = 9) -> list[float]:
-    """A radius grid from 0 to ``max_radius`` (rounded up to the step) with at most ``max_columns``
-    points; the step is the smallest of 0.25, 0.5, 1, 2, 5, 10, ... that fits (0.25 gives the
-    reference CIFAR-10 grid 0, 0.25, ..., 1.5 for the published files)."""
+    """A radius grid from 0 up to ``max_radius`` (not beyond: a column past the largest certified
+    radius would be 0 for every file) with at most ``max_columns`` points; the step is the smallest
+    of 0.25, 0.5, 1, 2, 5, 10, ... that fits (0.25 gives the reference CIFAR-10 grid 0, 0.25, ...,
+    1.5 for the published files)."""
     max_radius = max(float(max_radius), 0.0) if math.isfinite(max_radius) else 0.0
     steps = [0.25, 0.5, 1.0] + [m * 10.0 ** e for e in range(0, 12) for m in (2.0, 5.0, 10.0)]
     for step in steps:
-        count = int(math.ceil(max_radius / step - 1e-9)) + 1
+        count = int(math.floor(max_radius / step + 1e-9)) + 1
         if count <= max_columns:
-            return [round(i * step, 10) for i in range(max(count, 2))]
+            return [round(i * step, 10) for i in range(count)]
     return [0.0, max_radius]
+
+
+def largest_certified_radius(frame: pd.DataFrame) -> float:
+    """The largest radius of a correct row (0 if none): beyond it certified accuracy is 0."""
+    if not is_certify_frame(frame) or not len(frame):
+        return 0.0
+    correct = frame["correct"].to_numpy().astype(bool)
+    return float(frame["radius"].to_numpy(dtype=float)[correct].max()) if correct.any() else 0.0
 
 
 def summary_row(frame: pd.DataFrame, radii: Sequence[float]) -> dict[str, float]:
@@ -266,14 +376,14 @@ def results_table(frames: dict[str, pd.DataFrame] | Sequence[tuple[str, pd.DataF
                   radii: Sequence[float] | None = None) -> pd.DataFrame:
     """The table papers report, one row per result file (index: its label).
 
-    ``frames`` maps a label to a DataFrame from :func:`read_results`. ``radii`` defaults to
-    :func:`default_radii` of the largest radius in the certify files. Columns: see
-    :func:`summary_row`.
+    ``frames`` maps a label to a DataFrame from :func:`read_results` (or
+    :func:`certificates_frame`, or the frame :func:`robustcert.certify_dataset` returns).
+    ``radii`` defaults to :func:`default_radii` of the largest certified radius of a correct row
+    (so no column is 0 for every file). Columns: see :func:`summary_row`.
     """
     items = list(frames.items()) if isinstance(frames, dict) else list(frames)
     if radii is None:
-        largest = max((float(f["radius"].max()) for _, f in items if is_certify_frame(f) and len(f)), default=0.0)
-        radii = default_radii(largest)
+        radii = default_radii(max((largest_certified_radius(frame) for _, frame in items), default=0.0))
     radii = parse_radii(radii)
     table = pd.DataFrame([summary_row(frame, radii) for _, frame in items],
                          index=pd.Index([label for label, _ in items], name="file"))
@@ -295,7 +405,10 @@ def default_labels(paths: Sequence[str | Path]) -> list[str]:
 def table_from_files(paths: Sequence[str | Path], radii: Sequence[float] | str | None = None,
                      labels: Sequence[str] | None = None, norm: str | None = None,
                      mixed_norms: bool = False) -> pd.DataFrame:
-    """Read result files (ours or the published ones) and build :func:`results_table`.
+    """Read result files (ours or the published ones) and build their table.
+
+    certify and predict TSVs give :func:`results_table` (one row per file); certify-policy TSVs
+    give :func:`policy_table` (one row per file and budget). The two kinds do not mix.
 
     Every file's radii are in the norm its sidecar records (:func:`result_norm`). Files of
     different norms are refused unless ``mixed_norms`` (then each label says its norm);
@@ -308,6 +421,16 @@ def table_from_files(paths: Sequence[str | Path], radii: Sequence[float] | str |
         labels = default_labels(paths)
     elif len(labels) != len(paths):
         raise ResultsError(f"got {len(labels)} labels for {len(paths)} files")
+    if len(set(labels)) != len(labels):
+        raise ResultsError(f"labels must differ from each other, got {', '.join(labels)}")
+    kinds = [result_kind(header_columns(path)) for path in paths]
+    if "certify-policy" in kinds:
+        if set(kinds) != {"certify-policy"}:
+            raise ResultsError("certify-policy files (one row per budget) and certify/predict files cannot "
+                               "share a table: make one table of each kind")
+        if radii is not None:
+            raise ResultsError("radii do not apply to certify-policy files: their rows are the budgets B")
+        return policy_table([(label, read_policy_certificate(path)) for label, path in zip(labels, paths)])
     if isinstance(radii, str):
         radii = parse_radii(radii)
     frames, norms = [read_results(path) for path in paths], [result_norm(path) for path in paths]
@@ -315,8 +438,7 @@ def table_from_files(paths: Sequence[str | Path], radii: Sequence[float] | str |
         frames = [convert_radii(frame, file_norm, norm, path) for frame, file_norm, path in zip(frames, norms, paths)]
         norms = [norm] * len(paths)
         if norm == "linf" and radii is None:
-            radii = fine_radii(max((float(f["radius"].max()) for f in frames if is_certify_frame(f) and len(f)),
-                                   default=0.0))
+            radii = fine_radii(max((largest_certified_radius(frame) for frame in frames), default=0.0))
     labels = norm_labels(paths, labels, norms, mixed_norms)
     table = results_table(list(zip(labels, frames)), radii)
     return table if len(set(norms)) > 1 else name_norm_columns(table, norms[0])
@@ -409,19 +531,56 @@ def name_norm_columns(table: pd.DataFrame, norm: str) -> pd.DataFrame:
 
 
 def fine_radii(max_radius: float, max_columns: int = 9) -> list[float]:
-    """A radius grid from 0 to ``max_radius`` for small radii (l-infinity): the smallest step
-    1, 2 or 5 x 10^e that needs at most ``max_columns`` points."""
+    """A radius grid from 0 up to ``max_radius`` (not beyond, see :func:`default_radii`) for small
+    radii (l-infinity): the smallest step 1, 2 or 5 x 10^e that needs at most ``max_columns`` points."""
     if not (math.isfinite(max_radius) and max_radius > 0):
         return [0.0]
     for exponent in range(-6, 7):
         for mantissa in (1, 2, 5):
             step = mantissa * 10.0 ** exponent
-            count = int(math.ceil(max_radius / step - 1e-9)) + 1
+            count = int(math.floor(max_radius / step + 1e-9)) + 1
             if count <= max_columns:
                 return [round(i * step, 12) for i in range(count)]
     return [0.0, max_radius]
 
 
+# --------------------------------------------------------------------------- policy tables
+def read_policy_certificate(path: str | Path) -> pd.DataFrame:
+    """A ``robustcert certify-policy`` TSV (one row per budget B) as a DataFrame, sorted by budget."""
+    try:
+        frame = pd.read_csv(path, sep="\t")
+    except Exception as exc:
+        raise ResultsError(f"cannot read policy certificate {path}: {str(exc).splitlines()[0]}") from None
+    if not set(POLICY_COLUMNS) <= set(frame.columns):
+        raise ResultsError(f"{path} is not a certify-policy TSV (needs budget and certified_return columns)")
+    return frame.sort_values("budget")
+
+
+#: The columns of a policy table, in order (certified quantiles go after certified_return).
+POLICY_TABLE_COLUMNS = ("budget", "certified_return", "clean_mean", "n")
+
+
+def policy_table(frames: dict[str, pd.DataFrame] | Sequence[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """The certified returns of policy-smoothing runs (Kumar et al. 2022), one row per file and budget.
+
+    Index: the file's label; columns ``budget`` (the episode l2 budget B), ``certified_return``
+    (lower bound on the expected return under attack), ``certified_qXX`` (certified quantiles),
+    ``clean_mean`` (mean clean smoothed return) and ``n`` (episodes).
+    """
+    items = list(frames.items()) if isinstance(frames, dict) else list(frames)
+    quantiles = sorted({c for _, f in items for c in f.columns if c.startswith("certified_q")},
+                       key=lambda c: float(c[len("certified_q"):] or 0))
+    columns = ["budget", "certified_return", *quantiles, *[c for c in POLICY_TABLE_COLUMNS[2:]
+                                                           if any(c in f.columns for _, f in items)]]
+    parts = [frame.reindex(columns=columns).assign(file=label).set_index("file") for label, frame in items]
+    return pd.concat(parts) if parts else pd.DataFrame(columns=columns)
+
+
+def is_policy_table(table: pd.DataFrame) -> bool:
+    return "budget" in table.columns
+
+
+# --------------------------------------------------------------------------- marking the best value
 # Which way is better, per column kind: certified/clean accuracy and ACR up, abstention down.
 def column_direction(column: str) -> int:
     """+1 if larger is better, -1 if smaller is better, 0 if the column has no best (rows)."""
@@ -430,28 +589,66 @@ def column_direction(column: str) -> int:
     return -1 if column == ABSTENTION else 1
 
 
-def best_rows(table: pd.DataFrame, decimals: int = 3) -> dict[str, set]:
-    """For each column, the labels whose value is best at the displayed precision (ties: all).
-
-    A column has no best when fewer than two files have a value or all shown values are equal.
-    """
-    best: dict[str, set] = {}
-    for column in table.columns:
-        direction = column_direction(column)
-        values = table[column].astype(float).round(decimals).dropna()
-        if direction == 0 or len(values) < 2 or values.nunique() < 2:
-            best[column] = set()
+def comparable_groups(table: pd.DataFrame) -> list[list[str]]:
+    """The groups of files of a :func:`results_table` whose numbers may be compared: the same kind
+    of run (certify or predict: a predict file's accuracy is not a certified accuracy) and the same
+    number of rows (rates over different test sets are not comparable). Files without rows join
+    no group; a policy table has none (its rows are budgets)."""
+    if is_policy_table(table):
+        return []
+    groups: dict[tuple, list[str]] = {}
+    for label, line in table.iterrows():
+        if int(line[ROWS]) == 0:
             continue
-        target = values.max() if direction > 0 else values.min()
-        best[column] = set(values.index[values == target])
+        kind = "predict" if pd.isna(line[ACR]) else "certify"
+        groups.setdefault((kind, int(line[ROWS])), []).append(label)
+    return list(groups.values())
+
+
+def best_rows(table: pd.DataFrame, decimals: int = 3) -> dict[str, set]:
+    """For each column, the labels whose value is best at the displayed precision (ties: all),
+    within each group of :func:`comparable_groups`.
+
+    A group marks nothing in a column where fewer than two of its files have a value or all shown
+    values are equal.
+    """
+    best: dict[str, set] = {column: set() for column in table.columns}
+    for group in comparable_groups(table):
+        for column in table.columns:
+            direction = column_direction(column)
+            values = table.loc[group, column].astype(float).round(decimals).dropna()
+            if direction == 0 or len(values) < 2 or values.nunique() < 2:
+                continue
+            target = values.max() if direction > 0 else values.min()
+            best[column] |= set(values.index[values == target])
     return best
 
 
-def _cell(value, column: str, decimals: int) -> str:
-    if column == ROWS:
-        return str(int(value))
+def marking_note(table: pd.DataFrame) -> str | None:
+    """Why some files were not compared when the best values were marked (None when all were)."""
+    if is_policy_table(table):
+        return None  # nothing is marked: its rows are budgets
+    groups = comparable_groups(table)
+    if len(table) < 2 or (len(groups) == 1 and len(groups[0]) == len(table)):
+        return None
+    compared = [group for group in groups if len(group) >= 2]
+    if not compared:
+        return ("no best value marked: no two files are of the same kind (certify/predict) with the same "
+                "number of rows")
+    return ("best values marked only among files of the same kind (certify/predict) with the same number of "
+            "rows: " + "; ".join(", ".join(map(str, group)) for group in compared))
+
+
+INTEGER_COLUMNS = (ROWS, "n")
+
+
+def _cell(value, column: str, decimals: int, missing: str = "-") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
+        return missing
+    if column in INTEGER_COLUMNS:
+        return str(int(value))
+    if column == "budget":
+        return f"{value:g}"
     return f"{value:.{decimals}f}"
 
 
@@ -463,21 +660,27 @@ def _latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIALS.get(char, char) for char in text)
 
 
-def render_table(table: pd.DataFrame, fmt: str = "markdown", decimals: int = 3, mark_best: bool = True) -> str:
-    """Format a :func:`results_table` as ``markdown``, ``latex`` (booktabs) or ``csv`` text.
+def render_table(table: pd.DataFrame, fmt: str = "markdown", decimals: int = 3, mark_best: bool | None = None) -> str:
+    """Format a :func:`results_table` (or :func:`policy_table`) as ``markdown``, ``latex`` (booktabs)
+    or ``csv`` text.
 
-    The best value of each column is **bold** in markdown, ``\\textbf`` in LaTeX, and followed by
-    ``*`` in csv (with a closing ``# * = best`` comment line; ``mark_best=False`` gives plain numbers).
+    ``mark_best`` (default: on for markdown and LaTeX, off for csv): the best value of each column
+    among comparable files (:func:`best_rows`) is **bold** in markdown, ``\\textbf`` in LaTeX and
+    followed by ``*`` in csv. csv is data: one row per file (per file and budget for a policy
+    table), numbers only, an empty cell for a value that does not exist (a predict file's
+    certified accuracy), no comment lines; ``*`` marks appear only when asked for.
     """
     if fmt not in ("markdown", "latex", "csv"):
         raise ResultsError(f"unknown table format {fmt!r}: use markdown, latex or csv")
+    if mark_best is None:
+        mark_best = fmt != "csv"
     best = best_rows(table, decimals) if mark_best else {c: set() for c in table.columns}
     columns = list(table.columns)
     body = []
     for label, values in table.iterrows():
         cells = []
         for column in columns:
-            text = _cell(values[column], column, decimals)
+            text = _cell(values[column], column, decimals, missing="" if fmt == "csv" else "-")
             if label in best[column]:
                 text = {"markdown": f"**{text}**", "latex": f"\\textbf{{{text}}}", "csv": f"{text}*"}[fmt]
             cells.append(text)
@@ -504,8 +707,6 @@ def render_table(table: pd.DataFrame, fmt: str = "markdown", decimals: int = 3, 
     writer.writerow([table.index.name or "file"] + columns)
     for label, cells in body:
         writer.writerow([label] + cells)
-    if mark_best and any(best.values()):
-        buffer.write("# * = best value in its column\n")
     return buffer.getvalue()
 
 

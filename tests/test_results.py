@@ -146,13 +146,14 @@ def test_table_command_on_published_files(tmp_path):
         out = tmp_path / f"{dataset}.csv"
         result = CliRunner().invoke(main, ["table", *[str(p) for p, _, _ in group], "--radii",
                                            ",".join(map(str, radii)), "--format", "csv", "--decimals", "2",
-                                           "--no-mark", "--out", str(out)])
+                                           "--out", str(out)])
         assert result.exit_code == 0, result.output
-        parsed = pd.read_csv(out, index_col=0)
+        parsed = pd.read_csv(out, index_col=0)  # csv is data by default: numbers, no marks
+        assert all(pd.api.types.is_numeric_dtype(dtype) for dtype in parsed.dtypes)
         for (path, _, expected), (_, line) in zip(group, parsed.iterrows()):
             assert line[[f"r={r:g}" for r in radii]].tolist() == pytest.approx(expected), path
             checked += 1
-        assert out.read_text() == result.stdout
+        assert result.stdout == f"wrote {out}\n"
     assert checked == 7
 
 
@@ -178,9 +179,9 @@ def test_best_value_per_column_is_marked_in_every_format(hand_file, tmp_path):
     assert "| worse | 0.500 | 0.375 | 0.000 |" in markdown
     latex = render_table(table, "latex")
     assert r"\textbf{0.625}" in latex and r"\toprule" in latex and r"$r{=}0.25$" in latex
-    csv = render_table(table, "csv")
-    assert "hand,0.625*,0.500*" in csv and csv.rstrip().endswith("# * = best value in its column")
-    assert "*" not in render_table(table, "csv", mark_best=False)
+    csv = render_table(table, "csv", mark_best=True)  # marks in csv only on request, and no comment line
+    assert "hand,0.625*,0.500*" in csv and "#" not in csv
+    assert "*" not in render_table(table, "csv") and "*" not in render_table(table, "csv", mark_best=False)
     ties = results_table({"a": read_results(hand_file), "b": read_results(hand_file)}, [0])
     assert best_rows(ties)["r=0"] == set()  # all equal: no best
 
@@ -200,8 +201,8 @@ def test_radius_grids():
     assert parse_radii("0:1.5:0.25") == [0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
     assert parse_radii("0, 0.5,1") == [0, 0.5, 1]
     assert default_radii(1.5) == [0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]  # the reference CIFAR-10 grid
-    assert default_radii(3.81) == [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4]
-    assert default_radii(0.0) == [0, 0.25]
+    assert default_radii(3.81) == [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5]  # not 4: its column would be 0 for every file
+    assert default_radii(0.0) == [0]
 
 
 def test_default_labels_are_the_shortest_distinct_path_ends():

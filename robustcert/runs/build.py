@@ -86,9 +86,7 @@ def build_dual(loaded, num_classes, sigma, device, options, trust_checkpoint):
     same way, and against its checkpoint's recorded split and branch when present.
     """
     split = get_split(options.get("dual_split"))
-    if not options.get("model2"):
-        raise InvalidArgumentError("--method dual needs --model2 (the base model of sub-image b; --model is "
-                                   "sub-image a's)")
+    check_required_options("dual", options)
     second = load_checkpoint(options["model2"], arch=options.get("arch2"), device=device,
                              trust_checkpoint=trust_checkpoint)
     if second.num_classes is not None and second.num_classes != num_classes:
@@ -153,6 +151,18 @@ METHOD_OPTIONS = {
     "lvm": ("maps", "temperatures", "lipschitz", "lvm_selection", "lvm_select_on"),
     "ablation": ("keep",),
 }
+#: Options a method cannot run without, and what each one is (checked before any model is loaded,
+#: so that a missing one is reported as missing rather than as a model that does not fit).
+METHOD_REQUIRED_OPTIONS = {"dual": {"model2": "the base model of sub-image b; --model is sub-image a's"}}
+
+
+def check_required_options(method: str, options: dict) -> None:
+    """InvalidArgumentError naming the first required option of ``method`` that ``options`` lacks."""
+    for name, meaning in METHOD_REQUIRED_OPTIONS.get(method, {}).items():
+        if not options.get(name):
+            raise InvalidArgumentError(f"--method {method} needs {option_name(name)} ({meaning})")
+
+
 # How ``model``'s input shape follows from the dataset's (default: the dataset's own shape).
 METHOD_INPUT_SHAPES = {"dual": dual_model_input_shape, "ablation": ablation_model_input_shape}
 # Methods without a noise level (every other method needs sigma).
@@ -233,6 +243,7 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
     device = as_device(device)
     options = options_for(method, {k: v for k, v in method_options.items() if v is not None})
     check_sigma_given(method, sigma, denoiser)
+    check_required_options(method, options)
     shape_rule = METHOD_INPUT_SHAPES.get(method)
     loaded, dataset = load_model_and_data(
         model, data, split, arch, trust_checkpoint, device,

@@ -28,7 +28,7 @@ from ..engine import configure_cpu
 from ..errors import InvalidArgumentError, ShapeError, check_count
 from ..results import CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_row, predict_row, read_results
 from . import sharded
-from .files import RowWriter, check_output, finish_last_run, previous_runs, timestamp, write_sidecar
+from .files import RowWriter, check_output, finish_last_run, previous_runs, write_sidecar
 from .lvm_select import check_held_out
 from .provenance import describe_models, python_command, run_record
 
@@ -136,10 +136,10 @@ def _execute(run: DatasetRun, out: Path | None, resume: bool, parameters: dict, 
             sharded.run_sharded(out, run.columns, record, resume, run.indices, run.per_call,
                                 lambda groups, writer, show: run.work(groups, writer, show, frame_rows=frame_rows),
                                 run.smoothed.engine_report)
-        except BaseException:
-            _finish(out, run, sharded.gather_after_run(samples()), interrupted=True)
+        except BaseException as exc:
+            _finish(out, run, sharded.gather_after_run(samples()), ending=exc)
             raise
-        _finish(out, run, sharded.gather_after_run(samples()), interrupted=False)
+        _finish(out, run, sharded.gather_after_run(samples()))
         return _frame(run, frame_rows, out if sharded.current().rank == 0 else None)
     sharded.fold_interrupted_parts(out, run.columns, resume)
     if resume:
@@ -149,24 +149,25 @@ def _execute(run: DatasetRun, out: Path | None, resume: bool, parameters: dict, 
     write_sidecar(out, record, resume)
     try:
         run.work(run.groups(todo), writer, True, initial=len(run.indices) - len(todo), frame_rows=frame_rows)
-    except BaseException:
+    except BaseException as exc:
         writer.discard_if_unused()
-        _finish(out, run, samples(), interrupted=True)
+        _finish(out, run, samples(), ending=exc)
         raise
     finally:
         writer.close()
-    _finish(out, run, samples(), interrupted=False)
+    _finish(out, run, samples())
     return _frame(run, frame_rows, out)
 
 
-def _finish(out: Path, run: DatasetRun, samples: list[int] | None, interrupted: bool) -> None:
-    """The sidecar's end of run: the engine report, samples used, and when it finished or stopped."""
-    fields = {"engine": run.smoothed.engine_report(), ("interrupted" if interrupted else "finished"): timestamp()}
+def _finish(out: Path, run: DatasetRun, samples: list[int] | None, ending: BaseException | None = None) -> None:
+    """The sidecar's end of run: the engine report, samples used, and how and when it ended
+    (:func:`robustcert.runs.files.finish_last_run`)."""
+    fields = {"engine": run.smoothed.engine_report()}
     if samples:
         fields["samples_used"] = {"inputs": len(samples), "total": int(sum(samples)),
                                   "mean_per_input": sum(samples) / len(samples), "max_per_input": max(samples)}
     if sharded.current() is None or sharded.current().rank == 0:
-        finish_last_run(out, **fields)
+        finish_last_run(out, ending, **fields)
 
 
 def _frame(run: DatasetRun, rows: list[dict], out: Path | None) -> pd.DataFrame:
