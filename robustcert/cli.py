@@ -370,7 +370,7 @@ MIXED_NORMS = click.option("--mixed-norms", is_flag=True,
 @click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv"]), default="markdown",
               show_default=True, help="csv is data: numbers only, one row per file, no marks unless --mark.")
 @LABELS
-@click.option("--decimals", type=click.IntRange(0, 6), default=3, show_default=True)
+@click.option("--decimals", type=click.IntRange(0, 6), default=3, show_default=True, help="Digits after the point.")
 @click.option("--mark/--no-mark", "mark", default=None,
               help="Mark the best value of each column among comparable files [default: on for markdown and "
                    "latex, off for csv].")
@@ -415,7 +415,7 @@ def table(files, radii, fmt, labels, decimals, mark, out_path, norm, mixed_norms
               help="Figure file: .png, .pdf or .svg (never over a result file or an input).")
 @LABELS
 @click.option("--max-radius", type=float, default=None, help="Right end of the radius axis.")
-@click.option("--title", default=None)
+@click.option("--title", default=None, help="Title above the figure.")
 @MIXED_NORMS
 def plot(files, out_path, labels, max_radius, title, mixed_norms):
     """Plot certified accuracy against radius.
@@ -493,7 +493,9 @@ def parse_float_list(text: str, name: str) -> list[float]:
               help="Output TSV, one row per budget (a JSON sidecar FILE.json is written beside it).")
 @click.option("--alpha", type=float, default=0.05, show_default=True, help=ALPHA_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the environments and the noise.")
-@click.option("--bound", type=click.Choice(["dkw", "clopper-pearson"]), default="dkw", show_default=True)
+@click.option("--bound", type=click.Choice(["dkw", "clopper-pearson"]), default="dkw", show_default=True,
+              help="Simultaneous lower band on P(R >= v): one-sided DKW, or Clopper-Pearson with alpha split over "
+                   "the levels.")
 @click.option("--return-lower-bound", type=float, default=0.0, show_default=True,
               help="A known lower bound on every episode's return (v_0).")
 @click.option("--quantiles", default="0.1,0.25,0.5", show_default=True,
@@ -542,7 +544,8 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
 @click.option("--models", default="digits,cifar_resnet110,resnet50", show_default=True,
               help="Comma-separated: digits (bundled CNN), cifar_resnet110 (32x32), resnet50 (224x224).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Autocast precision for (a) and (b).")
 @click.option("--channels-last/--no-channels-last", "channels_last", default=None,
               help="Layout for (a) and (b) [default: the engine's measured default].")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model for (a) and (b).")

@@ -134,9 +134,10 @@ def busy_cores(window: float = 0.2) -> float | None:
     """How many cores other processes keep busy: all CPU time minus this process's, over ``window``
     seconds of wall time (this process sleeps meanwhile). None where it cannot be measured (no
     /proc/stat: macOS, Windows)."""
-    before, own_before, started = _busy_cpu_seconds(), sum(os.times()[:2]), time.monotonic()
+    before = _busy_cpu_seconds()
     if before is None:
         return None
+    own_before, started = sum(os.times()[:2]), time.monotonic()
     time.sleep(window)
     after, own_after, elapsed = _busy_cpu_seconds(), sum(os.times()[:2]), time.monotonic() - started
     if after is None:
