@@ -8,10 +8,11 @@ killed after each block. Wall time per certification, median over repetitions, a
 (2 threads / 1 thread). Each block also records the CPU use of the *other* processes, measured
 with :func:`robustcert.engine.device.busy_cores` (the quantity the default rule reads).
 
-On a machine shared with other jobs there is no idle condition; run it with a high priority
-(``nice -n -15``, as root) so that the measurement and its hogs (which inherit the priority) get
-the CPUs and the other jobs only what is left: the three conditions then are an idle machine,
-one busy core and two busy cores.
+On a machine shared with other jobs there is no idle condition. A high priority (``nice -n -15``,
+as root; the hogs inherit it) gives the measurement and its hogs the CPUs on a machine whose
+kernel schedules them, so that the conditions become idle, one busy core and two busy cores; on
+the shared VM of results/bench/threads_default.md it did not (the host shares the virtual CPUs
+and does not see guest priorities), which that file reports.
 
     OMP_NUM_THREADS=1 nice -n -15 python experiments/threads_default.py --reps 5 --out results/bench/threads_default.md
 """

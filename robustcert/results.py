@@ -115,9 +115,12 @@ def read_results(path: str | Path) -> pd.DataFrame:
     frame.columns = [str(c).strip() for c in frame.columns]
     required = {"idx", "label", "predict", "correct"}
     if not required <= set(frame.columns):
-        raise ResultsError(
-            f"{path} is not a certify/predict TSV: columns {list(frame.columns)}, need {sorted(required)}"
-        )
+        if existing_result_kind(path) == "sidecar":
+            raise ResultsError(f"{path} is a run's JSON sidecar, not its result file: give the TSV beside it "
+                               f"({path.name[:-len('.json')] if path.name.endswith('.json') else 'FILE'})")
+        header = ", ".join(map(str, frame.columns))
+        raise ResultsError(f"{path} is not a certify/predict TSV: its first line is {header[:60]!r}"
+                           f"{'...' if len(header) > 60 else ''}, need the columns {', '.join(sorted(required))}")
     try:
         for column in ("idx", "label", "predict", "correct"):
             frame[column] = frame[column].astype(int)
@@ -422,6 +425,9 @@ def table_from_files(paths: Sequence[str | Path], radii: Sequence[float] | str |
     elif len(labels) != len(paths):
         raise ResultsError(f"got {len(labels)} labels for {len(paths)} files")
     if len(set(labels)) != len(labels):
+        twice = next((a for i, a in enumerate(paths) if any(same_file(a, b) for b in paths[:i])), None)
+        if twice is not None:
+            raise ResultsError(f"{twice} is given twice")
         raise ResultsError(f"labels must differ from each other, got {', '.join(labels)}")
     kinds = [result_kind(header_columns(path)) for path in paths]
     if "certify-policy" in kinds:
