@@ -26,6 +26,15 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+#: What an interrupted command (Ctrl-C, SIGTERM, SIGHUP) leaves behind; other commands write
+#: their files at the end, atomically, so an interruption writes nothing.
+INTERRUPTED_NOTES = {
+    "certify": "rows already written are kept; --resume continues",
+    "predict": "rows already written are kept; --resume continues",
+    "demo": "the demo's earlier output, if any, is unchanged",
+}
+
+
 class ErrorReportingGroup(click.Group):
     """Turn every user error into one readable line on stderr and exit status 2.
 
@@ -49,15 +58,24 @@ class ErrorReportingGroup(click.Group):
         except click.ClickException as exc:
             fail(" ".join(exc.format_message().split()))
         except click.Abort as exc:
+            if sys.stderr.isatty():
+                click.echo(err=True)  # after the terminal's ^C
             stopped = exc.__cause__ if isinstance(exc.__cause__, Stopped) else None
             how = f"stopped by {stopped.signal_name}" if stopped else "interrupted"
-            click.echo(f"robustcert: {how} (rows already written are kept; --resume continues)", err=True)
+            command = next((a for a in (sys.argv[1:] if args is None else args) if a in self.commands), None)
+            click.echo(f"robustcert: {how} ({INTERRUPTED_NOTES.get(command, 'nothing was written')})", err=True)
             sys.exit(128 + stopped.signum if stopped else 130)
         except RobustCertError as exc:
             fail(" ".join(str(exc).split()))
         except OSError as exc:
             fail(f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc))
         sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:  # as click.Abort: click would first print an empty line
+            raise click.Abort() from exc
 
 
 # --------------------------------------------------------------------------- --help sections

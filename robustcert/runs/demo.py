@@ -309,7 +309,8 @@ def run_in_processes(runs: list[DemoRun], settings: dict, jobs: int, echo, quiet
     threads = max(1, (os.cpu_count() or 1) // min(jobs, len(runs)))
     total = expected_rows * len(runs)
     started = last_report = time.perf_counter()
-    with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_leave_interrupts_to_the_parent) as pool:
         pending = {pool.submit(_certify_in_child, run, settings, threads): run for run in runs}
         try:
             while pending:
@@ -333,6 +334,14 @@ def run_in_processes(runs: list[DemoRun], settings: dict, jobs: int, echo, quiet
                 process.terminate()
             raise
     return threads
+
+
+def _leave_interrupts_to_the_parent() -> None:
+    """In a child: ignore Ctrl-C (the terminal sends it to every process); the parent stops the
+    children and reports once."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _rows(path: Path) -> int:
