@@ -425,7 +425,8 @@ def test_help_texts(runs):
     headers = [line[:-1] for line in certify_help.splitlines() if line and not line.startswith(" ") and
                line.endswith(":")]
     assert headers == ["Model and data", "Certification", "--method cohen: sequential", "--method dual",
-                       "--method lvm", "Diffusion denoiser (any method)", "Engine and speed", "Output", "Other options"]
+                       "--method lvm", "--method ablation", "Diffusion denoiser (any method)", "Engine and speed",
+                       "Output", "Other options"]
 
 
 def test_default_radius_grid_has_no_column_that_is_zero_for_every_file(runs):
