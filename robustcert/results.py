@@ -48,8 +48,12 @@ def write_text_atomically(path: str | Path, text: str) -> None:
     the file truncated."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
+    try:
+        temporary.write_text(text)
+        temporary.replace(path)
+    except BaseException:  # a full disk or Ctrl-C: no half-written temporary file left behind either
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def write_derived_file(out: str | Path, text: str, inputs: Sequence[str | Path], what: str = "table") -> Path:
