@@ -31,7 +31,7 @@ ROWS = 20
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def robustcert(*args, timeout=180) -> subprocess.CompletedProcess:
+def robustcert(*args, timeout=600) -> subprocess.CompletedProcess:  # a guard against hangs, not a speed test
     return subprocess.run([sys.executable, "-m", "robustcert", *map(str, args)], capture_output=True, text=True,
                           env=ENV, timeout=timeout)
 
@@ -98,13 +98,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted)
     out = tmp_path / "killed.tsv"
     process = subprocess.Popen([sys.executable, "-m", "robustcert", *CERTIFY_ARGS, "--out", str(out)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
+    while process.poll() is None:  # however slow the machine: the run ends by itself at the latest
         if out.exists() and out.read_text().count("\n") >= 4:  # header and three rows written
             process.kill()
             break
         time.sleep(0.005)
-    process.wait(timeout=60)
+    process.wait(timeout=600)
     if process.returncode == 0:  # finished before the kill landed: cut it back to simulate one
         out.write_text("".join(out.read_text().splitlines(keepends=True)[:4]))
     kept = data_rows(out)

@@ -37,7 +37,7 @@ SMALL = ["--data", "digits", "--n0", "10", "--n", "50", "--alpha", "0.001", "--b
          "--threads", "1", "--quiet"]
 
 
-def robustcert(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+def robustcert(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:  # a guard against hangs
     return subprocess.run([sys.executable, "-m", "robustcert", *map(str, args)], capture_output=True, text=True,
                           env=ENV, cwd=cwd, timeout=timeout)
 
@@ -369,13 +369,12 @@ def test_an_interrupted_run_says_so_in_its_sidecar(tmp_path, signum, status, how
                                 "--sigma", "0.25", "--n", "2000", "--n0", "10", "--batch", "500", "--threads", "1",
                                 "--device", "cpu", "--quiet", "--out", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
+    while process.poll() is None:  # however slow the machine; 360 inputs take far longer than one
         if out.exists() and out.read_text().count("\n") >= 2:  # header and one row: the run is under way
             break
         time.sleep(0.02)
     process.send_signal(signum)
-    stdout, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == status, stderr
     assert stderr.strip().splitlines() == [f"robustcert: {how} (rows already written are kept; --resume continues)"]
     run = json.loads(out.with_name("long.tsv.json").read_text())["runs"][-1]
