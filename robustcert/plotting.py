@@ -75,15 +75,16 @@ def certified_accuracy_curve(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarra
 
 def certification_limit(record: dict | None) -> float | None:
     """The largest radius a run could certify, from its sidecar: sigma * Phi^-1(alpha^(1/n)) for a
-    fixed-n Gaussian CERTIFY run (``--method cohen`` without ``--sequential``; see
-    :func:`robustcert.radius.largest_gaussian_radius`). None for other runs (sequential, dual and
-    lvm radii follow other formulas) and for files without a sidecar (the published ones)."""
+    fixed-n Gaussian CERTIFY run (``--method cohen`` without ``--sequential`` or ``--sound-float``;
+    see :func:`robustcert.radius.largest_gaussian_radius`). None for other runs (sequential, sound,
+    dual, lvm, l1 and l0 radii follow other bounds or formulas) and for files without a sidecar (the
+    published ones)."""
     if not record or record.get("kind") != "certify" or record.get("method") != "cohen":
         return None
     parameters = record.get("parameters") or {}
-    if parameters.get("sequential") or record.get("noise", "gaussian") != "gaussian" or \
-            record.get("norm", "l2") != "l2":
-        return None
+    if parameters.get("sequential") or parameters.get("sound_float") or \
+            record.get("noise", "gaussian") != "gaussian" or record.get("norm", "l2") != "l2":
+        return None  # other bounds or radii: no closed-form limit drawn
     try:
         return largest_gaussian_radius(float(parameters["sigma"]), int(parameters["n"]), float(parameters["alpha"]))
     except (KeyError, TypeError, ValueError):

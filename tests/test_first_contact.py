@@ -423,9 +423,10 @@ def test_help_texts(runs):
     certify_help = invoke("certify", "--help").stdout
     headers = [line[:-1] for line in certify_help.splitlines() if line and not line.startswith(" ") and
                line.endswith(":")]
-    assert headers == ["Model and data", "Certification", "--method cohen: sequential", "--method dual",
-                       "--method lvm", "--method ablation", "Diffusion denoiser (any method)", "Engine and speed",
-                       "Output", "Other options"]
+    assert headers == ["Model and data", "Certification", "--method cohen: sequential",
+                       "--method cohen: floating-point-sound certificates", "--method dual", "--method lvm",
+                       "--method ablation", "Diffusion denoiser (any method)", "Engine and speed", "Output",
+                       "Other options"]
 
 
 def test_default_radius_grid_has_no_column_that_is_zero_for_every_file(runs):
