@@ -42,36 +42,12 @@ def input_generator(device: torch.device, seed: int, index: int, stage: str) -> 
     return generator
 
 
-class GaussianNoise:
-    """Isotropic Gaussian noise N(0, sigma^2 I) (Cohen et al. 2019), in input (pixel) units.
-
-    The interface every noise of the engine has: ``sample_shape`` (the shape of one noisy
-    sample given the input's; the same for additive noise) and ``perturb`` (fill a chunk of
-    noisy samples of one input from its generator).
-    """
-
-    name = "gaussian"
-
-    def __init__(self, sigma: float):
-        self.sigma = check_sigma(sigma)
-
-    def sample_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(input_shape)
-
-    def draw(self, out: torch.Tensor, generator: torch.Generator) -> None:
-        """Fill the contiguous tensor ``out`` with i.i.d. noise from ``generator``."""
-        out.normal_(0.0, self.sigma, generator=generator)
-
-    def perturb(self, out: torch.Tensor, clean: torch.Tensor, generator: torch.Generator) -> None:
-        """``out`` (count, per_sample), contiguous: ``count`` noisy copies of the flat input ``clean``."""
-        self.draw(out, generator)
-        out.add_(clean)
-
-
 class AdditiveNoise:
     """Noise added to the input, of per-coordinate standard deviation ``sigma`` (pixel units).
 
-    The same interface as :class:`GaussianNoise`; a subclass writes ``draw``.
+    The interface every noise of the engine has: ``sample_shape`` (the shape of one noisy
+    sample given the input's; the same for additive noise) and ``perturb`` (fill a chunk of
+    noisy samples of one input from its generator). An additive noise writes ``draw``.
     """
 
     name = "additive"
@@ -83,12 +59,22 @@ class AdditiveNoise:
         return tuple(input_shape)
 
     def draw(self, out: torch.Tensor, generator: torch.Generator) -> None:
+        """Fill the contiguous tensor ``out`` with i.i.d. noise from ``generator``."""
         raise NotImplementedError
 
     def perturb(self, out: torch.Tensor, clean: torch.Tensor, generator: torch.Generator) -> None:
         """``out`` (count, per_sample), contiguous: ``count`` noisy copies of the flat input ``clean``."""
         self.draw(out, generator)
         out.add_(clean)
+
+
+class GaussianNoise(AdditiveNoise):
+    """Isotropic Gaussian noise N(0, sigma^2 I) (Cohen et al. 2019), in input (pixel) units."""
+
+    name = "gaussian"
+
+    def draw(self, out: torch.Tensor, generator: torch.Generator) -> None:
+        out.normal_(0.0, self.sigma, generator=generator)
 
 
 GRID_BITS = 24  # float32 holds every integer below 2^24 exactly
