@@ -175,17 +175,23 @@ def test_vectorised_bounds_match_the_scalar_ones():
 def test_stopping_rules():
     target = TargetRadius(sigma=0.5, radius=0.5)  # p* = Phi(1) = 0.841
     assert target.p_target == pytest.approx(norm.cdf(1.0))
-    lower = np.array([0.85, 0.80, 0.80, 0.80, 0.80, 0.85])
-    upper = np.array([0.99, 0.84, 0.90, 0.90, 0.90, 0.80])
-    ceiling = np.array([0.999, 0.999, 0.84, 0.999, 0.999, 0.999])
-    below_target = upper < target.p_target
+    column = lambda values: np.array(values)[:, None]  # noqa: E731  (inputs, branches) with one branch
+    lower = column([0.85, 0.80, 0.80, 0.80, 0.80, 0.85])
+    upper = column([0.99, 0.84, 0.90, 0.90, 0.90, 0.80])
+    ceiling = column([0.999, 0.999, 0.84, 0.999, 0.999, 0.999])
+    below_target = upper[:, 0] < target.p_target
     below_reach = np.array([False, True, False, True, False, True])
     assert list(target.stop(lower, upper, ceiling, below_target, below_reach)) == [
         "certified", "not certifiable", "unreachable", "not certifiable by n_max", None, "certified"]
+    at_zero = TargetRadius(sigma=0.5, radius=0.0)  # p* = 1/2, but a certificate needs L > 1/2
+    none = np.zeros(4, dtype=bool)
+    assert list(at_zero.stop(column([0.5, 0.51, 0.3, 0.3]), column([0.9, 0.9, 0.5, 0.9]),
+                             column([1.0, 1.0, 1.0, 0.5]), none, none)) == [
+        None, "certified", "not certifiable", "unreachable"]
     tolerance = RadiusTolerance(sigma=1.0, tolerance=0.1)
-    reasons = tolerance.stop(np.array([0.90, 0.90, 0.90, 0.20]),
-                             np.array([norm.cdf(norm.ppf(0.90) + 0.09), norm.cdf(norm.ppf(0.90) + 0.11), 1.0, 0.45]),
-                             np.array([1.0, 1.0, norm.cdf(norm.ppf(0.90) + 0.09), 1.0]))
+    reasons = tolerance.stop(column([0.90, 0.90, 0.90, 0.20]),
+                             column([norm.cdf(norm.ppf(0.90) + 0.09), norm.cdf(norm.ppf(0.90) + 0.11), 1.0, 0.45]),
+                             column([1.0, 1.0, norm.cdf(norm.ppf(0.90) + 0.09), 1.0]))
     assert list(reasons) == ["within tolerance", None, "within tolerance", "within tolerance"]
 
 

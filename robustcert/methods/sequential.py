@@ -30,14 +30,14 @@ SEQUENTIAL-CERTIFY(f, sigma, x, n0, alpha, n_max; a target radius r or a toleran
         U <- min(U, CP_upper(nA, n_j, stop_alpha / K))      # stopping only, level stop_alpha
         ceiling <- the largest L any continuation can reach (all further votes for cA)
         target radius r, p* = Phi(r / sigma), reach = the vote share that certifies r at n_K:
-            stop "certified"                if L >= p*
-            stop "not certifiable"          if U < p*       (pA < p*: no number of samples certifies r)
+            stop "certified"                if L >= p* and L > 1/2   (the radius sigma Phi^-1(L) is >= r)
+            stop "not certifiable"          if U < p* or U <= 1/2    (no number of samples certifies r)
             stop "not certifiable by n_max" if U < reach    (pA < reach: n_max samples would most likely not)
-            stop "unreachable"              if ceiling < p*
+            stop "unreachable"              if ceiling < p* or ceiling <= 1/2
         tolerance t, R(p) = sigma Phi^-1(p) if p > 1/2 else 0:
             stop "within tolerance" if R(min(U, ceiling)) - R(L) <= t
         stop "n_max" at j = K
-    if L < 1/2: ABSTAIN  else: return cA, R = sigma Phi^-1(L)
+    if L <= 1/2: ABSTAIN  else: return cA, R = sigma Phi^-1(L)
 
 Soundness. The certificate uses only L, a lower confidence sequence at level alpha: on an event of
 probability >= 1 - alpha every L_j <= pA, so the L at the stopping checkpoint is <= pA whatever
@@ -52,7 +52,15 @@ tolerance", is a claim that holds with probability >= 1 - stop_alpha. With
 ``stop_test="betting"`` the two "not certifiable" verdicts come instead from betting tests of
 H0: pA >= p* and H0: pA >= reach (:func:`robustcert.stats.kelly_bet`), each at level stop_alpha
 by Ville's inequality. The ceiling is exact: one more vote for cA never lowers a Clopper-Pearson
-lower bound.
+lower bound. A certificate needs L > 1/2 (CERTIFY abstains at L = 1/2: another class may tie),
+which matters for r = 0 only.
+
+In the floating-point-sound mode (``Smooth(sound_float=True)``) the sequences bound the pA of the
+fair-coin sampler, within eps of the exact discretized Gaussian's (:mod:`robustcert.engine.sound`):
+L - eps, U + eps and ceiling - eps are used instead (deterministic, no alpha), the betting tests
+test the sampler's pA against p* - eps, and reach is the vote share whose L - eps certifies.
+Only the Gaussian l2 radius is supported (the rules compare probits with r / sigma): other noises
+and randomized ablation refuse ``sequential=True`` (``check_sequential`` of each method).
 
 Sampling goes through the engine with per-input generators from (seed, index, stage); every
 round draws fixed sizes (:func:`round_blocks`: the round's samples in draws of at most
@@ -198,7 +206,11 @@ class TargetRadius:
     """Mode 1: "is x certified at radius r?" With one branch: decided once L >= p* = Phi(r/sigma),
     or once pA is shown to lie below p* or below the vote share that would certify r at n_max.
     With several (dual smoothing): once sum_b Phi^-1(L_b) >= r sqrt(sum_b 1/sigma_b^2), or once the
-    same sum of the upper bounds falls below it. ``sigma``: one noise level, or one per branch."""
+    same sum of the upper bounds falls below it. ``sigma``: one noise level, or one per branch.
+
+    A certificate also needs sum_b Phi^-1(L_b) > 0 (one branch: L > 1/2; CERTIFY abstains at
+    L = 1/2), which matters for r = 0 only: the threshold 0 is then reached but not enough, and an
+    upper (or ceiling) sum <= 0 already rules it out."""
 
     sigma: float | tuple[float, ...]
     radius: float
@@ -214,10 +226,11 @@ class TargetRadius:
     def stop(self, lower, upper, ceiling, below_target, below_reach):
         """The stopping reason of each input (None: go on), from its running bounds (inputs, branches)."""
         reasons = np.full(len(lower), None, dtype=object)
-        reasons[probit_sum(ceiling) < self.threshold] = "unreachable"
+        ceiling_sum, upper_sum, lower_sum = probit_sum(ceiling), probit_sum(upper), probit_sum(lower)
+        reasons[(ceiling_sum < self.threshold) | (ceiling_sum <= 0)] = "unreachable"
         reasons[np.asarray(below_reach, dtype=bool)] = "not certifiable by n_max"
-        reasons[np.asarray(below_target, dtype=bool)] = "not certifiable"
-        reasons[probit_sum(lower) >= self.threshold] = "certified"
+        reasons[np.asarray(below_target, dtype=bool) | (upper_sum <= 0)] = "not certifiable"
+        reasons[(lower_sum >= self.threshold) & (lower_sum > 0)] = "certified"
         return reasons
 
     def describe(self) -> dict:
@@ -276,21 +289,23 @@ def check_sequential_options(sigma: float, target_radius: float | None = None, t
     if unknown:
         raise InvalidArgumentError(f"unknown sequential option(s): {', '.join(sorted(unknown))}")
     rule = stopping_rule(sigma, target_radius, tolerance)
-    SequentialDesign.build(rule, check_count(1 if n_max is None else n_max, "n_max"), 0.5, growth, n_first,
+    # alpha here is a placeholder (CERTIFY checks the real one): only the options are checked
+    SequentialDesign.build(rule, check_count(1 if n_max is None else n_max, "n_max"), 0.001, growth, n_first,
                            final_share, stop_alpha, stop_test)
     if selection_lead_votes is not None:
         check_count(selection_lead_votes, "selection_lead_votes")
 
 
-def reach_share(p_target: float, n_max: int, level: float) -> float | None:
-    """The smallest vote share k / n_max with CP_lower(k, n_max, level) >= p*: what certifies the
-    target at the last checkpoint. None when even k = n_max does not."""
-    if clopper_pearson_lower(n_max, n_max, level) < p_target:
+def reach_share(p_target: float, n_max: int, level: float, strict: bool = False) -> float | None:
+    """The smallest vote share k / n_max with CP_lower(k, n_max, level) >= p* (``strict``: > p*): what
+    certifies the target at the last checkpoint. None when even k = n_max does not."""
+    reaches = (lambda bound: bound > p_target) if strict else (lambda bound: bound >= p_target)
+    if not reaches(clopper_pearson_lower(n_max, n_max, level)):
         return None
-    low, high = 0, n_max  # CP_lower(low) < p* <= CP_lower(high); the bound grows with k
+    low, high = 0, n_max  # CP_lower(low) misses p*, CP_lower(high) reaches it; the bound grows with k
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (low, middle) if clopper_pearson_lower(middle, n_max, level) >= p_target else (middle, high)
+        low, high = (low, middle) if reaches(clopper_pearson_lower(middle, n_max, level)) else (middle, high)
     return high / n_max
 
 
@@ -311,11 +326,12 @@ class SequentialDesign:
     stop_test: str
     reach: float | None                # one-branch target mode: the vote share that certifies at n_max
     branches: int = 1
+    correction: float = 0.0            # sound mode's eps: the bounds hold for the sampler's pA, within eps
 
     @classmethod
     def build(cls, rule, n_max: int, alpha: float, growth: float = DEFAULT_GROWTH, n_first: int = DEFAULT_N_FIRST,
               final_share: float | None = DEFAULT_FINAL_SHARE, stop_alpha: float = DEFAULT_STOP_ALPHA,
-              stop_test: str = DEFAULT_STOP_TEST) -> "SequentialDesign":
+              stop_test: str = DEFAULT_STOP_TEST, correction: float = 0.0) -> "SequentialDesign":
         checkpoints = checkpoint_schedule(n_max, growth, n_first)
         alpha, stop_alpha = check_alpha(alpha), check_alpha(stop_alpha, "stop_alpha")
         branches = len(_as_sigmas(rule.sigma))
@@ -325,9 +341,11 @@ class SequentialDesign:
             raise InvalidArgumentError("stop_test='betting' tests one branch's pA; use 'clopper-pearson' here")
         levels = checkpoint_levels(checkpoints, alpha, final_share)
         p_target = rule.p_target
-        reach = None if p_target is None else reach_share(p_target, checkpoints[-1], levels[-1])
+        # the sampler's vote share whose L - eps certifies (needs L - eps > 1/2 as well)
+        reach = None if p_target is None else reach_share(max(p_target, 0.5) + correction, checkpoints[-1], levels[-1],
+                                                          strict=p_target <= 0.5)
         return cls(rule, tuple(checkpoints), tuple(levels), tuple(checkpoint_levels(checkpoints, stop_alpha)),
-                   alpha, stop_alpha, stop_test, reach, branches)
+                   alpha, stop_alpha, stop_test, reach, branches, float(correction))
 
     @property
     def n_max(self) -> int:
@@ -351,6 +369,7 @@ class SequentialDesign:
         return {**self.rule.describe(), "n_max": self.n_max, "checkpoints": list(self.checkpoints),
                 "alpha_per_checkpoint": list(self.levels),
                 **({"branches": self.branches} if self.branches > 1 else {}),
+                **({"sound_correction": self.correction} if self.correction else {}),
                 "confidence_sequence": SEQUENCE_BOUND, "stop_alpha": self.stop_alpha, "stop_test": self.stop_test,
                 "stopping_bound": BETTING_TEST if self.stop_test == "betting" else STOPPING_BOUND,
                 **({"reach": self.reach} if self.rule.p_target is not None else {})}
@@ -383,10 +402,11 @@ class SequenceStates:
         n_j, last = design.checkpoints[j], j == len(design.checkpoints) - 1
         before_votes, before_n = self.votes[rows], self.n[rows]
         self.votes[rows], self.n[rows] = votes, n_j
-        lower = np.maximum(self.lower[rows],
-                           clopper_pearson_lower_many(votes, n_j, design.levels[j] / design.branches))
-        upper = np.minimum(self.upper[rows],
-                           clopper_pearson_upper_many(votes, n_j, design.stop_levels[j] / design.branches))
+        eps = design.correction  # sound mode: bounds on the exact pA from bounds on the sampler's
+        lower = np.maximum(self.lower[rows], np.maximum(
+            clopper_pearson_lower_many(votes, n_j, design.levels[j] / design.branches) - eps, 0.0))
+        upper = np.minimum(self.upper[rows], np.minimum(
+            clopper_pearson_upper_many(votes, n_j, design.stop_levels[j] / design.branches) + eps, 1.0))
         self.lower[rows], self.upper[rows] = lower, upper
         below_target = below_reach = np.zeros(len(rows), dtype=bool)
         rule = design.rule
@@ -394,14 +414,15 @@ class SequenceStates:
             if design.stop_test == "betting":
                 reach = 1.0 if design.reach is None else design.reach  # None: "unreachable" decides instead
                 below_target, below_reach = self._bet(rows, votes[:, 0] - before_votes[:, 0], n_j - before_n,
-                                                      before_votes[:, 0], before_n, (rule.p_target, reach))
+                                                      before_votes[:, 0], before_n, (rule.p_target - eps, reach))
             else:
                 below_target = probit_sum(upper) < rule.threshold
-                if design.reach is not None:
-                    below_reach = upper[:, 0] < design.reach
+                if design.reach is not None:  # reach is a share of the sampler's votes; upper - eps bounds its pA
+                    below_reach = upper[:, 0] - eps < design.reach
             if design.reach is None:
                 below_reach = np.zeros(len(rows), dtype=bool)
-        reasons = rule.stop(lower, upper, design.ceiling(j, votes), below_target, below_reach)
+        ceiling = np.maximum(design.ceiling(j, votes) - eps, 0.0)
+        reasons = rule.stop(lower, upper, ceiling, below_target, below_reach)
         if last:
             reasons[np.equal(reasons, None)] = "n_max"
         self.reason[rows] = reasons
@@ -480,7 +501,8 @@ def select_classes(engines, branches, n0: int, lead: int | None, generators, num
         started = time.perf_counter()
         for engine, branch, streams in zip(engines, branches, generators):
             votes = VoteCounter(len(active), num_classes, device)
-            engine.run(branch.inputs[active], look - drawn, votes, [streams[row] for row in active], blocks=blocks)
+            engine.run(branch.inputs[active], look - drawn, votes, [streams[row] for row in active], bounded=False,
+                       blocks=blocks)  # selection: enters no bound (sound mode: no fixed forward shape)
             counts[active] += votes.result()
         seconds[active] += (time.perf_counter() - started) / len(active)
         drawn = look
@@ -502,8 +524,10 @@ def run_sequential(smoothed, branches: list[Branch], n0: int, n: int, alpha: flo
     on the device, ``batch_size`` resolved. The method turns the run into certificates."""
     sigmas = tuple(branch.sigma for branch in branches)
     rule = stopping_rule(sigmas[0] if len(sigmas) == 1 else sigmas, target_radius, tolerance)
+    # sound mode: the sequences bound the sampler's pA, within eps of the exact discretized Gaussian's
+    correction = smoothed.float_correction(branches[0].inputs.shape[1:])
     design = SequentialDesign.build(rule, check_count(n if n_max is None else n_max, "n_max"), alpha, growth, n_first,
-                                    final_share, stop_alpha, stop_test)
+                                    final_share, stop_alpha, stop_test, correction)
     lead = selection_lead(rule.p_target) if rule.p_target is not None else None
     if selection_lead_votes is not None:
         lead = check_count(selection_lead_votes, "selection_lead_votes")
@@ -559,12 +583,13 @@ def certify_sequential(smoothed, xs, n0: int = 100, n: int = 100_000, alpha: flo
     batch_size = smoothed.batch_size_for(batch_size, xs.shape[1:])  # "auto": resolved once, before sampling
     run = run_sequential(smoothed, [Branch(xs, None, smoothed.sigma)], n0, n, alpha, batch_size, seed, indices,
                          **options)
-    return [_certificate(smoothed, run, row) for row in range(len(indices))]
+    sound = smoothed.sound_record(xs.shape[1:]) if smoothed.sound_float else None
+    return [_certificate(smoothed, run, row, sound) for row in range(len(indices))]
 
 
-def _certificate(smoothed, run: SequentialRun, row: int) -> Certificate:
+def _certificate(smoothed, run: SequentialRun, row: int, sound: dict | None = None) -> Certificate:
     lower = float(run.states.lower[row, 0])
-    abstain = lower < 0.5
+    abstain = lower <= 0.5  # as CERTIFY: at 1/2 another class may tie with cA
     selection_used, n = run.samples(row)
     return Certificate(
         prediction=ABSTAIN if abstain else int(run.selected[row]),
@@ -580,5 +605,6 @@ def _certificate(smoothed, run: SequentialRun, row: int) -> Certificate:
             "selected_class": int(run.selected[row]),
             "selection_counts": [int(c) for c in run.selection[row]],
             "sequential": run.details(row),
+            **({"sound_float": sound} if sound else {}),
         },
     )
