@@ -11,8 +11,10 @@ Samples count both branches (2 (n0 + n) for fixed n). torch.set_num_threads(1): 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -49,33 +51,40 @@ def main() -> None:
     def certified(certs, radius):
         return np.array([c.prediction == y and float(format_radius(c.radius)) >= radius for c, y in zip(certs, labels)])
 
+    load_before = os.getloadavg()[0]
     fixed, fixed_cpu = run()
     print(f"fixed: {fixed_cpu:.0f} s CPU", file=sys.stderr, flush=True)
-    lines = [
-        "# Sequential dual randomized smoothing against fixed n\n",
-        f"Command: `python {' '.join(sys.argv)}` (one torch thread, shared 2-core CPU).\n",
-        f"bundled:digits-dual-a-0.25 / digits-dual-b-0.25 (checkerboard, sigma 0.25 in both branches), every "
-        f"{args.skip}rd digits test image ({len(indices)} images), n0 = 100, alpha = 0.001, batch 1000, seed 0. Fixed: dual",
-        f"CERTIFY with n = {args.n:,} per branch. Sequential: target radius r, n_max = {args.n:,}, default design, one "
-        "stitched",
-        "Clopper-Pearson lower sequence per branch at alpha/2. Samples count both branches. Certified accuracy at r:",
-        "correct and radius >= r (as written in the TSV) over all images.\n",
-        "| r | certified acc., fixed | certified acc., sequential | only fixed / only sequential | mean samples, fixed "
-        "| mean samples, sequential | fewer samples | CPU s fixed / sequential |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    rows, reasons = [], []
     for radius in RADII:
         seq, seq_cpu = run(sequential=True, target_radius=radius, n_max=args.n)
         a, b = certified(fixed, radius), certified(seq, radius)
         fixed_samples = np.mean([c.samples_used for c in fixed])
         seq_samples = np.mean([c.samples_used for c in seq])
-        lines.append(f"| {radius} | {100 * a.mean():.2f}% | {100 * b.mean():.2f}% | {int((a & ~b).sum())} / "
-                     f"{int((b & ~a).sum())} | {fixed_samples:,.0f} | {seq_samples:,.0f} | "
-                     f"{fixed_samples / seq_samples:.0f}x | {fixed_cpu:.0f} / {seq_cpu:.1f} |")
-        print(lines[-1], file=sys.stderr, flush=True)
-    args.out.write_text("\n".join(lines) + "\n\n")
-    print("\n".join(lines))
-
+        rows.append(f"| {radius} | {100 * a.mean():.2f}% | {100 * b.mean():.2f}% | {int((a & ~b).sum())} / "
+                    f"{int((b & ~a).sum())} | {fixed_samples:,.0f} | {seq_samples:,.0f} | "
+                    f"{fixed_samples / seq_samples:.0f}x | {fixed_cpu:.0f} / {seq_cpu:.1f} |")
+        stops = Counter(c.details["sequential"]["stop"] for c in seq)
+        reasons.append(f"- r = {radius}: " + ", ".join(f"{stop}: {count}" for stop, count in sorted(stops.items())))
+        print(rows[-1], file=sys.stderr, flush=True)
+    lines = [
+        "# Sequential dual randomized smoothing against fixed n\n",
+        f"Command: `python {' '.join(sys.argv)}` (one torch thread, shared 2-core CPU; 1-minute load average "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end).\n",
+        f"bundled:digits-dual-a-0.25 / digits-dual-b-0.25 (checkerboard, sigma 0.25 in both branches), one "
+        f"digits test image in {args.skip} ({len(indices)} images), n0 = 100, alpha = 0.001, batch 1000, seed 0.",
+        f"Fixed: dual CERTIFY with n = {args.n:,} per branch. Sequential: target radius r, n_max = {args.n:,},",
+        "default design, one stitched Clopper-Pearson lower sequence per branch at alpha/2. Samples count both",
+        "branches. Certified accuracy at r: correct and radius >= r (as written in the TSV) over all images.\n",
+        "| r | certified acc., fixed | certified acc., sequential | only fixed / only sequential | mean samples, fixed "
+        "| mean samples, sequential | fewer samples | CPU s fixed / sequential |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "\nStopping reasons of the sequential runs (images):\n",
+        *reasons,
+    ]
+    text = "\n".join(lines) + "\n"
+    args.out.write_text(text)
+    print(text)
 
 if __name__ == "__main__":
     main()
