@@ -348,3 +348,34 @@ def test_train_never_overwrites_without_resume(tmp_path):
     assert out.read_bytes() == b"precious"
     one_error_line(invoke("train", "--sigma", "0.25", "--out", out, "--resume"), "sidecar m.pt.json is missing")
     assert out.read_bytes() == b"precious"
+
+
+def test_help_lists_train_and_its_options():
+    result = invoke("--help")
+    assert result.exit_code == 0 and "  train " in result.stdout
+    result = invoke("train", "--help")
+    for option in ("--consistency", "--noise-copies", "--split", "--branch", "--resume", "--precision", "--arch"):
+        assert option in result.stdout
+
+
+class CountingNoise:
+    """An engine noise (sample_shape, perturb) that records its draws: training must use the object given."""
+
+    name = "counting-gaussian"
+
+    def __init__(self, sigma):
+        self.sigma, self.draws = sigma, 0
+
+    def sample_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def perturb(self, out, clean, generator):
+        self.draws += 1
+        out.normal_(0.0, self.sigma, generator=generator).add_(clean)
+
+
+def test_training_takes_any_engine_noise(one_thread):
+    noise = CountingNoise(0.25)
+    result = train_model("digits", None, sigma=None, noise=noise, **{**FAST, "epochs": 1, "batch_size": 500})
+    assert noise.draws == 3 + 1  # three training batches of the 1437 images, one validation batch of 360
+    assert result.parameters["noise"] == "counting-gaussian" and result.parameters["sigma"] is None
