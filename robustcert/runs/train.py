@@ -48,7 +48,7 @@ import torch
 
 from ..augment import AUGMENTATIONS
 from ..data import CertDataset, load_dataset
-from ..engine import PRECISIONS, GaussianNoise, as_device, configure_cpu, derive_seed
+from ..engine import PRECISIONS, GaussianNoise, as_device, configure_cpu, derive_seed, input_generator
 from ..errors import CheckpointError, InvalidArgumentError, RunError, ShapeError, check_count, check_sigma
 from ..losses import consistency_loss, gaussian_augmentation_loss
 from ..models import ARCHITECTURES, build_model, default_architecture
@@ -69,16 +69,6 @@ class TrainingResult:
     checkpoint: Path | None        # the checkpoint written, or None for an in-memory run
     arch: str
     parameters: dict
-
-
-def _positive(value, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"{name} must be a number > 0, got {value!r}") from None
-    if not (math.isfinite(number) and number > 0):
-        raise InvalidArgumentError(f"{name} must be a finite number > 0, got {value!r}")
-    return number
 
 
 def _in_range(value, name: str, low: float, high: float, high_open: bool = True) -> float:
@@ -117,19 +107,13 @@ def recipe_parameters(*, sigma, arch, epochs, batch_size, lr, momentum, weight_d
         "loss": "gaussian" if consistency is None else "consistency",
         "consistency_lambda": consistency, "consistency_eta": None if consistency is None else
         _in_range(eta, "eta", 0.0, math.inf),
-        "optimizer": "sgd", "lr": _positive(lr, "lr"), "momentum": _in_range(momentum, "momentum", 0.0, 1.0),
+        "optimizer": "sgd", "lr": check_sigma(lr, "lr"), "momentum": _in_range(momentum, "momentum", 0.0, 1.0),
         "weight_decay": _in_range(weight_decay, "weight_decay", 0.0, math.inf),
         "lr_step": check_count(lr_step if lr_step is not None else max(1, epochs // 3), "lr_step"),
         "lr_gamma": _in_range(lr_gamma, "lr_gamma", 0.0, 1.0, high_open=False),
         "seed": check_count(seed, "seed", minimum=0), "dual_split": None if split is None else get_split(split).name,
         "dual_branch": branch, "augment": augment, "precision": precision,
     }
-
-
-def _epoch_generator(device: torch.device, seed: int, epoch: int, stage: str) -> torch.Generator:
-    generator = torch.Generator(device=device)
-    generator.manual_seed(derive_seed(seed, epoch, stage))
-    return generator
 
 
 def _autocast(device: torch.device, precision: str):
@@ -257,9 +241,9 @@ class _Trainer:
         lr = p["lr"] * p["lr_gamma"] ** (epoch // p["lr_step"])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        order = torch.randperm(len(train), generator=_epoch_generator(torch.device("cpu"), p["seed"], epoch, "order"))
-        noise_generator = _epoch_generator(self.device, p["seed"], epoch, "noise")
-        augment_generator = _epoch_generator(self.device, p["seed"], epoch, "augment")
+        order = torch.randperm(len(train), generator=input_generator(torch.device("cpu"), p["seed"], epoch, "order"))
+        noise_generator = input_generator(self.device, p["seed"], epoch, "noise")
+        augment_generator = input_generator(self.device, p["seed"], epoch, "augment")
         copies = p["noise_copies"]
         sums = torch.zeros(5, device=self.device, dtype=torch.float64)  # loss, ce, kl, entropy, correct
         seen = 0
@@ -308,7 +292,7 @@ class _Trainer:
         if validation is None:
             return {"val_clean_accuracy": None, "val_noisy_accuracy": None}
         takes_clean = tuple(noise.sample_shape(self.setup.input_shape)) == tuple(self.setup.input_shape)
-        generator = _epoch_generator(self.device, p["seed"], 0, "validation")
+        generator = input_generator(self.device, p["seed"], 0, "validation")
         self.model.eval()
         clean_correct = noisy_correct = 0
         for batch in torch.arange(len(validation)).split(max(p["batch"] * p["noise_copies"], 256)):
