@@ -56,11 +56,13 @@ job() {
   esac
 }
 
+if [ "${1:-}" = "--one" ]; then job "$2"; exit; fi
 ALL=(train-gaussian-0.25 train-gaussian-0.50 train-consistency-0.25 train-consistency-0.50 train-gaussian2-0.50
      train-dual-a-0.50 train-dual-b-0.50 cohen-gaussian-0.25 cohen-gaussian-0.50 cohen-consistency-0.25
      cohen-consistency-0.50 cohen-gaussian2-0.50 sequential-gaussian-0.50 sequential-consistency-0.50
      lvm-gaussian-0.50 dual-0.50 table)
 for name in "${@:-${ALL[@]}}"; do
-  echo "== $name ($(date -u +%H:%M:%S))"
-  job "$name"
+  echo "== $name ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"
+  # process CPU time next to wall time: the machine is shared, so wall time alone says little
+  /usr/bin/time -f "$name: %U s user, %S s system, %e s wall" -a -o "$OUT/times.txt" bash "$0" --one "$name"
 done
