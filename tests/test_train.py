@@ -329,6 +329,7 @@ TRAIN_ERRORS = [
     (["--arch", "nope"], "unknown architecture 'nope'"),
     (["--data", "fashion-mnist:/does/not/exist"], "fashion-mnist root folder not found"),
     (["--device", "tpu"], "device"),
+    (["--lr", "1e30"], "the training loss became"),  # nan or inf, then refused before any file
     (["--precision", "fp8"], "Invalid value for '--precision'"),
 ]
 
