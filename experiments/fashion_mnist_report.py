@@ -68,9 +68,10 @@ def runs_table(out_dir: Path) -> str:
         used = record["runs"][-1].get("samples_used", {})
         cpu, wall = times.get(tsv.stem, (float("nan"), float("nan")))
         acr = float((frame["radius"] * frame["correct"]).mean())
-        lines.append(f"| {tsv.stem} | {record['method']}{' sequential' if record['parameters'].get('sequential') else ''}"
-                     f" | {len(frame)} | {record['parameters']['n']} | {used.get('mean_per_input', float('nan')):.0f} | "
-                     f"{frame['correct'].mean():.3f} | {acr:.3f} | {cpu:.0f} | {wall:.0f} |")
+        method = record["method"] + (" sequential" if record["parameters"].get("sequential") else "")
+        lines.append(f"| {tsv.stem} | {method} | {len(frame)} | {record['parameters']['n']} | "
+                     f"{used.get('mean_per_input', float('nan')):.0f} | {frame['correct'].mean():.3f} | {acr:.3f} | "
+                     f"{cpu:.0f} | {wall:.0f} |")
     return "\n".join(lines) + "\n"
 
 

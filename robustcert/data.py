@@ -179,7 +179,8 @@ def _file_dataset(kind: str, root: str, split: str, images: np.ndarray, labels: 
     if labels.max() >= num_classes:
         raise DataError(f"cannot read {kind} data from {root}: label {int(labels.max())} is not one of the "
                         f"{num_classes} classes")
-    source = ImageBytes(torch.from_numpy(np.require(images, np.uint8, ['C', 'W'])), torch.from_numpy(labels.astype(np.int64)))
+    writable = np.require(images, np.uint8, ["C", "W"])  # np.frombuffer arrays are read-only
+    source = ImageBytes(torch.from_numpy(writable), torch.from_numpy(labels.astype(np.int64)))
     return CertDataset(f"{kind}:{root}", num_classes, tuple(int(s) for s in images.shape[1:]), source)
 
 
