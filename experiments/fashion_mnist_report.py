@@ -7,7 +7,9 @@ results/fashion-mnist/training/ so that it is kept when the checkpoints are not)
 validation accuracy (clean and under the training noise), mean time per epoch (training pass,
 wall and process CPU). runs.md: one row per certify run: images, samples per image (sequential
 runs stop early), certified accuracy at r = 0 and ACR, and the process CPU and wall time from
-times.txt (/usr/bin/time).
+times.txt (/usr/bin/time); then paired comparisons on the same images: the mean difference of the
+per-image certified radius (radius if correct, else 0; its mean is the ACR) with a 95% normal
+interval (1.96 standard errors of the paired differences), and how many images gain or lose.
 """
 from __future__ import annotations
 
@@ -75,12 +77,34 @@ def runs_table(out_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+PAIRS = [("cohen-consistency-0.25", "cohen-gaussian-0.25"), ("cohen-consistency-0.50", "cohen-gaussian-0.50"),
+         ("cohen-consistency-0.50", "cohen-gaussian2-0.50"), ("cohen-gaussian2-0.50", "cohen-gaussian-0.50"),
+         ("sequential-gaussian-0.50", "cohen-gaussian-0.50"), ("sequential-consistency-0.50", "cohen-consistency-0.50"),
+         ("lvm-gaussian-0.50", "cohen-gaussian-0.50"), ("dual-0.50", "cohen-gaussian-0.50")]
+
+
+def paired_table(out_dir: Path) -> str:
+    lines = ["| run A | run B | images | ACR A - ACR B (95% interval) | A larger | B larger |",
+             "|---|---|---:|---|---:|---:|"]
+    for first, second in PAIRS:
+        paths = [out_dir / f"{name}.tsv" for name in (first, second)]
+        if not all(p.is_file() for p in paths):
+            continue
+        a, b = (read_results(p) for p in paths)
+        both = a.merge(b, on="idx", suffixes=("_a", "_b"))
+        delta = both["radius_a"] * both["correct_a"] - both["radius_b"] * both["correct_b"]
+        half = 1.96 * delta.std(ddof=1) / len(delta) ** 0.5
+        lines.append(f"| {first} | {second} | {len(both)} | {delta.mean():+.3f} ({delta.mean() - half:+.3f}, "
+                     f"{delta.mean() + half:+.3f}) | {(delta > 0).sum()} | {(delta < 0).sum()} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", type=Path, default=Path("results/fashion-mnist"))
     args = parser.parse_args()
     (args.out_dir / "training.md").write_text(training_table(args.out_dir))
-    (args.out_dir / "runs.md").write_text(runs_table(args.out_dir))
+    (args.out_dir / "runs.md").write_text(runs_table(args.out_dir) + "\n" + paired_table(args.out_dir))
     print((args.out_dir / "training.md").read_text())
     print((args.out_dir / "runs.md").read_text())
 
