@@ -12,7 +12,9 @@
 #   2. the benchmark at fp32 (default layout), with the engine-option sweep and cross-input packing;
 #   3. the benchmark with bf16 + channels_last ((c) stays the published fp32 loop, so (b)/(c) is the
 #      "bf16 + channels_last against the published fp32 loop" figure);
-#   4. the accuracy of the bf16/fp16 base classifiers on clean and noisy inputs.
+#   4. the accuracy of the bf16/fp16 base classifiers on clean and noisy inputs;
+#   5. sequential vs fixed-n CERTIFY at batch 10000 (experiments/sequential_gpu.py);
+#   6. the time of the floating-point-sound mode against the standard mode ($OUT/sound_float/time-cuda-*.md).
 # Targets (issue 8): (b)/(a) >= 0.97 at fp32; bf16 + channels_last (b) >= 2x (c);
 # cifar_resnet110 at n = 100000 under 0.5 s per image; resnet50 at 224 under 3 s per image.
 set -euo pipefail
@@ -37,12 +39,14 @@ if [ "$DRY" = 1 ]; then
   python -m robustcert bench --device cpu --quick --models digits --n 500 --reps 1 --precision bf16 \
     --channels-last --no-packing --out-dir "$OUT"
   python experiments/precision_accuracy.py --device cpu --quick --out-dir "$OUT"
+  python experiments/sound_float_cost.py --part time --device cpu --n 200 --reps 1 --images 1 --batch 100 \
+    --out-dir "$OUT"
   ls "$OUT"
   exit 0
 fi
 
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA device')"
-OUT=results/bench
+OUT=${GPU_CHECK_OUT:-results/bench}
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check$( [ -n "$QUICK" ] && echo -quick ).log"
 {
@@ -64,6 +68,14 @@ python -m robustcert bench --device cuda $QUICK --precision bf16 --channels-last
 
 # 4. accuracy of the reduced-precision base classifiers
 python experiments/precision_accuracy.py --device cuda $QUICK --out-dir "$OUT" 2>&1 | tee -a "$LOG"
+
+# 5. sequential vs fixed-n certification at a GPU batch size (10000)
+python experiments/sequential_gpu.py --device cuda --batch 10000 --images 60 --out "$OUT/sequential_gpu.json" \
+  2>&1 | tee -a "$LOG"
+
+# 6. cost of the floating-point-sound mode (issue 14): sound / standard time per image
+python experiments/sound_float_cost.py --part time --device cuda --n "$( [ -n "$QUICK" ] && echo 10000 || echo 100000 )" \
+  --reps 3 --out-dir "$OUT/sound_float" 2>&1 | tee -a "$LOG"
 
 echo "CUDA tests exit status: $TESTS" | tee -a "$LOG"
 exit "$TESTS"

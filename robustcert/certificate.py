@@ -46,9 +46,12 @@ class Certificate(_ResultMixin):
     """A certified prediction of a smoothed classifier at one input.
 
     With probability at least 1 - alpha over the sampling, the smoothed classifier predicts
-    ``prediction`` at every point within l2 distance ``radius`` of the input (no claim when
-    ``prediction == ABSTAIN``; then ``radius == 0.0``). ``alpha_spending`` lists each bound
-    used and the share of alpha it was given; the shares sum to ``alpha``.
+    ``prediction`` at every point within distance ``radius`` of the input, measured in ``norm``
+    (no claim when ``prediction == ABSTAIN``; then ``radius == 0.0``): "l2" (Gaussian noise),
+    "l1" (Laplace or uniform noise; the ball is open, distance < radius, as for l2) or "l0"
+    (randomized ablation: any change of at most ``radius`` pixels). ``alpha_spending`` lists
+    each bound used and the share of alpha it was given; the shares sum to ``alpha``. ``sigma``
+    is the noise's per-coordinate standard deviation (None for ablation, which has no noise level).
     """
 
     prediction: int
@@ -58,7 +61,7 @@ class Certificate(_ResultMixin):
     n0: int
     n: int
     alpha: float
-    sigma: float
+    sigma: float | None
     method: str
     seed: int | None
     index: int = 0
@@ -66,6 +69,7 @@ class Certificate(_ResultMixin):
     samples_used: int = 0
     time: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    norm: str = "l2"
 
 
 @dataclass

@@ -15,7 +15,8 @@ from .errors import CLIError, RobustCertError, check_count
 from .runs import sharded
 from .runs.build import METHOD_BUILDERS, build_smoothed
 from .runs.dataset import certify_dataset, predict_dataset
-from .runs.files import check_output, sidecar_path
+from .runs.demo import DEMO_DURATION, DEFAULT_DEMO_DIR
+from .runs.files import Stopped, check_output, sidecar_path, stop_on_termination_signals
 
 DEFAULT_N0, DEFAULT_N, DEFAULT_ALPHA, DEFAULT_BATCH = 100, 100_000, 0.001, 1000
 
@@ -23,6 +24,15 @@ DEFAULT_N0, DEFAULT_N, DEFAULT_ALPHA, DEFAULT_BATCH = 100, 100_000, 0.001, 1000
 def fail(message: str) -> None:
     click.echo(f"robustcert: error: {message}", err=True)
     sys.exit(2)
+
+
+#: What an interrupted command (Ctrl-C, SIGTERM, SIGHUP) leaves behind; other commands write
+#: their files at the end, atomically, so an interruption writes nothing.
+INTERRUPTED_NOTES = {
+    "certify": "rows already written are kept; --resume continues",
+    "predict": "rows already written are kept; --resume continues",
+    "demo": "the demo's earlier output, if any, is unchanged",
+}
 
 
 class ErrorReportingGroup(click.Group):
@@ -36,6 +46,7 @@ class ErrorReportingGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        stop_on_termination_signals()  # SIGTERM / SIGHUP stop a run like Ctrl-C: its files say so
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:
@@ -46,32 +57,93 @@ class ErrorReportingGroup(click.Group):
             fail(" ".join(exc.format_message().split()) + hint)
         except click.ClickException as exc:
             fail(" ".join(exc.format_message().split()))
-        except click.Abort:
-            click.echo("robustcert: interrupted (rows already written are kept; --resume continues)", err=True)
-            sys.exit(130)
+        except click.Abort as exc:
+            if sys.stderr.isatty():
+                click.echo(err=True)  # after the terminal's ^C
+            stopped = exc.__cause__ if isinstance(exc.__cause__, Stopped) else None
+            how = f"stopped by {stopped.signal_name}" if stopped else "interrupted"
+            command = next((a for a in (sys.argv[1:] if args is None else args) if a in self.commands), None)
+            click.echo(f"robustcert: {how} ({INTERRUPTED_NOTES.get(command, 'nothing was written')})", err=True)
+            sys.exit(128 + stopped.signum if stopped else 130)
         except RobustCertError as exc:
             fail(" ".join(str(exc).split()))
         except OSError as exc:
             fail(f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc))
         sys.exit(code if isinstance(code, int) else 0)
 
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:  # as click.Abort: click would first print an empty line
+            raise click.Abort() from exc
 
-@click.group(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+
+# --------------------------------------------------------------------------- --help sections
+class SectionOption(click.Option):
+    """A click option listed under a section of its command's ``--help`` (see :func:`option`)."""
+
+    def __init__(self, *declarations, section: str | None = None, **kwargs):
+        super().__init__(*declarations, **kwargs)
+        self.section = section
+
+
+def option(*declarations, section: str, **kwargs):
+    """``click.option``, listed in ``--help`` under ``section`` (a plain click.option goes under
+    "Other options"). Sections appear in :data:`HELP_SECTIONS` order, then any new ones in the
+    order of their first option."""
+    return click.option(*declarations, cls=SectionOption, section=section, **kwargs)
+
+
+MODEL_AND_DATA, CERTIFICATION, ENGINE, OUTPUT = "Model and data", "Certification", "Engine and speed", "Output"
+TRAINING = "Training"
+SEQUENTIAL, SOUND, DUAL, LVM, ABLATION, DENOISER = (
+    "--method cohen: sequential", "--method cohen: floating-point-sound certificates", "--method dual",
+    "--method lvm", "--method ablation", "Diffusion denoiser (any method)")
+HELP_SECTIONS = (MODEL_AND_DATA, CERTIFICATION, TRAINING, SEQUENTIAL, SOUND, DUAL, LVM, ABLATION, DENOISER, ENGINE, OUTPUT)
+
+
+class SectionedCommand(click.Command):
+    """A command whose ``--help`` lists its options by section (:func:`option`)."""
+
+    def format_options(self, ctx, formatter):
+        sections: dict[str, list] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections.setdefault(getattr(param, "section", None) or "Other options", []).append(record)
+        if list(sections) == ["Other options"]:  # a command without sections: click's usual "Options"
+            sections = {"Options": sections["Other options"]}
+        order = [name for name in HELP_SECTIONS if name in sections]
+        order += [name for name in sections if name not in HELP_SECTIONS and name != "Other options"]
+        for name in order + (["Other options"] if "Other options" in sections else []):
+            with formatter.section(name):
+                formatter.write_dl(sections[name])
+
+
+class SectionedGroup(ErrorReportingGroup):
+    command_class = SectionedCommand
+
+
+@click.group(cls=SectionedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="robustcert")
 def main():
     """Certify the adversarial robustness of classifiers by randomized smoothing.
 
     \b
     Typical session:
-      robustcert demo          # the main job: bundled digits models, 1-3 min
+      robustcert demo          # the main job: bundled digits models, {duration}
       robustcert train --data digits --sigma 0.25 --epochs 30 --lr 0.05 --out my.pt
       robustcert certify --model bundled:digits-0.25 --sigma 0.25 --n 10000 --out d.tsv
       robustcert table d.tsv other.tsv --format latex
       robustcert plot d.tsv other.tsv --out curve.pdf
 
-    Errors are one line on stderr (exit status 2); result rows already written are never lost.
+    Errors are one line on stderr (exit status 2); result rows already written are never lost,
+    and no command writes over a result file or one of its own inputs.
     Run 'robustcert COMMAND --help' for the options of a command.
     """
+
+
+main.help = main.help.replace("{duration}", DEMO_DURATION)
 
 
 # --------------------------------------------------------------------------- shared options
@@ -101,72 +173,104 @@ def add_options(options):
     return decorate
 
 
+THREADS_HELP = ("torch threads on CPU [default: one per core that other processes leave idle, "
+                "at least 1; see README].")
+ALPHA_HELP = "Probability that a certificate is wrong (each certificate holds with probability >= 1 - alpha)."
+SEED_HELP = "Noise seed: the same seed gives the same samples, hence the same results, for each input."
+
 model_and_data_options = add_options([
-    click.option("--model", "model_spec", required=True,
-                 help="bundled:NAME, a reference checkpoint, a state_dict (with --arch) or a TorchScript file."),
-    click.option("--arch", default=None, help="Architecture of a plain state_dict (e.g. cifar_resnet110)."),
-    click.option("--trust-checkpoint", is_flag=True,
-                 help="Allow full unpickling of the checkpoint. DANGEROUS: runs code from the file."),
-    click.option("--data", "data_spec", default="digits", show_default=True,
-                 help="digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or npz:PATH."),
-    click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test", "val"])),
-    click.option("--sigma", type=float, required=True, help="Noise level (pixel units, [0,1] space)."),
-    click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                 help="Output TSV (a JSON sidecar FILE.json is written beside it)."),
-    click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True),
-    click.option("--batch", "batch_size", type=BATCH_SIZE, default=DEFAULT_BATCH, show_default=True,
-                 help="Noisy samples per forward pass, or auto (free device memory / a short CPU measurement)."),
-    click.option("--skip", type=int, default=1, show_default=True, help="Certify every SKIP-th input."),
-    click.option("--max", "max_inputs", type=int, default=-1, show_default=True,
-                 help="Stop after this many inputs (-1: all)."),
-    click.option("--seed", type=int, default=0, show_default=True),
-    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
-    click.option("--threads", type=int, default=None,
-                 help="torch threads on CPU [default: 1 when the load average shows other work, else one per core]."),
-    click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command."),
-    click.option("--quiet", is_flag=True, help="No progress bar."),
+    option("--model", "model_spec", required=True, section=MODEL_AND_DATA,
+           help="bundled:NAME, a reference checkpoint, a state_dict (with --arch) or a TorchScript file."),
+    option("--arch", default=None, section=MODEL_AND_DATA,
+           help="Architecture of a plain state_dict (e.g. cifar_resnet110)."),
+    option("--trust-checkpoint", is_flag=True, section=MODEL_AND_DATA,
+           help="Allow full unpickling of the checkpoint. DANGEROUS: runs code from the file."),
+    option("--data", "data_spec", default="digits", show_default=True, section=MODEL_AND_DATA,
+           help="digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or npz:PATH."),
+    option("--split", default="test", show_default=True, type=click.Choice(["train", "test", "val"]),
+           section=MODEL_AND_DATA, help="Which split of the dataset."),
+    option("--skip", type=int, default=1, show_default=True, section=MODEL_AND_DATA,
+           help="Use every SKIP-th input of the dataset."),
+    option("--max", "max_inputs", type=int, default=-1, show_default=True, section=MODEL_AND_DATA,
+           help="Stop after this many inputs (-1: all)."),
+    option("--sigma", type=float, default=None, section=CERTIFICATION,
+           help="Noise level: the per-coordinate standard deviation of the noise (pixel units, [0,1] "
+                "space), whatever --noise is. Required, except for --method ablation."),
+    option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True, section=CERTIFICATION, help=ALPHA_HELP),
+    option("--seed", type=int, default=0, show_default=True, section=CERTIFICATION, help=SEED_HELP),
+    option("--batch", "batch_size", type=BATCH_SIZE, default=DEFAULT_BATCH, show_default=True, section=ENGINE,
+           help="Noisy samples per forward pass, or auto (free device memory / a short CPU measurement)."),
+    option("--device", default="auto", show_default=True, section=ENGINE, help="auto, cpu, cuda, cuda:N."),
+    option("--threads", type=int, default=None, section=ENGINE, help=THREADS_HELP),
+    option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True, section=OUTPUT,
+           help="Output TSV (a JSON sidecar FILE.json is written beside it). Never overwritten: see --resume."),
+    option("--resume", is_flag=True, section=OUTPUT,
+           help="Continue an interrupted run of the same command (same parameters, model and data)."),
+    option("--quiet", is_flag=True, section=OUTPUT, help="No progress bar."),
 ])
 
 engine_options = add_options([
-    click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-                 help="Autocast precision of the base model (bf16/fp16: a different, faster base classifier)."),
-    click.option("--channels-last/--no-channels-last", "channels_last", default=None,
-                 help="Channels-last memory layout [default: on for CPU, and for CUDA with bf16/fp16]."),
-    click.option("--compile", "compile_model", is_flag=True,
-                 help="torch.compile the base model (falls back to eager, with a warning, if it fails)."),
-    click.option("--distributed", is_flag=True,
-                 help="Shard inputs across torch.distributed ranks (automatic under torchrun, WORLD_SIZE > 1)."),
+    option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+           section=ENGINE, help="Autocast precision of the base model (bf16/fp16: a different, faster base classifier)."),
+    option("--channels-last/--no-channels-last", "channels_last", default=None, section=ENGINE,
+           help="Channels-last memory layout of 4-D batches [default: on; measured faster on CPU and CUDA]."),
+    option("--compile", "compile_model", is_flag=True, section=ENGINE,
+           help="torch.compile the base model (falls back to eager, with a warning, if it fails)."),
+    option("--sound-float", "sound_float", is_flag=True, default=None, section=SOUND,
+           help="Floating-point-sound certificates for inputs on the grid k/L (discretized Gaussian noise from "
+                "fair coins, added in integers; one forward shape). Voracek and Hein 2023."),
+    option("--quantization", type=float, default=None, metavar="L", section=SOUND,
+           help="--sound-float: the input grid, L levels (default 255, 8-bit images; the bundled digits: 16 "
+                "or 256) or the step 1/L."),
+    option("--distributed", is_flag=True, section=ENGINE,
+           help="Shard inputs across torch.distributed ranks (automatic under torchrun, WORLD_SIZE > 1)."),
 ])
 
 method_and_denoiser_options = add_options([
-    click.option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True),
-    click.option("--model2", default=None, help="dual: base model of sub-image b (--model is sub-image a's)."),
-    click.option("--arch2", default=None, help="dual: architecture of --model2 when it is a plain state_dict."),
-    click.option("--sigma2", type=float, default=None, help="dual: noise level of branch b (default: --sigma)."),
-    click.option("--dual-split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]),
-                 help="dual: how images are cut into two sub-images (default: checkerboard)."),
-    click.option("--denoiser", default=None,
-                 help="Diffusion denoiser in front of the model (Carlini et al. 2023): bundled:digits-ddpm "
-                      "or a local diffusers folder (needs pip install robustcert[diffusion])."),
-    click.option("--denoiser-steps", type=click.IntRange(min=1), default=None,
-                 help="With --denoiser: run the deterministic DDIM chain from t* in this many model calls "
-                      "instead of one-shot denoising (costs that many times more)."),
-    click.option("--maps", default=None, help="lvm: simplex maps, e.g. softmax,sparsemax,hardmax."),
-    click.option("--temperatures", default=None, help="lvm: logit multipliers t, e.g. 0.25,0.5,1,2."),
-    click.option("--lipschitz", type=float, default=None,
-                 help="lvm: l2 Lipschitz constant of the model's logits (enables the Lipschitz-margin radius)."),
-    click.option("--lvm-selection", default=None, type=click.Choice(["holdout", "union"]),
-                 help="lvm: choose map/temperature on the n0 selection samples, or union-bound the grid."),
+    option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True,
+           section=CERTIFICATION, help="cohen: Cohen et al. 2019 (any --noise); dual: Xia et al. 2024 (two branch "
+                                       "models on two sub-images); lvm: Delattre et al. 2024 (soft outputs through "
+                                       "a simplex map); ablation: l0, pixels changed (needs --keep)."),
+    option("--noise", type=click.Choice(["gaussian", "laplace", "uniform"]), default=None, section=CERTIFICATION,
+           help="cohen: the noise, and so the norm of the radius: gaussian (l2) [default], laplace or "
+                "uniform (l1). --sigma is its per-coordinate standard deviation."),
+    option("--keep", type=click.IntRange(min=1), default=None, section=ABLATION,
+           help="Pixels kept in each ablated sample (Levine and Feizi: 45 of 784 on MNIST)."),
+    option("--model2", default=None, section=DUAL, help="Base model of sub-image b (--model is sub-image a's)."),
+    option("--arch2", default=None, section=DUAL, help="Architecture of --model2 when it is a plain state_dict."),
+    option("--sigma2", type=float, default=None, section=DUAL, help="Noise level of branch b (default: --sigma)."),
+    option("--dual-split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]), section=DUAL,
+           help="How images are cut into two sub-images (default: checkerboard)."),
+    option("--denoiser", default=None, section=DENOISER,
+           help="Diffusion denoiser in front of the model (Carlini et al. 2023): bundled:digits-ddpm "
+                "or a local diffusers folder (needs pip install robustcert[diffusion])."),
+    option("--denoiser-steps", type=click.IntRange(min=1), default=None, section=DENOISER,
+           help="Run the deterministic DDIM chain from t* in this many model calls "
+                "instead of one-shot denoising (costs that many times more)."),
+    option("--maps", default=None, section=LVM,
+           help="The simplex map (default hardmax); a list such as softmax,sparsemax,hardmax is a grid for "
+                "--lvm-select-on."),
+    option("--temperatures", default=None, section=LVM,
+           help="The logit multiplier t (default 1); a list such as 0.25,0.5,1,2 is a grid for --lvm-select-on."),
+    option("--lipschitz", type=float, default=None, section=LVM,
+           help="l2 Lipschitz constant of the model's logits (enables the Lipschitz-margin radius)."),
+    option("--lvm-selection", default=None, type=click.Choice(["holdout", "union"]), section=LVM,
+           help="Choose the radius formula on the n0 selection samples, or union-bound the formulas."),
+    option("--lvm-select-on", default=None, metavar="SPLIT[:COUNT]", section=LVM,
+           help="Choose one (map, temperature) of --maps x --temperatures on COUNT (default 100) held-out "
+                "inputs of this split (never a certified input), with the run's n0/n/alpha; recorded in the "
+                "sidecar."),
 ])
 
 sequential_options = add_options([
-    click.option("--sequential", is_flag=True, default=None,
-                 help="cohen: stop each input as soon as the answer is decided (anytime-valid confidence sequence)."),
-    click.option("--target-radius", type=float, default=None,
-                 help="--sequential: decide 'certified at radius R?' (stops when known at 1-alpha)."),
-    click.option("--tolerance", type=float, default=None,
-                 help="--sequential: stop when more samples cannot raise the radius by more than T."),
-    click.option("--n-max", type=int, default=None, help="--sequential: most estimation samples per input (default: --n)."),
+    option("--sequential", is_flag=True, default=None, section=SEQUENTIAL,
+           help="Stop each input as soon as the answer is decided (anytime-valid confidence sequence)."),
+    option("--target-radius", type=float, default=None, section=SEQUENTIAL,
+           help="Decide 'certified at radius R?' (stops when known at 1-alpha)."),
+    option("--tolerance", type=float, default=None, section=SEQUENTIAL,
+           help="Stop when more samples cannot raise the radius by more than T."),
+    option("--n-max", type=int, default=None, section=SEQUENTIAL,
+           help="Most estimation samples per input (default: --n)."),
 ])
 
 
@@ -198,10 +302,13 @@ def dataset_run(run, model_spec, arch, trust_checkpoint, data_spec, split, sigma
         check_output(out_path, resume)  # fail before loading anything; never touch existing results
     check_selection(skip, max_inputs)
     with sharded.session(distributed, device) as device:
+        selection_run = {"n0": run_options.get("n0", DEFAULT_N0), "n": run_options["n"], "alpha": run_options["alpha"],
+                         "batch_size": run_options["batch_size"], "seed": run_options["seed"], "skip": skip,
+                         "max_inputs": max_inputs}
         smoothed, dataset, certify_options = build_smoothed(
             method, model_spec, sigma=sigma, data=data_spec, split=split, arch=arch,
             trust_checkpoint=trust_checkpoint, device=device, precision=precision, channels_last=channels_last,
-            compile=compile_model, **method_options)
+            compile=compile_model, selection_run=selection_run, **method_options)
         frame = run(smoothed, dataset, out_path, skip=skip, max_inputs=max_inputs, resume=resume,
                     progress=not quiet, threads=threads, command=invocation_command(), **run_options,
                     **certify_options)
@@ -212,8 +319,11 @@ def dataset_run(run, model_spec, arch, trust_checkpoint, data_spec, split, sigma
 @main.command()
 @model_and_data_options
 @engine_options
-@click.option("--n0", type=int, default=DEFAULT_N0, show_default=True, help="Selection samples per input.")
-@click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Estimation samples per input.")
+@option("--n0", type=int, default=DEFAULT_N0, show_default=True, section=CERTIFICATION,
+        help="Selection samples per input (choose the class).")
+@option("--n", "n", type=int, default=DEFAULT_N, show_default=True, section=CERTIFICATION,
+        help="Estimation samples per input (bound its probability; the largest radius is sigma * "
+             "Phi^-1(alpha^(1/n))).")
 @method_and_denoiser_options
 @sequential_options
 def certify(n0, n, alpha, batch_size, seed, method, sequential, target_radius, tolerance, n_max, **options):
@@ -230,7 +340,8 @@ def certify(n0, n, alpha, batch_size, seed, method, sequential, target_radius, t
 @main.command()
 @model_and_data_options
 @engine_options
-@click.option("--n", "n", type=int, default=DEFAULT_N, show_default=True, help="Samples per input.")
+@option("--n", "n", type=int, default=DEFAULT_N, show_default=True, section=CERTIFICATION,
+        help="Samples per input.")
 @method_and_denoiser_options
 def predict(n, alpha, batch_size, seed, method, **options):
     """Predict with the smoothed classifier (may abstain) on the inputs of a dataset.
@@ -246,48 +357,53 @@ def predict(n, alpha, batch_size, seed, method, **options):
 
 #: The method and denoiser options that certify and predict hand to build_smoothed.
 METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "denoiser_steps", "maps",
-                       "temperatures", "lipschitz", "lvm_selection")
+                       "temperatures", "lipschitz", "lvm_selection", "lvm_select_on", "noise", "keep", "sound_float",
+                       "quantization")
 
 
 # --------------------------------------------------------------------------- training
 @main.command()
-@click.option("--data", "data_spec", default="digits", show_default=True,
-              help="Training data: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or "
-                   "npz:PATH (its train split; per-epoch accuracy on its val split).")
-@click.option("--sigma", type=float, required=True, help="Noise level to train at (pixel units, [0,1] space).")
-@click.option("--arch", default=None,
-              help="Architecture [default: from the input shape: mnist_cnn for 28x28 grey, cifar_resnet110 for "
-                   "32x32 colour, resnet50 for 224x224, digits_cnn for the digits].")
-@click.option("--epochs", type=int, default=90, show_default=True)
-@click.option("--batch", "batch_size", type=int, default=256, show_default=True,
-              help="Images per step (each with --noise-copies noisy copies).")
-@click.option("--lr", type=float, default=0.1, show_default=True, help="SGD learning rate.")
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--lr-step", type=int, default=None,
-              help="Multiply the learning rate by 0.1 every LR_STEP epochs [default: a third of --epochs].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--consistency", "consistency", type=float, default=None, metavar="LAMBDA",
-              help="Consistency regularization (Jeong and Shin 2020) with weight LAMBDA [default: plain Gaussian "
-                   "augmentation].")
-@click.option("--eta", type=float, default=None, help="--consistency: weight of the entropy term [default: 0.5].")
-@click.option("--noise-copies", type=int, default=None,
-              help="Noisy copies M of each image per step [default: 2 with --consistency, else 1].")
-@click.option("--split", "--dual-split", "split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]),
-              help="Train a dual smoothing branch model on the sub-images of this pixel split (needs --branch).")
-@click.option("--branch", default=None, type=click.Choice(["a", "b"]), help="--split: which sub-image.")
-@click.option("--augment", default="auto", show_default=True, type=click.Choice(["auto", "none", "crop-flip"]),
-              help="Clean-image augmentation before the noise (auto: crop-flip for 32x32 colour, else none).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--threads", type=int, default=None,
-              help="torch threads on CPU [default: 1 when the load average shows other work, else one per core].")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="Autocast precision of the forward pass.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Checkpoint to write (reference format; a JSON sidecar FILE.json is written beside it).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last finished epoch.")
-@click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
-def train(data_spec, sigma, arch, epochs, batch_size, lr, momentum, weight_decay, lr_step, seed, consistency, eta,
+@option("--data", "data_spec", default="digits", show_default=True,
+        help="Training data: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or "
+             "npz:PATH (its train split; per-epoch accuracy on its val split).", section=MODEL_AND_DATA)
+@option("--sigma", type=float, required=True, help="Noise level to train at (pixel units, [0,1] space).", section=TRAINING)
+@option("--noise", type=click.Choice(["gaussian", "laplace", "uniform"]), default="gaussian", show_default=True,
+        help="The noise to train with: the one certify --noise will certify with (--sigma is its per-coordinate "
+             "standard deviation).", section=TRAINING)
+@option("--arch", default=None,
+        help="Architecture [default: from the input shape: mnist_cnn for 28x28 grey, cifar_resnet110 for "
+             "32x32 colour, resnet50 for 224x224, digits_cnn for the digits].", section=MODEL_AND_DATA)
+@option("--epochs", type=int, default=90, show_default=True, help="Passes over the training split.", section=TRAINING)
+@option("--batch", "batch_size", type=int, default=256, show_default=True,
+        help="Images per step (each with --noise-copies noisy copies).", section=TRAINING)
+@option("--lr", type=float, default=0.1, show_default=True, help="SGD learning rate.", section=TRAINING)
+@option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.", section=TRAINING)
+@option("--weight-decay", type=float, default=1e-4, show_default=True, help="SGD weight decay (L2 penalty).",
+        section=TRAINING)
+@option("--lr-step", type=int, default=None,
+        help="Multiply the learning rate by 0.1 every LR_STEP epochs [default: a third of --epochs].", section=TRAINING)
+@option("--seed", type=int, default=0, show_default=True,
+        help="Seed of the initial weights, the data order and the noise: same seed, same model.", section=TRAINING)
+@option("--consistency", "consistency", type=float, default=None, metavar="LAMBDA",
+        help="Consistency regularization (Jeong and Shin 2020) with weight LAMBDA [default: plain Gaussian "
+             "augmentation].", section=TRAINING)
+@option("--eta", type=float, default=None, help="--consistency: weight of the entropy term [default: 0.5].", section=TRAINING)
+@option("--noise-copies", type=int, default=None,
+        help="Noisy copies M of each image per step [default: 2 with --consistency, else 1].", section=TRAINING)
+@option("--split", "--dual-split", "split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]),
+        help="Train a dual smoothing branch model on the sub-images of this pixel split (needs --branch).", section=MODEL_AND_DATA)
+@option("--branch", default=None, type=click.Choice(["a", "b"]), help="--split: which sub-image.", section=MODEL_AND_DATA)
+@option("--augment", default="auto", show_default=True, type=click.Choice(["auto", "none", "crop-flip"]),
+        help="Clean-image augmentation before the noise (auto: crop-flip for 32x32 colour, else none).", section=TRAINING)
+@option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.", section=ENGINE)
+@option("--threads", type=int, default=None, help=THREADS_HELP, section=ENGINE)
+@option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+        help="Autocast precision of the forward pass.", section=ENGINE)
+@option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+        help="Checkpoint to write (reference format; a JSON sidecar FILE.json is written beside it).", section=OUTPUT)
+@option("--resume", is_flag=True, help="Continue an interrupted run from its last finished epoch.", section=OUTPUT)
+@option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.", section=OUTPUT)
+def train(data_spec, sigma, noise, arch, epochs, batch_size, lr, momentum, weight_decay, lr_step, seed, consistency, eta,
           noise_copies, split, branch, augment, device, threads, precision, out_path, resume, quiet):
     """Train a base classifier with Gaussian noise augmentation (Cohen et al. 2019) or consistency
     regularization (Jeong and Shin 2020), for certification at --sigma.
@@ -304,7 +420,7 @@ def train(data_spec, sigma, arch, epochs, batch_size, lr, momentum, weight_decay
         weight_decay=weight_decay, lr_step=lr_step, seed=seed, consistency=consistency,
         eta=0.5 if eta is None else eta, noise_copies=noise_copies, split=split, branch=branch, augment=augment,
         device=device, threads=threads, precision=precision, resume=resume, progress=not quiet,
-        log=None if quiet else click.echo, command=invocation_command())
+        log=None if quiet else click.echo, command=invocation_command(), noise=noise)
     click.echo(f"wrote {out_path} ({result.arch}, {len(result.history)} epochs) and {sidecar_path(out_path).name}")
 
 
@@ -322,67 +438,98 @@ def split_labels(labels: str | None, count: int) -> list[str] | None:
 RESULT_FILES = click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 LABELS = click.option("--labels", default=None,
                       help="Comma-separated names, one per file (default: the shortest distinct path ends).")
+NORM = click.option("--norm", type=click.Choice(["l2", "l1", "linf", "l0"]), default=None,
+                    help="Show radii in this norm: linf converts l2 and l1 radii (R/sqrt(d), R/d; weak bounds); "
+                         "default: the files' own norm.")
+MIXED_NORMS = click.option("--mixed-norms", is_flag=True,
+                           help="Allow files whose radii are in different norms (each label then names its norm).")
 
 
 @main.command()
 @RESULT_FILES
 @click.option("--radii", default=None,
-              help="Radii as 0,0.25,0.5 or START:STOP:STEP (default: 0 to the largest radius, at most 9 columns).")
+              help="Radii as 0,0.25,0.5 or START:STOP:STEP (default: 0 up to the largest certified radius, at most "
+                   "9 columns).")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv"]), default="markdown",
-              show_default=True)
+              show_default=True, help="csv is data: numbers only, one row per file, no marks unless --mark.")
 @LABELS
-@click.option("--decimals", type=click.IntRange(0, 6), default=3, show_default=True)
-@click.option("--no-mark", is_flag=True, help="Do not mark the best value of each column.")
+@click.option("--decimals", type=click.IntRange(0, 6), default=3, show_default=True, help="Digits after the point.")
+@click.option("--mark/--no-mark", "mark", default=None,
+              help="Mark the best value of each column among comparable files [default: on for markdown and "
+                   "latex, off for csv].")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the table to this file.")
-def table(files, radii, fmt, labels, decimals, no_mark, out_path):
+              help="Write the table to this file instead of printing it (never over a result file or an input).")
+@NORM
+@MIXED_NORMS
+def table(files, radii, fmt, labels, decimals, mark, out_path, norm, mixed_norms):
     """Summarise result files as a certified-accuracy table.
 
-    Reads certify/predict TSVs, ours or the published ones.
+    Reads certify/predict TSVs, ours or the published ones, or certify-policy TSVs.
 
-    One line per file: certified accuracy at each radius (abstentions count as wrong, radius >= r,
-    over all rows), clean accuracy, abstention rate, average certified radius (ACR) and the number
-    of rows. The best value of each column is bold (markdown), \\textbf (latex) or starred (csv).
+    One line per certify/predict file: certified accuracy at each radius (abstentions count as
+    wrong, radius >= r, over all rows), clean accuracy, abstention rate, average certified radius
+    (ACR) and the number of rows. The best value of each column is bold (markdown), \\textbf
+    (latex) or starred (csv with --mark), compared among files of the same kind (certify or
+    predict) and the same number of rows only. A certify-policy file gives one line per budget.
+    Radii are in the norm the run recorded (l2 for the reference files): columns say it (l1 r=0.5,
+    l0 r=3 pixels; plain r=0.5 is l2), and files of different norms are refused unless
+    --mixed-norms. --norm linf converts l2 and l1 radii to l-infinity ones, R/sqrt(d) and R/d: valid
+    but weak bounds.
     """
-    from .results import render_table, table_from_files, write_text_atomically
+    from .results import LINF_NOTE, marking_note, render_table, table_from_files, write_derived_file
 
-    summary = table_from_files(list(files), radii, split_labels(labels, len(files)))
-    text = render_table(summary, fmt, decimals, mark_best=not no_mark)
-    if out_path is not None:
-        if not out_path.parent.is_dir():
-            raise CLIError(f"output folder does not exist: {out_path.parent}")
-        write_text_atomically(out_path, text)
-    click.echo(text, nl=False)
+    summary = table_from_files(list(files), radii, split_labels(labels, len(files)), norm, mixed_norms)
+    if norm == "linf":
+        click.echo(f"robustcert: note: {LINF_NOTE}", err=True)
+    mark = fmt != "csv" if mark is None else mark
+    text = render_table(summary, fmt, decimals, mark_best=mark)
+    note = marking_note(summary) if mark else None
+    if note:
+        click.echo(f"robustcert: note: {note}", err=True)
+    if out_path is None:
+        click.echo(text, nl=False)
+    else:
+        click.echo(f"wrote {write_derived_file(out_path, text, list(files), 'table')}")
 
 
 @main.command()
 @RESULT_FILES
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Figure file: .png, .pdf or .svg.")
+              help="Figure file: .png, .pdf or .svg (never over a result file or an input).")
 @LABELS
 @click.option("--max-radius", type=float, default=None, help="Right end of the radius axis.")
-@click.option("--title", default=None)
-def plot(files, out_path, labels, max_radius, title):
+@click.option("--title", default=None, help="Title above the figure.")
+@MIXED_NORMS
+def plot(files, out_path, labels, max_radius, title, mixed_norms):
     """Plot certified accuracy against radius.
 
-    One curve per certify TSV; headless (no display needed).
+    One curve per certify TSV (or certified return against the budget, one per certify-policy
+    TSV); headless (no display needed). Curves are named after the files, with sigma from their
+    sidecars. The radius axis names the norm the runs recorded (l2, l1, or pixels for l0); files of
+    different norms need --mixed-norms. A dotted line in a curve's colour marks the largest radius
+    a Gaussian CERTIFY run's n and alpha allow, sigma * Phi^-1(alpha^(1/n)): the curve drops to 0
+    there at the latest, whatever the model.
     """
     from .plotting import plot_files
 
     if max_radius is not None and not (max_radius > 0 and max_radius < float("inf")):
         raise CLIError(f"--max-radius must be a finite number > 0, got {max_radius}")
-    written = plot_files(list(files), out_path, split_labels(labels, len(files)), max_radius, title)
+    written = plot_files(list(files), out_path, split_labels(labels, len(files)), max_radius, title,
+                         mixed_norms=mixed_norms)
     click.echo(f"wrote {written}")
 
 
 @main.command()
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results/demo"),
-              show_default=True)
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DEMO_DIR,
+              show_default=True,
+              help="Folder for the demo's files. The demo replaces only files it wrote there itself, unchanged "
+                   "(it refuses otherwise); anything else in the folder is left alone.")
 @click.option("--n0", type=int, default=100, show_default=True, help="Selection samples per image.")
 @click.option("--n", "n", type=int, default=10_000, show_default=True, help="Estimation samples per image.")
-@click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True)
-@click.option("--batch", "batch_size", type=int, default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True, help=ALPHA_HELP)
+@click.option("--batch", "batch_size", type=int, default=1000, show_default=True,
+              help="Noisy samples per forward pass.")
+@click.option("--seed", type=int, default=0, show_default=True, help=SEED_HELP)
 @click.option("--max", "max_inputs", type=int, default=-1, show_default=True,
               help="Only the first MAX test images (-1: all 360).")
 @click.option("--jobs", type=int, default=3, show_default=True,
@@ -394,14 +541,16 @@ def demo(out_dir, n0, n, alpha, batch_size, seed, max_inputs, jobs, quiet):
     Writes TSVs, a table and a plot.
 
     Certifies bundled:digits-0.12/0.25/0.50 at sigma 0.12/0.25/0.5 on the 360 digits test images
-    (1 to 2.5 minutes on 2 CPU cores at the defaults), then writes the three TSVs with their JSON
-    sidecars, table.md, certified_accuracy.png and a README.md into OUT_DIR, replacing the demo's
-    own earlier output there.
+    ({duration} at the defaults), then writes the three TSVs with their JSON sidecars, table.md,
+    certified_accuracy.png and a README.md into OUT_DIR.
     """
     from .runs.demo import run_demo
 
     run_demo(out_dir, n=n, n0=n0, alpha=alpha, batch_size=batch_size, seed=seed, max_inputs=max_inputs,
              quiet=quiet, jobs=jobs, echo=lambda line: click.echo(line))
+
+
+demo.help = demo.help.replace("{duration}", DEMO_DURATION)
 
 
 # --------------------------------------------------------------------------- policy smoothing (RL)
@@ -425,9 +574,11 @@ def parse_float_list(text: str, name: str) -> list[float]:
 @click.option("--budgets", required=True, help="Episode l2 budgets B: 0,0.1,0.2 or 0:0.8:0.1.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output TSV, one row per budget (a JSON sidecar FILE.json is written beside it).")
-@click.option("--alpha", type=float, default=0.05, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--bound", type=click.Choice(["dkw", "clopper-pearson"]), default="dkw", show_default=True)
+@click.option("--alpha", type=float, default=0.05, show_default=True, help=ALPHA_HELP)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the environments and the noise.")
+@click.option("--bound", type=click.Choice(["dkw", "clopper-pearson"]), default="dkw", show_default=True,
+              help="Simultaneous lower band on P(R >= v): one-sided DKW, or Clopper-Pearson with alpha split over "
+                   "the levels.")
 @click.option("--return-lower-bound", type=float, default=0.0, show_default=True,
               help="A known lower bound on every episode's return (v_0).")
 @click.option("--quantiles", default="0.1,0.25,0.5", show_default=True,
@@ -440,11 +591,12 @@ def parse_float_list(text: str, name: str) -> list[float]:
 @click.option("--one-round", is_flag=True, help="Pong: end each episode at the first point.")
 @click.option("--num-envs", type=int, default=64, show_default=True, help="Vectorised environments.")
 @click.option("--device", default="cpu", show_default=True, help="Where a torch policy runs (auto, cpu, cuda).")
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
 @click.option("--trust-checkpoint", is_flag=True,
               help="Allow full unpickling of the policy file (SB3 .zip). DANGEROUS: runs code from the file.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alpha, seed, bound, return_lower_bound,
-                   quantiles, thresholds, frame_stack, max_episode_steps, one_round, num_envs, device,
+                   quantiles, thresholds, frame_stack, max_episode_steps, one_round, num_envs, device, threads,
                    trust_checkpoint, quiet):
     """Certify the expected return of a smoothed RL agent (Kumar et al. 2022); one row per budget."""
     from .runs.dataset import progress_bar
@@ -453,6 +605,8 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
     check_output(out_path, resume=False)
     if max_episode_steps is not None:
         check_count(max_episode_steps, "--max-episode-steps")
+    if threads is not None:
+        check_count(threads, "--threads")
     budget_list = parse_float_list(budgets, "--budgets")
     quantile_list = parse_float_list(quantiles, "--quantiles")
     threshold_list = parse_float_list(thresholds, "--thresholds") if thresholds else None
@@ -462,17 +616,19 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
             env_id, policy_spec, sigma, out_path, episodes=episodes, budgets=budget_list, alpha=alpha, seed=seed,
             bound=bound, return_lower_bound=return_lower_bound, quantiles=quantile_list, thresholds=threshold_list,
             frame_stack=frame_stack, max_episode_steps=max_episode_steps, one_round=one_round, num_envs=num_envs,
-            device=device, trust_checkpoint=trust_checkpoint, progress=lambda done: bar.update(done - bar.n),
-            command=invocation_command())
+            device=device, threads=threads, trust_checkpoint=trust_checkpoint,
+            progress=lambda done: bar.update(done - bar.n), command=invocation_command())
     click.echo(table[["budget", "certified_return"] + [c for c in table.columns if c.startswith("certified_q")]]
                .to_string(index=False))
+    click.echo(f"wrote {out_path} ({len(table)} rows) and {sidecar_path(out_path).name}")
 
 
 @main.command()
 @click.option("--models", default="digits,cifar_resnet110,resnet50", show_default=True,
               help="Comma-separated: digits (bundled CNN), cifar_resnet110 (32x32), resnet50 (224x224).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Autocast precision for (a) and (b).")
 @click.option("--channels-last/--no-channels-last", "channels_last", default=None,
               help="Layout for (a) and (b) [default: the engine's measured default].")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model for (a) and (b).")
@@ -485,14 +641,14 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
 @click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
               help="cpu: process CPU time, for --threads 1 on a CPU shared with other jobs.")
 @click.option("--no-malloc-tuning", is_flag=True, help="Keep glibc's default allocator settings (CPU).")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results/bench"),
-              show_default=True)
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("robustcert-bench"),
+              show_default=True, help="Folder for the JSON and markdown (results/bench holds the committed figures).")
 def bench(models, device, precision, channels_last, compile_model, quick, sweep, no_packing, n, reps, threads,
           clock, no_malloc_tuning, out_dir):
     """Measure the certification loop: (a) forward-pass limit, (b) robustcert, (c) published loop.
 
     Interleaved repetitions, medians, samples/s and the ratios (b)/(a), (b)/(c); plus cross-input
-    packing for small n. Writes JSON and markdown into --out-dir (see robustcert/bench.py).
+    packing for small n. Writes JSON and markdown into --out-dir (see robustcert/runs/bench.py).
     """
     from .engine import as_device
     from .runs.bench import MODELS, run_bench

@@ -23,7 +23,8 @@ class ShapeError(RobustCertError, ValueError):
 
 
 class ModelOutputError(RobustCertError, ValueError):
-    """The base model returned NaN or infinite values."""
+    """The base model returned NaN or infinite values (or, in the floating-point-sound mode, outputs
+    that depend on the other rows of the batch)."""
 
 
 class CheckpointError(RobustCertError):

@@ -19,7 +19,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .results import ResultsError, certified_accuracy, default_labels, read_results
+from .radius import largest_gaussian_radius
+from .results import (
+    ResultsError, certified_accuracy, check_derived_output, default_labels, header_columns, norm_labels,
+    read_policy_certificate, read_results, read_sidecar, result_norm,
+)
 
 FORMATS = ("png", "pdf", "svg")
 
@@ -69,18 +73,45 @@ def certified_accuracy_curve(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarra
     return radii, certified_accuracy(frame, radii)
 
 
+def certification_limit(record: dict | None) -> float | None:
+    """The largest radius a run could certify, from its sidecar: sigma * Phi^-1(alpha^(1/n)) for a
+    fixed-n Gaussian CERTIFY run (``--method cohen`` without ``--sequential`` or ``--sound-float``;
+    see :func:`robustcert.radius.largest_gaussian_radius`). None for other runs (sequential, sound,
+    dual, lvm, l1 and l0 radii follow other bounds or formulas) and for files without a sidecar (the
+    published ones)."""
+    if not record or record.get("kind") != "certify" or record.get("method") != "cohen":
+        return None
+    parameters = record.get("parameters") or {}
+    if parameters.get("sequential") or parameters.get("sound_float") or \
+            record.get("noise", "gaussian") != "gaussian" or record.get("norm", "l2") != "l2":
+        return None  # other bounds or radii: no closed-form limit drawn
+    try:
+        return largest_gaussian_radius(float(parameters["sigma"]), int(parameters["n"]), float(parameters["alpha"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+LIMIT_NOTE = "dotted: largest radius its n and alpha can certify"
+
+
 def draw_certified_accuracy(ax, frame: pd.DataFrame, label: str, options: dict | None = None) -> float:
     """Draw one certified-accuracy curve (a step function, see certified_accuracy_curve) on ``ax``.
 
-    ``options['max_radius']`` extends the last step to that radius. Returns the largest radius drawn.
+    ``options['max_radius']`` extends the last step to that radius; ``options['limit']`` (see
+    :func:`certification_limit`) draws a dotted vertical line in the curve's colour where the run
+    could certify no further: the drop of the curve there is a property of n and alpha, not of the
+    model. Returns the largest radius drawn.
     """
     options = options or {}
     radii, accuracy = certified_accuracy_curve(frame)
-    end = max(float(options.get("max_radius") or 0.0), float(radii[-1]) * 1.05, 1e-3)
+    limit = options.get("limit")
+    end = max(float(options.get("max_radius") or 0.0), float(radii[-1]) * 1.05, (limit or 0.0) * 1.05, 1e-3)
     # left-continuous steps: value accuracy[k] on (radii[k-1], radii[k]], then 0 up to `end`
     xs = np.concatenate([radii, [end]])
     ys = np.concatenate([accuracy, [0.0]])
-    ax.step(xs, ys, where="pre", label=label)
+    (line,) = ax.step(xs, ys, where="pre", label=label)
+    if limit is not None:
+        ax.axvline(limit, color=line.get_color(), linestyle=":", linewidth=1.2)
     return end
 
 
@@ -94,23 +125,6 @@ CERTIFIED_ACCURACY = register_curve(CurveKind(
 ))
 
 
-def header_columns(path: str | Path) -> set[str]:
-    """The column names in the first line of a TSV (ResultsError if unreadable)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ResultsError(f"result file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            first = handle.readline()
-    except UnicodeDecodeError:
-        raise ResultsError(f"cannot read result file {path}: not a text file") from None
-    except OSError as exc:
-        raise ResultsError(f"cannot read result file {path}: {exc.strerror or exc}") from None
-    if not first.strip():
-        raise ResultsError(f"cannot read result file {path}: it is empty (no header line)")
-    return {c.strip() for c in first.rstrip("\n").split("\t")}
-
-
 def curve_kind(path: str | Path) -> CurveKind:
     """The registered kind whose columns the file's header holds."""
     columns = header_columns(path)
@@ -122,9 +136,83 @@ def curve_kind(path: str | Path) -> CurveKind:
     raise PlotError(f"{path}: no plot for a TSV with columns {sorted(columns)}")
 
 
+RADIUS_AXES = {
+    "l2": "radius (l2, pixel units in [0,1])",
+    "l1": "radius (l1, pixel units in [0,1])",
+    "linf": "radius (l-infinity, pixel units in [0,1])",
+    "l0": "pixels changed (l0)",
+}
+
+
+def radius_axis(paths: Sequence[str | Path], labels: Sequence[str], mixed_norms: bool) -> tuple[str, list[str]]:
+    """The radius axis label of certify files and their curve labels: one norm (read from the
+    sidecars), or with ``mixed_norms`` several, each label then naming its own."""
+    norms = [result_norm(path) for path in paths]
+    labels = norm_labels(paths, labels, norms, mixed_norms)
+    if len(set(norms)) > 1:
+        return "radius (norm in each label; not comparable across norms)", labels
+    return RADIUS_AXES[norms[0]], labels
+
+
+def curve_labels(paths: Sequence[str | Path]) -> list[str]:
+    """Default legend entries: the shortest distinct file name ends (:func:`default_labels`), with
+    the noise level from each file's sidecar when it has one (``run, sigma=0.25``)."""
+    labels = []
+    for label, path in zip(default_labels(paths), paths):
+        sigma = ((read_sidecar(path) or {}).get("parameters") or {}).get("sigma")
+        labels.append(f"{label}, sigma={sigma:g}" if isinstance(sigma, (int, float)) else label)
+    return labels
+
+
+def draw_files(ax, paths: Sequence[str | Path], labels: Sequence[str] | None = None,
+               max_radius: float | None = None, mixed_norms: bool = False) -> CurveKind:
+    """Draw one curve per result file on ``ax`` (all files of one kind, and for certify files of
+    one norm unless ``mixed_norms``), with axes labels and legend.
+
+    Legend entries: ``labels``, or :func:`curve_labels`. Certified-accuracy curves of fixed-n
+    CERTIFY runs get a dotted line at the largest radius their n and alpha allow
+    (:func:`certification_limit`, read from the sidecar), explained in the legend
+    (:data:`LIMIT_NOTE`). Returns the kind of curve drawn.
+    """
+    if not paths:
+        raise PlotError("no result files given")
+    if labels is None:
+        labels = curve_labels(paths)
+    elif len(labels) != len(paths):
+        raise PlotError(f"got {len(labels)} labels for {len(paths)} files")
+    kinds = {kind.name: kind for kind in map(curve_kind, paths)}
+    if len(kinds) > 1:
+        raise PlotError(f"cannot plot different kinds of result files together: {', '.join(kinds)}")
+    kind = next(iter(kinds.values()))
+    xlabel = kind.xlabel
+    if kind is CERTIFIED_ACCURACY:
+        xlabel, labels = radius_axis(paths, labels, mixed_norms)
+    frames = [kind.read(path) for path in paths]
+    limits = [certification_limit(read_sidecar(path)) if kind is CERTIFIED_ACCURACY else None for path in paths]
+    right = max(kind.draw(ax, frame, label, {"max_radius": max_radius, "limit": limit})
+                for frame, label, limit in zip(frames, labels, limits))
+    ax.set_xlim(0, max_radius if max_radius else right)
+    if kind.ylim is not None:
+        ax.set_ylim(*kind.ylim)
+    else:  # e.g. returns: from 0 (or the lowest value drawn) up to the data
+        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(kind.ylabel)
+    ax.grid(alpha=0.3)
+    handles = ax.get_legend_handles_labels()[0]
+    if any(limit is not None for limit in limits):
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="grey", linestyle=":", linewidth=1.2, label=LIMIT_NOTE))
+    ax.legend(handles=handles, loc="best", fontsize="small")
+    return kind
+
+
 def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None,
-               max_radius: float | None = None, title: str | None = None) -> Path:
-    """Plot one curve per result file into ``out`` (.png, .pdf or .svg); all files must be of one kind.
+               max_radius: float | None = None, title: str | None = None, mixed_norms: bool = False) -> Path:
+    """Plot one curve per result file into ``out`` (.png, .pdf or .svg): :func:`draw_files` on a
+    new figure. ``out`` may not be one of the inputs or any result file
+    (:func:`robustcert.results.check_derived_output`).
 
     Returns the path written. The image is written to a temporary file and moved into place, so a
     failure never leaves a truncated figure behind.
@@ -139,31 +227,12 @@ def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[st
         raise PlotError(f"output folder does not exist: {out.parent}")
     if not paths:
         raise PlotError("no result files given")
-    if labels is None:
-        labels = default_labels(paths)
-    elif len(labels) != len(paths):
-        raise PlotError(f"got {len(labels)} labels for {len(paths)} files")
-    kinds = {kind.name: kind for kind in map(curve_kind, paths)}
-    if len(kinds) > 1:
-        raise PlotError(f"cannot plot different kinds of result files together: {', '.join(kinds)}")
-    kind = next(iter(kinds.values()))
-    frames = [kind.read(path) for path in paths]
-
+    check_derived_output(out, paths, "figure")
     figure = Figure(figsize=(5.5, 3.8), layout="constrained")
     ax = figure.add_subplot()
-    options = {"max_radius": max_radius}
-    right = max(kind.draw(ax, frame, label, options) for frame, label in zip(frames, labels))
-    ax.set_xlim(0, max_radius if max_radius else right)
-    if kind.ylim is not None:
-        ax.set_ylim(*kind.ylim)
-    else:  # e.g. returns: from 0 (or the lowest value drawn) up to the data
-        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
-    ax.set_xlabel(kind.xlabel)
-    ax.set_ylabel(kind.ylabel)
+    draw_files(ax, paths, labels, max_radius, mixed_norms)
     if title:
         ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize="small")
     temporary = out.with_name(f".{out.name}.tmp")
     try:
         figure.savefig(temporary, format=fmt, dpi=150)
@@ -175,17 +244,6 @@ def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[st
 
 
 # --------------------------------------------------------------------------- policy smoothing (RL)
-def read_policy_certificate(path: str | Path) -> pd.DataFrame:
-    """A ``robustcert certify-policy`` TSV (one row per budget) as a DataFrame."""
-    try:
-        frame = pd.read_csv(path, sep="\t")
-    except Exception as exc:
-        raise ResultsError(f"cannot read policy certificate {path}: {str(exc).splitlines()[0]}") from None
-    if not {"budget", "certified_return"} <= set(frame.columns):
-        raise ResultsError(f"{path} is not a certify-policy TSV (needs budget and certified_return columns)")
-    return frame.sort_values("budget")
-
-
 def draw_certified_return(ax, frame: pd.DataFrame, label: str, options: dict | None = None) -> float:
     """Certified expected return (Kumar et al. 2022) against the episode budget B, one line per file."""
     ax.plot(frame["budget"], frame["certified_return"], marker="o", markersize=3, label=label)

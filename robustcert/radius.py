@@ -1,10 +1,13 @@
-"""Certified l2 radii as pure functions of probability bounds and the noise level.
+"""Certified radii as pure functions of probability bounds and the noise level.
 
-All radii are in the units of the noise sigma, i.e. pixel units in [0,1] space.
+l2 radii (Gaussian noise), l1 radii (uniform and Laplace noise) and l0 radii (randomized
+ablation, a number of pixels). Radii of additive noise are in the units of sigma, i.e. pixel
+units in [0,1] space; sigma is always the per-coordinate standard deviation.
 """
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 from scipy.stats import norm
@@ -30,6 +33,20 @@ def gaussian_radius(sigma: float, p_a_lower: float) -> float:
     if p_a_lower <= 0.5:
         return 0.0
     return sigma * _probit(p_a_lower)
+
+
+def largest_gaussian_radius(sigma: float, n: int, alpha: float) -> float:
+    """The largest radius CERTIFY (Cohen et al. 2019) can give with ``n`` estimation samples at
+    level ``alpha``: sigma * Phi^-1(alpha^(1/n)).
+
+    When all n votes go to the top class, the one-sided Clopper-Pearson lower bound is exactly
+    alpha^(1/n) (the Beta(n, 1) quantile alpha); no input can be certified further, so every
+    certified-accuracy curve of such a run drops to 0 at or before this radius (3.81 sigma for
+    n = 100000, alpha = 0.001).
+    """
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise InvalidArgumentError(f"n must be a whole number >= 1, got {n!r}")
+    return gaussian_radius(sigma, check_alpha(alpha) ** (1.0 / int(n)))
 
 
 def gaussian_radius_two_sided(sigma: float, p_a_lower: float, p_b_upper: float) -> float:
@@ -59,6 +76,119 @@ def dual_gaussian_radius(sigma_a: float, sigma_b: float, p_a_lower: float, p_b_l
     if not total > 0:
         return 0.0
     return total / math.sqrt(sigma_a ** -2 + sigma_b ** -2)
+
+
+# --------------------------------------------------------------------------- l1: uniform and Laplace noise
+# Both rest on one fact about smoothing: if the law of delta + v is within a known distance of the
+# law of delta, every event (here {f(x + v + delta) = c}) changes probability by a bounded amount.
+
+
+def _two_sided(p_a_lower: float, p_b_upper: float | None) -> tuple[float, float]:
+    """(pA_lower, pB_upper) with the binary default pB_upper = 1 - pA_lower."""
+    p_a = float(p_a_lower)
+    return p_a, (1.0 - p_a if p_b_upper is None else float(p_b_upper))
+
+
+def uniform_l1_radius(sigma: float, p_a_lower: float, p_b_upper: float | None = None) -> float:
+    """l1 radius of uniform noise on [-lambda, lambda]^d, lambda = sqrt(3) sigma (Yang et al. 2020,
+    "Randomized smoothing of all shapes and sizes"; Lee et al. 2019): R = lambda (pA_lower - pB_upper),
+    which with pB_upper = 1 - pA_lower (the default) is R = 2 lambda (pA_lower - 1/2).
+
+    Derivation. For a shift v, the total variation between U and U + v is
+    TV = 1 - prod_i max(0, 1 - |v_i| / (2 lambda)) <= sum_i |v_i| / (2 lambda) = ||v||_1 / (2 lambda)
+    (the two cubes overlap in a box of side 2 lambda - |v_i|; and 1 - prod(1 - t_i) <= sum t_i).
+    Every event moves by at most TV, so at x + v: P(A) >= pA - TV and P(c) <= pB + TV for c != A;
+    A still wins when pA - TV > pB + TV, i.e. for every ||v||_1 < lambda (pA - pB).
+    Tight: for f(x) = 1[x_0 > 0] at x_0 = a < lambda, pA = 1/2 + a / (2 lambda) and R = a, the
+    exact l1 distance to the boundary. Returns 0.0 when pA_lower <= pB_upper.
+    """
+    sigma = check_sigma(sigma)
+    p_a, p_b = _two_sided(p_a_lower, p_b_upper)
+    if p_a <= p_b:
+        return 0.0
+    return math.sqrt(3.0) * sigma * (p_a - p_b)
+
+
+def laplace_l1_radius(sigma: float, p_a_lower: float, p_b_upper: float | None = None) -> float:
+    """l1 radius of Laplace noise, density proportional to exp(-||z||_1 / b), b = sigma / sqrt(2)
+    (Teng, Lee and Yuan, ICLR 2020, "l1 adversarial robustness certificates: a randomized smoothing
+    approach", Theorem 1): R = max( b/2 ln(pA_lower / pB_upper), -b ln(1 - pA_lower + pB_upper) ),
+    which with pB_upper = 1 - pA_lower (the default) is R = -b ln(2 (1 - pA_lower)).
+
+    Derivation. The densities of delta + v and delta differ by a factor in [e^(-r/b), e^(r/b)],
+    r = ||v||_1, since | ||z - v||_1 - ||z||_1 | <= r. So at x + v every event E has
+    e^(-r/b) P(E) <= P'(E) <= e^(r/b) P(E), and for each class c != A: P'(c) <= e^(r/b) pB.
+    (1) P'(A) >= e^(-r/b) pA > e^(r/b) pB when r < b/2 ln(pA / pB);
+    (2) P'(A) = 1 - P'(not A) >= 1 - e^(r/b) (1 - pA) > e^(r/b) pB when r < -b ln(1 - pA + pB).
+    Either suffices, hence the max; with pB = 1 - pA, (2) is the larger for pA > 1/2.
+    Tight: for f(x) = 1[x_0 > 0] at x_0 = a, pA = 1 - e^(-a/b) / 2 and (2) gives R = a, the exact
+    l1 distance to the boundary. Returns 0.0 when pA_lower <= pB_upper.
+    """
+    sigma = check_sigma(sigma)
+    p_a, p_b = _two_sided(p_a_lower, p_b_upper)
+    if p_a <= p_b:
+        return 0.0
+    scale = sigma / math.sqrt(2.0)
+    complement = 1.0 - p_a + p_b  # in [0, 1): exact for p_a >= 1/2 (Sterbenz)
+    tight = math.inf if complement <= 0.0 else -scale * math.log(complement)
+    ratio = math.inf if p_b <= 0.0 else 0.5 * scale * math.log(p_a / p_b)
+    return max(tight, ratio)
+
+
+# --------------------------------------------------------------------------- l0: randomized ablation
+
+
+def _check_ablation(pixels: int, keep: int) -> tuple[int, int]:
+    if isinstance(pixels, bool) or isinstance(keep, bool) or int(pixels) != pixels or int(keep) != keep:
+        raise InvalidArgumentError(f"pixels and keep must be whole numbers, got {pixels!r} and {keep!r}")
+    pixels, keep = int(pixels), int(keep)
+    if not 1 <= keep <= pixels:
+        raise InvalidArgumentError(f"keep must be between 1 and the number of pixels ({pixels}), got {keep}")
+    return pixels, keep
+
+
+def _kept_set_avoids(rho: int, pixels: int, keep: int) -> Fraction:
+    """C(d - rho, k) / C(d, k), exactly: the chance that k pixels chosen uniformly without
+    replacement out of d miss all of rho given pixels."""
+    return Fraction(math.comb(pixels - rho, keep), math.comb(pixels, keep))
+
+
+def ablation_delta(rho: int, pixels: int, keep: int) -> float:
+    """Levine and Feizi (AAAI 2020): Delta(rho) = 1 - C(d - rho, k) / C(d, k), the probability that a
+    uniformly random set of k kept pixels out of d includes at least one of rho given pixels."""
+    pixels, keep = _check_ablation(pixels, keep)
+    if isinstance(rho, bool) or int(rho) != rho or not 0 <= rho <= pixels:
+        raise InvalidArgumentError(f"rho must be a whole number between 0 and {pixels}, got {rho!r}")
+    return float(1 - _kept_set_avoids(int(rho), pixels, keep))
+
+
+def ablation_radius(p_a_lower: float, pixels: int, keep: int, p_b_upper: float | None = None) -> int:
+    """l0 radius of randomized ablation (Levine and Feizi, AAAI 2020, Theorem 1): the largest number
+    of pixels rho with pA_lower - Delta(rho) > pB_upper + Delta(rho), which with pB_upper =
+    1 - pA_lower (the default) is pA_lower - Delta(rho) > 1/2; 0 when only rho = 0 qualifies.
+
+    Derivation. Let x' differ from x in a set R of rho pixels. Ablate both with the same kept set
+    T: when T misses R (probability C(d - rho, k) / C(d, k) = 1 - Delta), the two ablated inputs
+    are identical, so f agrees on them. Hence every class's probability moves by at most Delta:
+    P'(A) >= pA - Delta and P'(c) <= pB + Delta, and A still wins when pA - Delta > pB + Delta.
+    (With pB = 1 - pA the condition reads pA - Delta > 1/2, which also makes P'(A) a majority.)
+    Delta grows with rho, so the certified set is {0, ..., R}. Compared exactly, in rationals
+    (the float pA_lower is an exact binary fraction), so no rounding can certify one pixel too many.
+    """
+    pixels, keep = _check_ablation(pixels, keep)
+    p_a, p_b = _two_sided(p_a_lower, p_b_upper)
+    if not p_a > p_b:
+        return 0
+    # certified at rho  <=>  2 Delta < pA - pB  <=>  C(d - rho, k) / C(d, k) > 1 - (pA - pB) / 2
+    needed = 1 - (Fraction(p_a) - Fraction(p_b)) / 2
+    low, high = 0, pixels - keep + 1  # rho = 0 qualifies (pA > pB); rho > d - k has Delta = 1
+    while high - low > 1:  # invariant: low qualifies, high does not
+        middle = (low + high) // 2
+        if _kept_set_avoids(middle, pixels, keep) > needed:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 # --------------------------------------------------------------------------- Lipschitz margins

@@ -31,7 +31,7 @@ ROWS = 20
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def robustcert(*args, timeout=180) -> subprocess.CompletedProcess:
+def robustcert(*args, timeout=600) -> subprocess.CompletedProcess:  # a guard against hangs, not a speed test
     return subprocess.run([sys.executable, "-m", "robustcert", *map(str, args)], capture_output=True, text=True,
                           env=ENV, timeout=timeout)
 
@@ -98,13 +98,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted)
     out = tmp_path / "killed.tsv"
     process = subprocess.Popen([sys.executable, "-m", "robustcert", *CERTIFY_ARGS, "--out", str(out)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
+    while process.poll() is None:  # however slow the machine: the run ends by itself at the latest
         if out.exists() and out.read_text().count("\n") >= 4:  # header and three rows written
             process.kill()
             break
         time.sleep(0.005)
-    process.wait(timeout=60)
+    process.wait(timeout=600)
     if process.returncode == 0:  # finished before the kill landed: cut it back to simulate one
         out.write_text("".join(out.read_text().splitlines(keepends=True)[:4]))
     kept = data_rows(out)
@@ -334,7 +333,7 @@ def test_demo_writes_tsvs_table_plot_and_readme(tmp_path):
         assert record["command"].startswith(f"robustcert certify --model bundled:{name}")
         assert f"--out {out_dir / name}.tsv --max 5" in record["command"]
     table = (out_dir / "table.md").read_text()
-    assert table.count("| 5 |") == 3 and "bundled:digits-0.25 sigma=0.25" in table
+    assert table.count("| 5 |") == 3 and "| sigma=0.25 |" in table
     assert (out_dir / "certified_accuracy.png").read_bytes()[:4] == b"\x89PNG"
     readme = (out_dir / "README.md").read_text()
     assert "n=60" in readme and "alpha=0.001" in readme and table.strip() in readme
@@ -357,7 +356,8 @@ def test_demo_reports_a_failing_run_in_one_line(tmp_path):
     result = invoke("demo", "--out-dir", tmp_path, "--n", "0")
     assert result.exit_code == 2 and result.stderr.strip() == "robustcert: error: n must be >= 1, got 0"
     bad = DemoRun("nope", 0.25, tmp_path / "bad.tsv", ["certify", "--model", "bundled:nope", "--sigma", "0.25",
-                                                         "--out", str(tmp_path / "bad.tsv"), "--quiet"])
+                                                         "--out", str(tmp_path / "bad.tsv"), "--quiet"],
+                  tmp_path / "bad.tsv")
     settings = dict(n0=10, n=10, alpha=0.001, batch_size=100, seed=0, max_inputs=1)
     with pytest.raises(RobustCertError, match="failed: no bundled model 'nope'") as info:
         run_in_processes([bad], settings, jobs=2, echo=print, quiet=True, expected_rows=1)

@@ -123,3 +123,47 @@ def test_seed_none_draws_and_records_a_seed(linear_model):
     assert isinstance(first.seed, int)
     replay = smoothed.certify(x, n=500, seed=first.seed)
     assert replay.counts == first.counts
+
+
+class AlwaysClassZero(torch.nn.Module):
+    """A base classifier that votes class 0 on every input: pA = 1 for class 0."""
+
+    def forward(self, x):
+        logits = torch.zeros(len(x), 2)
+        logits[:, 0] = 1.0
+        return logits
+
+
+def test_every_method_abstains_when_p_lower_is_exactly_one_half(monkeypatch):
+    """pA_lower = 1/2 does not make cA the smoothed class (another class may also have 1/2).
+
+    With n = 1 vote for cA out of 1 at alpha = 1/2, the Clopper-Pearson lower bound is exactly
+    alpha^(1/n) = 1/2. CERTIFY and SEQUENTIAL-CERTIFY used to return cA with radius 0 there
+    (abstain only below 1/2); every method must abstain. Dual abstains at a + b <= 0, i.e. at
+    p_a_lower = p_b_lower = 1/2 (patched in: alpha/2 per branch cannot reach 1/2 with one vote).
+    """
+    import robustcert.methods.dual as dual
+    from robustcert import DualSmooth, LipschitzSmooth
+
+    model, x = AlwaysClassZero(), torch.zeros(3)
+    assert clopper_pearson_lower(1, 1, 0.5) == 0.5
+    smoothed = Smooth(model, 2, sigma=0.5)
+    fixed = smoothed.certify(x, n0=1, n=1, alpha=0.5)
+    assert fixed.p_lower == 0.5 and fixed.prediction == ABSTAIN and fixed.radius == 0.0
+    for options in ({"tolerance": 0.1}, {"target_radius": 0.0}):
+        sequential = smoothed.certify(x, n0=1, n=1, alpha=0.5, sequential=True, n_first=1, **options)
+        assert sequential.p_lower == 0.5 and sequential.prediction == ABSTAIN, options
+        if "target_radius" in options:
+            assert sequential.details["sequential"]["stop"] != "certified"
+    lvm = LipschitzSmooth(model, 2, sigma=0.5, maps=["hardmax"], formulas=["probit-simplex"])
+    cert = lvm.certify(x, n0=1, n=1, alpha=0.5)
+    assert cert.p_lower == 0.5 and cert.prediction == ABSTAIN
+    from robustcert import AblationSmooth
+
+    ablated = AblationSmooth(model, 2, keep=1).certify(torch.zeros(1, 2, 2), n0=1, n=1, alpha=0.5)
+    assert ablated.p_lower == 0.5 and ablated.prediction == ABSTAIN
+    for noise in ("laplace", "uniform"):
+        assert Smooth(model, 2, sigma=0.5, noise=noise).certify(x, n0=1, n=1, alpha=0.5).prediction == ABSTAIN
+    monkeypatch.setattr(dual, "clopper_pearson_lower", lambda k, n, alpha: 0.5)
+    two = DualSmooth(model, model, 2, sigma_a=0.5, split="rows").certify(torch.zeros(1, 2, 2), n0=1, n=1, alpha=0.5)
+    assert two.details["a"] == 0.0 and two.details["b"] == 0.0 and two.prediction == ABSTAIN

@@ -25,7 +25,7 @@ def torchrun(tmp_path, out, *extra):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "robustcert", "--", *ARGS, "--out", str(out), *extra]
-    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,6 @@ def test_a_failing_run_leaves_no_empty_part_files_or_header_only_tsv(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "robustcert", "--", "certify", "--model", str(model), "--sigma", "0.25", "--n0", "10",
                "--n", "10", "--max", "4", "--quiet", "--out", str(out)]
-    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode != 0 and "NaN or infinite outputs" in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt"]  # no TSV, sidecar or part file

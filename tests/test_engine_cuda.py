@@ -123,3 +123,45 @@ def test_nccl_run_of_one_process_equals_the_plain_run(tmp_path):
     assert strip(tmp_path / "a.tsv") == strip(tmp_path / "b.tsv")
     record = json.loads((tmp_path / "b.tsv.json").read_text())
     assert record["runs"][-1]["distributed"]["backend"] == "nccl"
+
+
+def test_sound_mode_on_cuda_samples_the_discretized_gaussian_and_is_one_base_classifier(digits_test):
+    """The floating-point-sound mode on CUDA: 62-bit draws and the alias table on the device fit the
+    discretized Gaussian; the sampling loop does not synchronise after the first batch (the probe);
+    cifar_resnet110 passes the batch-invariance probe under deterministic cuDNN and an input gets
+    the same votes alone and packed with others."""
+    from scipy.stats import chi2, norm
+
+    from robustcert.engine import DiscreteGaussianNoise
+    from robustcert.models import build_model
+
+    noise = DiscreteGaussianNoise(0.25, 16)
+    out = torch.empty(1000, 1000, device=DEVICE)
+    noise.draw(out, torch.Generator(device=DEVICE).manual_seed(0))
+    values, counts = np.unique(out.cpu().numpy(), return_counts=True)
+    expected = (norm.cdf((values + 0.5) / 4) - norm.cdf((values - 0.5) / 4)) * out.numel()
+    keep = expected > 20
+    assert chi2.sf((((counts[keep] - expected[keep]) ** 2) / expected[keep]).sum(), keep.sum() - 1) > 1e-3
+
+    smoothed = Smooth(digits_model(), 10, 0.25, sound_float=True, quantization=16)
+    engine = smoothed.engine(500)
+    xs = digits_test[0][:4].to(DEVICE)
+    generators = [engine.generator(0, i, "s") for i in range(4)]
+    counter = VoteCounter(4, 10, DEVICE)
+    with torch.inference_mode():
+        engine.accumulate(xs, 300, counter, generators)  # warm-up and the probe
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            engine.accumulate(xs, 1200, counter, generators)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert counter.result().sum() == 4 * 1500 and engine.runner.probe.startswith("passed")
+
+    torch.manual_seed(0)
+    resnet = build_model("cifar_resnet110").to(DEVICE).eval()
+    images = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(1)) / 255.0
+    alone = Smooth(resnet, 10, 0.25, sound_float=True).certify_batch(images[1:2], n0=50, n=1000, batch_size=400,
+                                                                     seed=2, indices=[1])[0]
+    packed = Smooth(resnet, 10, 0.25, sound_float=True).certify_batch(images, n0=50, n=1000, batch_size=400, seed=2)
+    assert packed[1].counts == alone.counts and sum(alone.counts) == 1000

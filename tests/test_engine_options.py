@@ -125,4 +125,5 @@ def test_precision_and_channels_last_on_the_digits_model(digits_test):
 def test_channels_last_default_is_the_measured_one():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_channels_last(None, cpu, "fp32") and resolve_channels_last(None, cuda, "bf16")
-    assert not resolve_channels_last(None, cuda, "fp32") and not resolve_channels_last(False, cpu, "fp32")
+    assert resolve_channels_last(None, cuda, "fp32")  # measured on an H200: 1.2-1.5x faster at fp32 too
+    assert not resolve_channels_last(False, cpu, "fp32") and not resolve_channels_last(False, cuda, "bf16")

@@ -218,13 +218,16 @@ def test_best_of_grid_on_estimation_samples_breaks_coverage_and_sound_selections
     sigma, alpha, reps = 1.0, 0.1, 1000
     threshold = alpha + binomial_slack(alpha, reps)
     identity = torch.nn.Identity()
-    holdout = LipschitzSmooth(identity, 6, sigma, maps=coordinate_maps, formulas=["probit-simplex"])
-    union = LipschitzSmooth(identity, 6, sigma, maps=coordinate_maps, formulas=["probit-simplex"], selection="union")
+    # per-input choice of the pair: each certificate must hold for the pair it records
+    holdout = LipschitzSmooth(identity, 6, sigma, maps=coordinate_maps, formulas=["probit-simplex"],
+                              per_input_grid=True)
+    union = LipschitzSmooth(identity, 6, sigma, maps=coordinate_maps, formulas=["probit-simplex"], selection="union",
+                            per_input_grid=True)
     assert sum(union.certify(torch.zeros(6), n=50).alpha_spending.values()) == pytest.approx(0.001)
     assert _grid_failures(holdout, reps, alpha, sigma) <= threshold
     assert _grid_failures(union, reps, alpha, sigma) <= threshold
     # the paper's public code: best of the grid on the estimation samples, each radius at alpha
-    monkeypatch.setattr(LipschitzSmooth, "grid_share", lambda self, a: a)
+    monkeypatch.setattr(LipschitzSmooth, "grid_share", lambda self, a, count: a)
     assert _grid_failures(union, reps, alpha, sigma) > 2 * threshold
 
 
@@ -280,7 +283,7 @@ def test_union_spending_lists_every_candidate_even_when_temperatures_print_alike
     """Temperatures 1 and 1.0000001 both print as t=1 with :g; the union-bound record keyed by label
     must still hold M entries of alpha/M (it once collapsed them and summed to alpha/2)."""
     smoothed = LipschitzSmooth(torch.nn.Linear(3, 4), 4, 0.5, maps=["softmax"], temperatures=[1.0, 1.0000001],
-                               formulas=["probit-simplex"], selection="union")
+                               formulas=["probit-simplex"], selection="union", per_input_grid=True)
     cert = smoothed.certify(torch.zeros(3), n0=10, n=50, alpha=0.01)
     assert len(cert.alpha_spending) == len(smoothed.pairs) == 2
     assert sum(cert.alpha_spending.values()) == pytest.approx(0.01)
@@ -291,7 +294,8 @@ def test_records_and_reproducibility(digits_test):
     from robustcert import load_model
 
     model = load_model("bundled:digits-0.25")
-    smoothed = LipschitzSmooth(model, 10, 0.25, maps=["softmax", "sparsemax", "hardmax"], temperatures=[0.5, 1.0])
+    smoothed = LipschitzSmooth(model, 10, 0.25, maps=["softmax", "sparsemax", "hardmax"], temperatures=[0.5, 1.0],
+                               per_input_grid=True)
     xs = digits_test[0][:4]
     batch = smoothed.certify_batch(xs, n0=60, n=600, alpha=0.01, batch_size=400, seed=3)
     order = [2, 0, 3, 1]
@@ -300,7 +304,7 @@ def test_records_and_reproducibility(digits_test):
     single = smoothed.certify(xs[2], n0=60, n=600, alpha=0.01, batch_size=400, seed=3, index=2)
     for cert in batch:
         assert cert.details == shuffled[cert.index].details and cert.radius == shuffled[cert.index].radius
-        assert sum(cert.counts) == 600 and cert.samples_used == 660 and cert.method == "lvm"
+        assert sum(cert.counts) == 600 and cert.samples_used == 660 and cert.method == "lvm-per-input"
         assert sum(cert.alpha_spending.values()) == pytest.approx(0.01)
         assert cert.details["selection"] == "holdout" and cert.details["candidates"] == 10
         assert cert.details["map"] in ("softmax", "sparsemax", "hardmax")
@@ -338,8 +342,9 @@ def test_predict_commits_at_a_tie_within_alpha_and_fails_without_the_2c_split(mo
 
 @pytest.mark.parametrize("kwargs", [dict(maps=["nope"]), dict(temperatures=[0.0]), dict(temperatures=[]),
                                     dict(lipschitz=-1.0), dict(lipschitz=float("nan")), dict(bound="nope"),
-                                    dict(bound="clopper-pearson"), dict(selection="best"), dict(formulas=["x"]),
-                                    dict(formulas=[])])
+                                    dict(maps=["softmax"], bound="clopper-pearson"), dict(selection="best"),
+                                    dict(formulas=["x"]), dict(formulas=[]), dict(maps=["softmax", "hardmax"]),
+                                    dict(maps=["softmax"], temperatures=[0.5, 1.0])])
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(InvalidArgumentError):
         LipschitzSmooth(torch.nn.Identity(), 2, 0.5, **kwargs)
@@ -351,6 +356,85 @@ def test_nan_outputs_and_bad_alpha_raise():
         smoothed.certify(torch.zeros(3), n0=10, n=10)
     with pytest.raises(InvalidArgumentError):
         LipschitzSmooth(torch.nn.Identity(), 2, 0.5).certify(torch.zeros(2), alpha=1.5)
+
+
+# ----------------------------------------------------------------------------- one classifier
+@pytest.fixture
+def two_views():
+    """Two binary maps of 2-d identity logits: "first" votes 0 iff x_0 > 0, "second" votes 1 iff
+    x_1 > 0. Each defines its own smoothed classifier g_first, g_second (exact radii |x_0|, |x_1|)."""
+    def first(v):
+        return torch.nn.functional.one_hot((v[:, 0] <= 0).long(), 2).to(v.dtype)
+
+    def second(v):
+        return torch.nn.functional.one_hot((v[:, 1] > 0).long(), 2).to(v.dtype)
+
+    register_simplex_map("first", first, uses_temperature=False, binary=True)
+    register_simplex_map("second", second, uses_temperature=False, binary=True)
+    yield ["first", "second"]
+    SIMPLEX_MAPS.pop("first")
+    SIMPLEX_MAPS.pop("second")
+
+
+def _contradict(a, b, distance) -> bool:
+    """Two certified balls with different classes that overlap: no single classifier has both."""
+    return ABSTAIN not in (a.prediction, b.prediction) and a.prediction != b.prediction and \
+        a.radius + b.radius > distance
+
+
+def test_a_grid_chosen_per_input_certifies_no_single_classifier_so_it_needs_a_held_out_choice(two_views):
+    """x = (3, 0.3) picks "first" (class 0, radius ~2.9), x' = (0.3, 3) picks "second" (class 1,
+    radius ~2.9), 3.8 apart: the certified balls overlap with different classes. Each certificate
+    holds for its own g_k, but together they certify no classifier. A grid therefore needs
+    ``per_input_grid=True`` (and is named lvm-per-input); by default it is refused (the old
+    default grid chose per input), and each single pair never contradicts itself."""
+    identity, x, x2 = torch.nn.Identity(), torch.tensor([3.0, 0.3]), torch.tensor([0.3, 3.0])
+    distance = float((x - x2).norm())
+    with pytest.raises(InvalidArgumentError, match="select_lvm"):
+        LipschitzSmooth(identity, 2, 1.0, maps=two_views)
+    per_input = LipschitzSmooth(identity, 2, 1.0, maps=two_views, formulas=["probit-simplex"], per_input_grid=True)
+    a, b = (per_input.certify(point, n0=100, n=10_000, alpha=0.001, seed=0, index=i) for i, point in enumerate((x, x2)))
+    assert (a.details["classifier"], b.details["classifier"]) == ("first", "second")
+    assert _contradict(a, b, distance) and per_input.method == "lvm-per-input"
+    for name in two_views:
+        one = LipschitzSmooth(identity, 2, 1.0, maps=[name], formulas=["probit-simplex"])
+        c, d = (one.certify(point, n0=100, n=10_000, alpha=0.001, seed=0, index=i) for i, point in enumerate((x, x2)))
+        assert not _contradict(c, d, distance) and one.method == "lvm" and c.details["per_input_grid"] is False
+
+
+def test_default_is_one_classifier():
+    smoothed = LipschitzSmooth(LinearBinary(torch.tensor([1.0])), 2, 1.0)
+    assert [c.label for c in smoothed.candidates] == ["hardmax"] and not smoothed.per_input_grid
+    certs = smoothed.certify_batch(torch.tensor([[0.5], [2.0], [-1.0]]), n0=50, n=500, alpha=0.01)
+    assert {c.details["classifier"] for c in certs} == {"hardmax"}
+
+
+def test_select_lvm_chooses_on_held_out_inputs_with_their_own_noise(monkeypatch):
+    from robustcert import certify_dataset, load_dataset, load_model, select_lvm
+    from robustcert.methods.base import SmoothedClassifier
+    from robustcert.runs.lvm_select import SELECTION_STAGE_PREFIX
+
+    stages = []
+    original = SmoothedClassifier.sample
+    monkeypatch.setattr(SmoothedClassifier, "sample",
+                        lambda self, xs, n, acc, stage, *args, **kwargs:
+                        stages.append(stage) or original(self, xs, n, acc, stage, *args, **kwargs))
+    model = load_model("bundled:digits-0.25")
+    selection = select_lvm(model, 10, 0.25, "digits", maps=["softmax", "hardmax"], temperatures=[1.0],
+                           max_inputs=6, n0=30, n=300, alpha=0.01, seed=1)
+    assert set(stages) == {SELECTION_STAGE_PREFIX + "selection", SELECTION_STAGE_PREFIX + "estimation"}
+    scores = selection.scores.set_index("classifier")["ACR"]
+    assert selection.chosen.label == scores.idxmax() and len(scores) == 2
+    record = selection.smoothed.settings()["lvm_selected_on"]
+    assert record["split"] == "train" and len(record["indices"]) == len(record["fingerprints"]) == 6
+    assert [c.label for c in selection.smoothed.candidates] == [selection.chosen.label]
+    frame = certify_dataset(selection.smoothed, "digits", n0=30, n=300, alpha=0.01, max_inputs=2, progress=False)
+    assert len(frame) == 2 and {"selection", "estimation"} <= set(stages)
+    # certifying an input the choice was made on is refused (by content, whatever the split name)
+    test = load_dataset("digits")
+    on_test = select_lvm(model, 10, 0.25, test, maps=["softmax", "hardmax"], max_inputs=2, n0=10, n=50)
+    with pytest.raises(InvalidArgumentError, match="held-out"):
+        certify_dataset(on_test.smoothed, test, n0=10, n=50, progress=False)
 
 
 # ----------------------------------------------------------------------------- the CLI
@@ -365,13 +449,22 @@ def test_cli_certify_with_lvm_and_cohen_beside_it(tmp_path):
     common = ["--model", "bundled:digits-0.25", "--sigma", "0.25", "--n0", "30", "--n", "300", "--max", "3"]
     out = tmp_path / "lvm.tsv"
     result = CliRunner().invoke(main, ["certify", *common, "--method", "lvm", "--maps", "softmax,hardmax",
-                                       "--temperatures", "0.5,1", "--out", str(out)])
+                                       "--temperatures", "0.5,1", "--lvm-select-on", "train:4", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = read_results(out)
     assert len(rows) == 3 and (rows["radius"] > 0).any()
     parameters = json.loads(out.with_name("lvm.tsv.json").read_text())["parameters"]
-    assert parameters["candidates"] == ["softmax(t=0.5)", "softmax(t=1)", "hardmax"]
+    selected = parameters["lvm_selected_on"]
+    assert parameters["candidates"] == [selected["chosen"]] and parameters["method"] == "lvm"
+    assert sorted(selected["scores"]) == ["hardmax", "softmax(t=0.5)", "softmax(t=1)"]
+    assert selected["split"] == "train" and selected["inputs"] == 4 and (selected["n0"], selected["n"]) == (30, 300)
     assert parameters["lvm_selection"] == "holdout" and sum(parameters["alpha_spending"].values()) == 0.001
+    # held-out inputs of the certified split: never a certified one (indices 0, 1, 2 here)
+    result = CliRunner().invoke(main, ["certify", *common, "--method", "lvm", "--maps", "softmax,hardmax",
+                                       "--lvm-select-on", "test:5", "--out", str(tmp_path / "same.tsv")])
+    assert result.exit_code == 0, result.output
+    selected = json.loads((tmp_path / "same.tsv.json").read_text())["parameters"]["lvm_selected_on"]
+    assert selected["split"] == "test" and len(selected["indices"]) == 5 and not {0, 1, 2} & set(selected["indices"])
     result = CliRunner().invoke(main, ["certify", *common, "--method", "lvm", "--maps", "softmax",
                                        "--temperatures", "1", "--lipschitz", "2.0", "--out", str(tmp_path / "l.tsv")])
     assert result.exit_code == 0, result.output
@@ -381,6 +474,8 @@ def test_cli_certify_with_lvm_and_cohen_beside_it(tmp_path):
     result = CliRunner().invoke(main, ["certify", *common, "--out", str(tmp_path / "cohen.tsv")])
     assert result.exit_code == 0, result.output
     for args, message in [(["--method", "lvm", "--maps", "nope"], "unknown simplex map"),
+                          (["--method", "lvm", "--maps", "softmax,hardmax"], "--lvm-select-on"),
+                          (["--method", "lvm", "--lvm-select-on", "train:x"], "SPLIT[:COUNT]"),
                           (["--method", "lvm", "--temperatures", "a"], "--temperatures"),
                           (["--method", "lvm", "--temperatures", "-1"], "temperatures"),
                           (["--maps", "softmax"], "--maps")]:

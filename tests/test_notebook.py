@@ -18,7 +18,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     for cell in notebook.cells:  # run from a clean state: the committed outputs must not matter
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    client = nbclient.NotebookClient(notebook, timeout=240, kernel_name="python3",
+    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError on any failing cell
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]

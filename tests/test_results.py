@@ -146,13 +146,14 @@ def test_table_command_on_published_files(tmp_path):
         out = tmp_path / f"{dataset}.csv"
         result = CliRunner().invoke(main, ["table", *[str(p) for p, _, _ in group], "--radii",
                                            ",".join(map(str, radii)), "--format", "csv", "--decimals", "2",
-                                           "--no-mark", "--out", str(out)])
+                                           "--out", str(out)])
         assert result.exit_code == 0, result.output
-        parsed = pd.read_csv(out, index_col=0)
+        parsed = pd.read_csv(out, index_col=0)  # csv is data by default: numbers, no marks
+        assert all(pd.api.types.is_numeric_dtype(dtype) for dtype in parsed.dtypes)
         for (path, _, expected), (_, line) in zip(group, parsed.iterrows()):
             assert line[[f"r={r:g}" for r in radii]].tolist() == pytest.approx(expected), path
             checked += 1
-        assert out.read_text() == result.stdout
+        assert result.stdout == f"wrote {out}\n"
     assert checked == 7
 
 
@@ -178,9 +179,9 @@ def test_best_value_per_column_is_marked_in_every_format(hand_file, tmp_path):
     assert "| worse | 0.500 | 0.375 | 0.000 |" in markdown
     latex = render_table(table, "latex")
     assert r"\textbf{0.625}" in latex and r"\toprule" in latex and r"$r{=}0.25$" in latex
-    csv = render_table(table, "csv")
-    assert "hand,0.625*,0.500*" in csv and csv.rstrip().endswith("# * = best value in its column")
-    assert "*" not in render_table(table, "csv", mark_best=False)
+    csv = render_table(table, "csv", mark_best=True)  # marks in csv only on request, and no comment line
+    assert "hand,0.625*,0.500*" in csv and "#" not in csv
+    assert "*" not in render_table(table, "csv") and "*" not in render_table(table, "csv", mark_best=False)
     ties = results_table({"a": read_results(hand_file), "b": read_results(hand_file)}, [0])
     assert best_rows(ties)["r=0"] == set()  # all equal: no best
 
@@ -200,8 +201,8 @@ def test_radius_grids():
     assert parse_radii("0:1.5:0.25") == [0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
     assert parse_radii("0, 0.5,1") == [0, 0.5, 1]
     assert default_radii(1.5) == [0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]  # the reference CIFAR-10 grid
-    assert default_radii(3.81) == [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4]
-    assert default_radii(0.0) == [0, 0.25]
+    assert default_radii(3.81) == [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5]  # not 4: its column would be 0 for every file
+    assert default_radii(0.0) == [0]
 
 
 def test_default_labels_are_the_shortest_distinct_path_ends():
@@ -239,14 +240,53 @@ def test_certificates_frame_matches_tsv_conventions():
     assert np.isclose(results_table({"x": frame}, [0]).iloc[0][ACR], 0.4 / 3)
 
 
-def test_high_probability_accuracy_matches_cohen_et_al():
-    """Cohen et al.'s analyze: acc - a - sqrt(a (1-a) ln(1/rho) / m) - ln(1/rho) / (3 m), a = rho = 0.001."""
-    import math
+def _false_certificate_rate_exceeded(deficit: float, rows: int, a: float) -> float:
+    """Exact P(F > rows * deficit) for F ~ Binomial(rows, a): the chance that a high-probability
+    accuracy acc - deficit over-states the accuracy (1e-9 absorbs the rounding of k/m * m)."""
+    from scipy.stats import binom
 
-    from robustcert.results import high_probability_accuracy
+    return float(binom.sf(math.floor(rows * deficit + 1e-9), rows, a))
 
-    log_term = math.log(1000)
-    expected = 0.6 - 0.001 - math.sqrt(0.001 * 0.999 * log_term / 500) - log_term / 1500
-    assert high_probability_accuracy(0.6, 500) == pytest.approx(expected, rel=1e-12)
-    assert high_probability_accuracy(0.6, 500) == pytest.approx(0.5907, abs=1e-4)
+
+HIGH_PROBABILITY_ROWS = sorted({int(round(10 ** (e / 8))) for e in range(16, 49)})  # 100 .. 10^6, 33 values
+
+
+@pytest.mark.parametrize("a, rho", [(0.001, 0.001), (0.01, 0.05), (0.05, 0.01)])
+def test_high_probability_accuracy_holds_for_every_m_exactly(a, rho):
+    """Over m = 10^2..10^6 rows, the exact chance that Binomial(m, a) false certificates exceed the
+    bound's deficit is <= rho, for the exact quantile and the Bernstein form. Controls: the published
+    form a + sqrt(a(1-a)L/m) + L/(3m) exceeds rho for large m (0.0016 at m = 10^4 with
+    a = rho = 0.001; it was this function's formula), and the exact quantile minus one exceeds rho
+    at every m."""
+    from robustcert.results import false_certificate_quantile, high_probability_accuracy
+
+    log_term = math.log(1 / rho)
+    published_failures = []
+    for m in HIGH_PROBABILITY_ROWS:
+        for bound in ("binomial", "bernstein"):
+            deficit = 1.0 - high_probability_accuracy(1.0, m, a, rho, bound)
+            assert _false_certificate_rate_exceeded(deficit, m, a) <= rho, (bound, m)
+        k = false_certificate_quantile(m, a, rho)
+        assert _false_certificate_rate_exceeded((k - 1) / m, m, a) > rho  # minimal: one fewer is too few
+        published = a + math.sqrt(a * (1 - a) * log_term / m) + log_term / (3 * m)
+        if _false_certificate_rate_exceeded(published, m, a) > rho:
+            published_failures.append(m)
+    if (a, rho) == (0.001, 0.001):
+        assert 10_000 in published_failures and 10 ** 6 in published_failures
+        assert _false_certificate_rate_exceeded(
+            a + math.sqrt(a * (1 - a) * log_term / 10_000) + log_term / 30_000, 10_000, a) == \
+            pytest.approx(0.0016, abs=1e-4)
+
+
+def test_high_probability_accuracy_values_and_arguments():
+    from robustcert.errors import InvalidArgumentError
+    from robustcert.results import false_certificate_quantile, high_probability_accuracy
+
+    # m = 500, a = rho = 0.001: P(Bin(500, 0.001) > 4) = 1.7e-4 <= 0.001 < P(> 3) = 1.7e-3
+    assert false_certificate_quantile(500, 0.001, 0.001) == 4
+    assert high_probability_accuracy(0.6, 500) == pytest.approx(0.6 - 4 / 500)
+    assert high_probability_accuracy(0.6, 500, bound="bernstein") < high_probability_accuracy(0.6, 500)
     assert high_probability_accuracy(0.6, 5000) > high_probability_accuracy(0.6, 500)
+    for kwargs in ({"rows": 0}, {"a": 0.0}, {"rho": 1.0}, {"bound": "hoeffding"}):
+        with pytest.raises(InvalidArgumentError):
+            high_probability_accuracy(0.6, **{"rows": 500, **kwargs})

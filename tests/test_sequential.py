@@ -143,6 +143,9 @@ def test_stopping_rules():
     assert target.stop(0.80, 0.84, 0.999) == "not certifiable"
     assert target.stop(0.80, 0.90, 0.84) == "unreachable"
     assert target.stop(0.80, 0.90, 0.999) is None
+    at_zero = TargetRadius(sigma=0.5, radius=0.0)  # p* = 1/2, but a certificate needs L > 1/2
+    assert at_zero.stop(0.5, 0.9, 1.0) is None and at_zero.stop(0.51, 0.9, 1.0) == "certified"
+    assert at_zero.stop(0.3, 0.5, 1.0) == "not certifiable" and at_zero.stop(0.3, 0.9, 0.5) == "unreachable"
     tolerance = RadiusTolerance(sigma=1.0, tolerance=0.1)
     assert tolerance.stop(0.90, norm.cdf(norm.ppf(0.90) + 0.09), 1.0) == "within tolerance"
     assert tolerance.stop(0.90, norm.cdf(norm.ppf(0.90) + 0.11), 1.0) is None

@@ -380,3 +380,17 @@ def test_training_takes_any_engine_noise(one_thread):
     result = train_model("digits", None, sigma=None, noise=noise, **{**FAST, "epochs": 1, "batch_size": 500})
     assert noise.draws == 3 + 1  # three training batches of the 1437 images, one validation batch of 360
     assert result.parameters["noise"] == "counting-gaussian" and result.parameters["sigma"] is None
+
+
+def test_training_noise_by_name_is_the_certification_noise(one_thread):
+    """``noise="laplace"`` trains with the noise ``certify --noise laplace`` certifies with (its
+    per-coordinate standard deviation sigma), and records it."""
+    from robustcert.engine import LaplaceNoise
+
+    result = train_model("digits", None, sigma=0.25, noise="laplace", **{**FAST, "epochs": 1, "batch_size": 500})
+    assert result.parameters["noise"] == "laplace" and result.parameters["sigma"] == 0.25
+    drawn = torch.empty(20000)
+    LaplaceNoise(0.25).perturb(drawn.view(1, -1), torch.zeros(1, 20000), torch.Generator().manual_seed(0))
+    assert abs(float(drawn.std()) - 0.25) < 0.01  # sigma is the standard deviation, as in certify
+    with pytest.raises(InvalidArgumentError, match="unknown noise"):
+        train_model("digits", None, sigma=0.25, noise="cauchy", **FAST)

@@ -6,6 +6,7 @@
   splitting, output checks);
 * :mod:`.accumulators`: reducing outputs into per-input statistics on the device;
 * :mod:`.device`: device, batch-size (``"auto"``) and CPU policy;
+* :mod:`.sound`: the floating-point-sound noise for quantized inputs (Voracek and Hein 2023);
 
 and :mod:`.monte_carlo`, the one sampling loop that joins them (:class:`MonteCarloEngine`).
 """
@@ -16,11 +17,16 @@ from .device import (
 )
 from .monte_carlo import MonteCarloEngine
 from .runner import PRECISIONS, ModelRunner, compiled_model
-from .sampling import GaussianNoise, Segment, derive_seed, fresh_seed, input_generator, plan_batches
+from .sampling import (
+    AblationNoise, AdditiveNoise, GaussianNoise, LaplaceNoise, Segment, UniformNoise, ablate, derive_seed, fresh_seed,
+    input_generator, plan_batches,
+)
+from .sound import DiscreteGaussianNoise, as_levels, grid_indices
 
 __all__ = [
-    "AUTO", "Accumulator", "GaussianNoise", "ModelRunner", "MonteCarloEngine", "PRECISIONS", "Segment",
-    "VoteCounter", "as_device", "auto_batch_size", "compiled_model", "configure_cpu", "default_threads",
-    "derive_seed", "first_line", "fresh_seed", "input_generator", "is_out_of_memory", "model_device",
+    "AUTO", "AblationNoise", "Accumulator", "AdditiveNoise", "DiscreteGaussianNoise", "GaussianNoise", "LaplaceNoise",
+    "ModelRunner", "MonteCarloEngine", "PRECISIONS", "Segment", "UniformNoise", "ablate",
+    "VoteCounter", "as_device", "as_levels", "auto_batch_size", "compiled_model", "configure_cpu", "default_threads",
+    "derive_seed", "first_line", "fresh_seed", "grid_indices", "input_generator", "is_out_of_memory", "model_device",
     "plan_batches", "resolve_channels_last", "tune_cpu_allocator",
 ]

@@ -65,15 +65,16 @@ def first_line(exc: BaseException) -> str:
 
 
 def resolve_channels_last(channels_last: bool | None, device: torch.device, precision: str) -> bool:
-    """The memory layout of 4-D batches; ``None`` means the measured default.
+    """The memory layout of 4-D batches; ``None`` means the measured default: on.
 
-    Measured default (results/bench/README.md): on CPU, channels-last is 1.0-4x faster
-    (oneDNN's NHWC kernels), so it is on; on CUDA it is on with bf16/fp16 (tensor-core NHWC
-    kernels) and off at fp32 until experiments/gpu_check.sh measures otherwise.
+    Measured (results/bench/README.md): on CPU, channels-last is 1.0-4x faster (oneDNN's NHWC
+    kernels); on an H200 it is 1.46x (cifar_resnet110) and 1.23x (resnet50) faster at fp32, 1.4x
+    and 1.5x on top of bf16, and neutral (0.99x) on the tiny digits CNN. ``device`` and
+    ``precision`` are kept in the signature for a default that may come to depend on them.
     """
     if channels_last is not None:
         return bool(channels_last)
-    return device.type == "cpu" or precision != "fp32"
+    return True
 
 
 # --------------------------------------------------------------------------- CPU settings
@@ -110,20 +111,61 @@ def cpu_allocator_tuned() -> bool:
     return _ALLOCATOR_TUNED
 
 
-def default_threads() -> int:
-    """torch threads for a CPU run when the user gives none (``threads=None`` / no ``--threads``).
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-    On a machine that is busy with other processes, intra-op threads wait on each other: on a
-    loaded 2-core machine torch's default of 2 threads made certification 7-8x slower than one
-    thread. So: one thread when the 1-minute load average shows other work (>= 1 runnable
-    process beyond this one), else one thread per available core (torch's default).
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds spent by all processes since boot (``/proc/stat``: user, nice, system, irq,
+    softirq, steal), or None where there is no /proc/stat."""
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = 0.0
-    return 1 if load >= 1.0 else max(1, cores)
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 8:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_cores(window: float = 0.2) -> float | None:
+    """How many cores other processes keep busy: all CPU time minus this process's, over ``window``
+    seconds of wall time (this process sleeps meanwhile). None where it cannot be measured (no
+    /proc/stat: macOS, Windows)."""
+    before = _busy_cpu_seconds()
+    if before is None:
+        return None
+    own_before, started = sum(os.times()[:2]), time.monotonic()
+    time.sleep(window)
+    after, own_after, elapsed = _busy_cpu_seconds(), sum(os.times()[:2]), time.monotonic() - started
+    if after is None:
+        return None
+    return max(0.0, ((after - before) - (own_after - own_before)) / max(elapsed, 1e-9))
+
+
+def default_threads() -> tuple[int, dict]:
+    """torch threads for a CPU run when the user gives none (``threads=None`` / no ``--threads``):
+    one per core that other processes leave idle, at least one; and what the rule saw.
+
+    Intra-op threads wait for each other at the end of every operation, so a thread that shares
+    its core with another process holds all of them up: on a 2-core machine busy with other jobs,
+    2 threads made certification 4-9x slower than 1 thread for the digits CNN, cifar_resnet20
+    and cifar_resnet110 alike, while on a quiet machine 2 threads were 1.6-1.7x faster than 1
+    (results/bench/threads_default.md). The other processes' load is measured directly
+    (:func:`busy_cores`, 0.2 s; it excludes this process, unlike the load average), or read from
+    the 1-minute load average where that is unavailable.
+    """
+    cores = available_cores()
+    busy, source = busy_cores(), "busy_cores"
+    if busy is None:
+        try:
+            busy, source = os.getloadavg()[0], "load average"
+        except (AttributeError, OSError):
+            busy, source = 0.0, "unknown"
+    threads = max(1, min(cores, int(cores - busy + 0.5)))
+    return threads, {"cores": cores, "busy_cores": round(busy, 2), "measured_by": source}
 
 
 def configure_cpu(threads: int | None = None, tune_allocator: bool = True) -> dict:
@@ -132,11 +174,14 @@ def configure_cpu(threads: int | None = None, tune_allocator: bool = True) -> di
     ``threads``: torch intra-op threads (None: :func:`default_threads`). ``tune_allocator``:
     :func:`tune_cpu_allocator`. Both are process-wide.
     """
-    chosen = default_threads() if threads is None else check_count(threads, "threads")
+    if threads is None:
+        chosen, seen = default_threads()
+        rule = {"threads_rule": "default: one per core other processes leave idle", **seen}
+    else:
+        chosen, rule = check_count(threads, "threads"), {"threads_rule": "given"}
     torch.set_num_threads(chosen)
     tuned = tune_cpu_allocator() if tune_allocator else cpu_allocator_tuned()
-    return {"threads": chosen, "threads_rule": "given" if threads is not None else "default (load average)",
-            "cpu_allocator": "tuned" if tuned else "default"}
+    return {"threads": chosen, **rule, "cpu_allocator": "tuned" if tuned else "default"}
 
 
 # --------------------------------------------------------------------------- automatic batch size

@@ -11,7 +11,14 @@ checked (batch, num_classes) float32 tensor of outputs":
 * checks: the outputs must be (batch, num_classes); a model that fails on the input shape is a
   ShapeError naming it;
 * noise-level-conditioned models (``model.takes_sigma``, e.g. rRCM) are called as
-  ``model(batch, sigma)``.
+  ``model(batch, sigma)``;
+* ``fixed_batch`` (floating-point-sound mode, :mod:`robustcert.engine.sound`): every forward pass
+  whose outputs enter a bound (``fixed=True``; a selection stage that only picks cA is exempt)
+  has exactly that many rows (smaller batches are padded with zero rows whose outputs are
+  dropped), never split on out of memory, never falls back from compiled to eager, runs with
+  cuDNN's deterministic algorithms and no autotuning, and the first batch is probed: its rows
+  must come out bitwise the same when the batch is repeated, reversed, or half replaced. Then a
+  row's output is a function of that row alone, so the base classifier is one fixed function F.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import InvalidArgumentError, ResourceError, ShapeError
+from ..errors import InvalidArgumentError, ModelOutputError, ResourceError, ShapeError
 from .device import as_device, cpu_allocator_tuned, first_line, is_out_of_memory, model_device, resolve_channels_last
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -55,10 +62,12 @@ class ModelRunner:
         channels_last: 4-D layout; None means the measured default (:func:`resolve_channels_last`).
         compile: run ``torch.compile(model)``, falling back to eager (with one warning) if it fails.
         sigma: passed to noise-level-conditioned models (``model.takes_sigma``).
+        fixed_batch: the one forward shape of the sound mode (module docstring); None: free shapes.
     """
 
     def __init__(self, model: Callable, device: torch.device | str | None = None, precision: str = "fp32",
-                 channels_last: bool | None = None, compile: bool = False, sigma: float | None = None):
+                 channels_last: bool | None = None, compile: bool = False, sigma: float | None = None,
+                 fixed_batch: int | None = None):
         self.model = model
         self.device = as_device(device, model_device(model))
         if precision not in PRECISIONS:
@@ -68,6 +77,8 @@ class ModelRunner:
         self.sigma = sigma
         self.forward_batch: int | None = None  # largest forward pass after out-of-memory retries
         self.oom_retries = 0
+        self.fixed_batch = fixed_batch
+        self.probe: str | None = None  # the sound mode's batch-invariance probe: None until run
         if isinstance(model, torch.nn.Module):
             model.eval()
             if self.channels_last:
@@ -120,15 +131,21 @@ class ModelRunner:
                 if is_out_of_memory(exc):
                     raise
                 message = first_line(exc)
+            if self.fixed_batch is not None:  # sound mode: switching to eager would change the function
+                raise ModelOutputError(f"sound_float: the compiled model failed ({message}); without --compile the "
+                                       "run certifies the eager model")
             outputs = self.call(batch)  # raises if the model itself fails
             self._compile_failed(message)
             return outputs
 
-    def outputs(self, batch: torch.Tensor, num_classes: int) -> torch.Tensor:
+    def outputs(self, batch: torch.Tensor, num_classes: int, fixed: bool = True) -> torch.Tensor:
         """Checked float outputs on a batch, in forward passes of at most ``forward_batch`` samples.
 
         On out of memory the same batch is retried in halves: the samples do not change.
+        With ``fixed_batch`` (and ``fixed``; False for samples no bound rests on) see :meth:`fixed_outputs`.
         """
+        if self.fixed_batch is not None and fixed:
+            return self.fixed_outputs(batch, num_classes)
         while True:
             limit = min(self.forward_batch or batch.shape[0], batch.shape[0])
             try:
@@ -143,6 +160,63 @@ class ModelRunner:
                 raise ResourceError(f"out of memory on {self.device} even with one sample per forward pass: {message}")
             self.note_out_of_memory("forward batch", limit, limit // 2, message)
             self.forward_batch = limit // 2
+
+    # ----------------------------------------------------------------- sound mode: one forward shape
+    def fixed_outputs(self, batch: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Outputs with every forward pass exactly ``fixed_batch`` rows (zero rows pad a short batch;
+        their outputs are dropped), under deterministic kernels, the first batch probed (module
+        docstring). Out of memory is an error, not a split: a split would change the function."""
+        size, rows = self.fixed_batch, batch.shape[0]
+        pieces = []
+        with deterministic_kernels():
+            for start in range(0, rows, size):
+                piece = batch[start:start + size]
+                if piece.shape[0] < size:
+                    padding = torch.zeros((size - piece.shape[0], *piece.shape[1:]), dtype=piece.dtype,
+                                          device=piece.device)
+                    piece = self.layout(torch.cat([piece, padding]))
+                outputs = self.probe_batch_invariance(piece, num_classes) if self.probe is None else \
+                    self._fixed_forward(piece, num_classes)
+                pieces.append(outputs[: min(size, rows - start)])
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+    def _fixed_forward(self, piece: torch.Tensor, num_classes: int) -> torch.Tensor:
+        try:
+            return self._checked_forward(piece, num_classes)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise ResourceError(f"out of memory on {self.device} with the sound mode's fixed forward batch of "
+                                    f"{self.fixed_batch} (a split would change the base classifier): rerun with a "
+                                    f"smaller batch ({first_line(exc)})") from None
+            raise
+
+    def probe_batch_invariance(self, piece: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """The outputs on ``piece``, after refusing a model whose row outputs depend on the rest of the
+        batch or change on a repeat (three more forward passes, once per runner).
+
+        Compares bitwise the outputs of ``piece`` with those of the same batch again, reversed, and
+        with its second half replaced by other values (the first half's rows reversed, plus 1/4).
+        Passing is evidence, not proof, that a row's output is a function of the row alone (the
+        argument of the sound mode rests on it; README, Soundness).
+        """
+        first = self._fixed_forward(piece, num_classes)
+        again = self._fixed_forward(piece, num_classes)
+        reversed_rows = self._fixed_forward(self.layout(piece.flip(0)), num_classes).flip(0)
+        half = piece.shape[0] // 2
+        replaced = piece.clone()
+        replaced[half:] = piece[: piece.shape[0] - half].flip(0) + 0.25
+        replaced_rows = self._fixed_forward(self.layout(replaced), num_classes)
+        checks = {"repeated": torch.equal(first, again), "reversed": torch.equal(first, reversed_rows),
+                  "others replaced": torch.equal(first[:half], replaced_rows[:half])}
+        failed = [name for name, passed in checks.items() if not passed]
+        if failed:
+            self.probe = f"failed: {', '.join(failed)}"
+            raise ModelOutputError(
+                f"sound_float: the base model's outputs are not a function of each row alone (bitwise different "
+                f"when the batch is {' / '.join(failed)}), so no single base classifier is being smoothed; "
+                "use eval-mode models without batch statistics (or a batch of 1)")
+        self.probe = "passed (repeated, reversed, half replaced: bitwise equal)"
+        return first
 
     def _checked_forward(self, batch: torch.Tensor, num_classes: int) -> torch.Tensor:
         try:
@@ -191,4 +265,21 @@ class ModelRunner:
         }
         if self.device.type == "cpu":
             report["cpu_allocator"] = "tuned" if cpu_allocator_tuned() else "default"
+        if self.fixed_batch is not None:
+            report["sound"] = {"fixed_forward_batch": self.fixed_batch, "batch_invariance_probe": self.probe,
+                               "cudnn": "deterministic, no benchmark",
+                               "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+                               "tf32_cudnn": torch.backends.cudnn.allow_tf32}
         return report
+
+
+@contextlib.contextmanager
+def deterministic_kernels():
+    """cuDNN's deterministic algorithms and no autotuning (``benchmark`` picks kernels by timing,
+    which can change the function between runs); restored afterwards."""
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved

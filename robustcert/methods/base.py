@@ -13,7 +13,10 @@ import numpy as np
 import torch
 
 from ..certificate import Certificate, Prediction
-from ..engine import AUTO, GaussianNoise, ModelRunner, MonteCarloEngine, as_device, auto_batch_size, fresh_seed, model_device
+from ..engine import (
+    AUTO, DiscreteGaussianNoise, GaussianNoise, ModelRunner, MonteCarloEngine, as_device, auto_batch_size, fresh_seed,
+    grid_indices, model_device,
+)
 from ..errors import InvalidArgumentError, ShapeError, check_alpha, check_count, check_sigma
 
 
@@ -49,6 +52,11 @@ class SmoothedClassifier:
     """
 
     method = "base"
+    norm = "l2"  # the norm of the certified radius (Gaussian noise: l2)
+    #: Floating-point-sound mode (methods that support it set these; :mod:`robustcert.engine.sound`):
+    #: discretized Gaussian noise on the input grid k / quantization, one forward shape.
+    sound_float = False
+    quantization: int | None = None
 
     def __init__(
         self,
@@ -84,13 +92,28 @@ class SmoothedClassifier:
         if key not in self._engines:
             self._engines[key] = MonteCarloEngine(
                 model, sigma, batch_size, self.device, self.precision, self.channels_last, self.compile,
-                noise=self.make_noise(sigma),
+                noise=self.make_noise(sigma), sound=self.sound_float,
             )
         return self._engines[key]
 
     def make_noise(self, sigma: float):
-        """The engine's noise distribution at level ``sigma`` (default: isotropic Gaussian)."""
+        """The engine's noise distribution at level ``sigma`` (default: isotropic Gaussian; in the
+        floating-point-sound mode the discretized Gaussian on the input grid)."""
+        if self.sound_float:
+            return DiscreteGaussianNoise(sigma, self.quantization)
         return GaussianNoise(sigma)
+
+    def float_correction(self, input_shape: Sequence[int]) -> float:
+        """eps: how far any event's probability under the sound mode's fair-coin sampler can be from
+        the exact discretized Gaussian's, for inputs of ``input_shape`` (0 in the standard mode)."""
+        if not self.sound_float:
+            return 0.0
+        return self.make_noise(self.sigma).correction(int(np.prod(input_shape)))
+
+    def sound_record(self, input_shape: Sequence[int]) -> dict:
+        """What a certificate of the sound mode records: the sampler and the correction eps."""
+        return {**self.make_noise(self.sigma).describe(), "correction": self.float_correction(input_shape),
+                "claim": f"every x' on the grid k/{self.quantization} within the radius (l2, pixel units)"}
 
     def batch_size_for(self, batch_size: int | str, input_shape: Sequence[int], model: Callable | None = None) -> int:
         """``batch_size`` as a whole number: ``"auto"`` is resolved once per model and input shape
@@ -140,6 +163,11 @@ class SmoothedClassifier:
             merged["auto_batch"] = probes[0] if len(probes) == 1 else probes
         return merged
 
+    def threat_model(self) -> dict:
+        """What the certificates are about: the noise sampled and the norm of the radius (recorded in
+        every run's sidecar; ``robustcert table`` and ``plot`` read the norm back)."""
+        return {"noise": self.make_noise(self.sigma).name, "norm": self.norm}
+
     def settings(self) -> dict:
         """The method's configuration beyond sigma (e.g. dual's split, LVM's grid): recorded with
         every dataset run, and compared when a run is resumed. Plain data only."""
@@ -150,8 +178,11 @@ class SmoothedClassifier:
         return {"model": self.model}
 
     def prepare(self, xs) -> torch.Tensor:
-        """Check and move a batch of inputs to the sampling device."""
-        return as_input_batch(xs, self.device, self.input_shape)
+        """Check and move a batch of inputs to the sampling device (sound mode: on the input grid)."""
+        tensor = as_input_batch(xs, self.device, self.input_shape)
+        if self.sound_float:
+            grid_indices(tensor, self.quantization)  # refuses off-grid inputs: g is computed on the grid only
+        return tensor
 
     def prepare_one(self, x) -> torch.Tensor:
         """Check one input (no batch dimension) and return it as a batch of one."""
@@ -195,11 +226,14 @@ class SmoothedClassifier:
         batch_size: int,
         model: Callable | None = None,
         sigma: float | None = None,
+        bounded: bool = True,
     ):
-        """Run the engine for ``n`` samples per input with per-(seed, index, stage) generators."""
+        """Run the engine for ``n`` samples per input with per-(seed, index, stage) generators.
+        ``bounded=False`` for a selection stage, whose statistics enter no bound (in the sound mode
+        it runs without the fixed forward shape)."""
         engine = self.engine(self.batch_size_for(batch_size, xs.shape[1:], model), model, sigma)
         generators = [engine.generator(seed, index, stage) for index in indices]
-        return engine.run(xs, n, accumulator, generators)
+        return engine.run(xs, n, accumulator, generators, bounded)
 
     @staticmethod
     def check_certify_args(n0: int, n: int, alpha: float, batch_size: int) -> tuple[int, int, float, int]:

@@ -23,13 +23,13 @@ SEQUENTIAL-CERTIFY(f, sigma, x, n0, alpha, n_max; a target radius r or a toleran
         L <- max(L, CP_lower(nA, n_j, alpha/K));   U <- min(U, CP_upper(nA, n_j, alpha/K))
         ceiling <- CP_lower(nA + n_max - n_j, n_max, alpha/K)   # the largest L any continuation reaches
         target radius r, p* = Phi(r / sigma):
-            stop "certified"        if L >= p*        (the radius sigma Phi^-1(L) is >= r)
-            stop "not certifiable"  if U < p*         (pA < p*: no number of samples certifies r)
-            stop "unreachable"      if ceiling < p*   (not even n_max - n_j more votes for cA reach p*)
+            stop "certified"        if L >= p* and L > 1/2    (the radius sigma Phi^-1(L) is >= r)
+            stop "not certifiable"  if U < p* or U <= 1/2     (no number of samples certifies r)
+            stop "unreachable"      if ceiling < p* or ceiling <= 1/2   (not even n_max - n_j more votes for cA do)
         tolerance t, R(p) = sigma Phi^-1(p) if p > 1/2 else 0:
             stop "within tolerance" if R(min(U, ceiling)) - R(L) <= t
         stop "n_max" at j = K
-    if L < 1/2: ABSTAIN  else: return cA, R = sigma Phi^-1(L)
+    if L <= 1/2: ABSTAIN  else: return cA, R = sigma Phi^-1(L)
 
 Soundness. The certificate uses only L, a lower confidence sequence at level alpha: on an event of
 probability >= 1 - alpha every L_j <= pA, so the L at the stopping checkpoint is <= pA whatever
@@ -38,6 +38,9 @@ alpha is spent on that one sequence (alpha / K per checkpoint). U and the ceilin
 to stop. The verdicts "not certifiable" and "within tolerance" are claims about further sampling;
 they hold on the event that the upper sequence U (also alpha / K per checkpoint) covers as well.
 The ceiling is exact: one more sample that votes cA never lowers a Clopper-Pearson lower bound.
+In the floating-point-sound mode (``Smooth(sound_float=True)``) the sequence bounds the pA of the
+fair-coin sampler, within eps of the exact discretized Gaussian's (:mod:`robustcert.engine.sound`):
+L - eps, U + eps and ceiling - eps are used instead (deterministic, no alpha).
 
 Sampling goes through the engine with the same per-input generators as CERTIFY's estimation
 stage; rounds after the first are whole batches, so when n_first is a multiple of batch_size an
@@ -98,7 +101,11 @@ def sigma_radius(sigma: float, p_lower: float) -> float:
 
 @dataclass(frozen=True)
 class TargetRadius:
-    """Mode 1: "is x certified at radius r?" Decided once L >= Phi(r/sigma) or U < Phi(r/sigma)."""
+    """Mode 1: "is x certified at radius r?" Decided once L >= Phi(r/sigma) or U < Phi(r/sigma).
+
+    A certificate needs L > 1/2 (CERTIFY abstains at L = 1/2), which matters for r = 0 only:
+    p* = Phi(0) = 1/2 is then reached but not enough, and U <= 1/2 already rules it out.
+    """
 
     sigma: float
     radius: float
@@ -109,11 +116,11 @@ class TargetRadius:
         object.__setattr__(self, "p_target", float(norm.cdf(self.radius / self.sigma)))
 
     def stop(self, lower: float, upper: float, ceiling: float) -> str | None:
-        if lower >= self.p_target:
+        if lower >= self.p_target and lower > 0.5:
             return "certified"
-        if upper < self.p_target:
+        if upper < self.p_target or upper <= 0.5:
             return "not certifiable"
-        if ceiling < self.p_target:
+        if ceiling < self.p_target or ceiling <= 0.5:
             return "unreachable"
         return None
 
@@ -217,13 +224,15 @@ def certify_sequential(smoothed, xs, n0: int = 100, n: int = 100_000, alpha: flo
     started = clock.start
     batch_size = smoothed.batch_size_for(batch_size, xs.shape[1:])  # "auto": resolved once, before sampling
     selection = smoothed.sample(xs, n0, VoteCounter(len(xs), smoothed.num_classes, smoothed.device), "selection",
-                                seed, indices, batch_size).result()
+                                seed, indices, batch_size, bounded=False).result()
     selection_seconds = (time.perf_counter() - started) / len(xs)
     states = [SequenceState(int(np.argmax(row)), seconds=selection_seconds) for row in selection]
     counts = np.zeros((len(xs), smoothed.num_classes), dtype=np.int64)
     engine = smoothed.engine(batch_size)
     checkpoints = checkpoint_schedule(n_max, batch_size, growth, n_first)
     generators = [engine.generator(seed, index, "estimation") for index in indices]  # one stream per input
+    # sound mode: the sequence bounds the sampler's pA, within eps of the exact discretized Gaussian's
+    correction = smoothed.float_correction(xs.shape[1:])
     active, drawn = list(range(len(xs))), 0
     for checkpoint in checkpoints:
         round_started = time.perf_counter()
@@ -235,21 +244,25 @@ def certify_sequential(smoothed, xs, n0: int = 100, n: int = 100_000, alpha: flo
         for row in active:
             states[row].seconds += share
         votes_for_selected = [counts[row, states[row].selected] for row in active]
-        bounds = zip(*checkpoint_bounds(votes_for_selected, checkpoint, checkpoints, alpha))
+        lowers, uppers, ceilings = checkpoint_bounds(votes_for_selected, checkpoint, checkpoints, alpha)
+        bounds = zip(np.maximum(lowers - correction, 0.0), np.minimum(uppers + correction, 1.0),
+                     np.maximum(ceilings - correction, 0.0))
         last = checkpoint == checkpoints[-1]
         active = [row for row, (lower, upper, ceiling) in zip(active, bounds)
                   if not states[row].look(checkpoint, lower, upper, ceiling, last, rule)]
         if not active:
             break
+    sound = smoothed.sound_record(xs.shape[1:]) if smoothed.sound_float else None
     return [
-        _certificate(smoothed, states[row], selection[row], counts[row], n0, alpha, seed, index, checkpoints, rule)
+        _certificate(smoothed, states[row], selection[row], counts[row], n0, alpha, seed, index, checkpoints, rule,
+                     sound)
         for row, index in enumerate(indices)
     ]
 
 
 def _certificate(smoothed, state: SequenceState, selection_counts, counts, n0, alpha, seed, index, checkpoints,
-                 rule) -> Certificate:
-    abstain = state.lower < 0.5
+                 rule, sound=None) -> Certificate:
+    abstain = state.lower <= 0.5  # as CERTIFY: at 1/2 another class may tie with cA
     return Certificate(
         prediction=ABSTAIN if abstain else state.selected,
         radius=0.0 if abstain else gaussian_radius(smoothed.sigma, state.lower),
@@ -272,5 +285,6 @@ def _certificate(smoothed, state: SequenceState, selection_counts, counts, n0, a
                 "confidence_sequence": SEQUENCE_BOUND,
                 "stopping_bound": STOPPING_BOUND,
             },
+            **({"sound_float": sound} if sound else {}),
         },
     )

@@ -71,6 +71,10 @@ ARCHITECTURES: dict[str, Architecture] = {
     "mnist_cnn": Architecture(MnistCNN, MNIST_MEAN, MNIST_STD, 10, (1, 28, 28)),
     "mnist_sub_28x14": Architecture(lambda k: MnistCNN(k, 28, 14), MNIST_MEAN, MNIST_STD, 10, (1, 28, 14)),
     "mnist_sub_14x28": Architecture(lambda k: MnistCNN(k, 14, 28), MNIST_MEAN, MNIST_STD, 10, (1, 14, 28)),
+    # randomized ablation (Levine and Feizi 2020): ablated digits, channels (x, 1 - x) and zeros where absent;
+    # no normalisation, so that an ablated pixel stays exactly zero
+    "digits_cnn_ablation": Architecture(lambda k: DigitsCNN(k, in_channels=2), (0.0, 0.0), (1.0, 1.0), 10,
+                                        (2, 8, 8)),
 }
 
 #: The architecture ``robustcert train`` builds when none is given, by input shape (C, H, W).
@@ -155,21 +159,82 @@ def _infer_num_classes(state_dict: dict) -> int | None:
     return None
 
 
+def _load_into(arch: str, state_dict: dict) -> tuple[nn.Sequential, int]:
+    """Build ``arch`` and load a cleaned state_dict into it strictly (RuntimeError if it does not fit)."""
+    num_classes = _infer_num_classes(state_dict) or architecture(arch).num_classes
+    model = build_model(arch, num_classes)
+    target = model if all(k.startswith("1.") for k in state_dict) else model[1]
+    target.load_state_dict(state_dict, strict=True)
+    return model, num_classes
+
+
+def matching_architectures(state_dict: dict, exclude: str | None = None) -> list[str]:
+    """The registered architectures whose parameter names and shapes are exactly those of a state_dict."""
+    state_dict = _clean_keys(state_dict)
+    matches = []
+    for name in sorted(ARCHITECTURES):
+        if name == exclude:
+            continue
+        try:
+            _load_into(name, state_dict)
+        except (RuntimeError, ValueError, TypeError):
+            continue
+        matches.append(name)
+    return matches
+
+
+def _mismatch(state_dict: dict, model: nn.Module) -> str:
+    """A short, whole-name summary of how a state_dict's keys differ from a model's."""
+    expected = model.state_dict()
+    keys = set(state_dict) if all(k.startswith("1.") for k in state_dict) else {f"1.{k}" for k in state_dict}
+    missing, unexpected = sorted(set(expected) - keys), sorted(keys - set(expected))
+    wrong_shape = sorted(k for k in keys & set(expected) if state_dict.get(k, state_dict.get(k[2:])).shape
+                         != expected[k].shape)
+    parts = [f"{len(items)} {what}{'s' if len(items) > 1 else ''}{suffix} (e.g. {items[0]})"
+             for items, what, suffix in ((missing, "missing key", ""), (unexpected, "unexpected key", ""),
+                                         (wrong_shape, "key", " of another shape")) if items]
+    return ", ".join(parts)
+
+
 def model_from_state_dict(state_dict: dict, arch: str) -> tuple[nn.Sequential, int]:
-    """Build ``arch`` and load a state_dict for it (full model keys ``1.`` or bare network keys)."""
+    """Build ``arch`` and load a state_dict for it (full model keys ``1.`` or bare network keys).
+
+    A state_dict for another architecture is a CheckpointError that names the architectures its
+    keys fit (``--arch cifar_resnet110``), or summarises the difference when none fits.
+    """
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"the checkpoint's state_dict is a {type(state_dict).__name__}, "
                               "not a mapping of parameter names to tensors")
     state_dict = _clean_keys(state_dict)
-    num_classes = _infer_num_classes(state_dict) or architecture(arch).num_classes
-    model = build_model(arch, num_classes)
-    target = model if all(k.startswith("1.") for k in state_dict) else model[1]
+    architecture(arch)
     try:
-        target.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"checkpoint does not match architecture {arch!r}: {detail}") from None
-    return model, num_classes
+        return _load_into(arch, state_dict)
+    except RuntimeError:
+        pass
+    fits = matching_architectures(state_dict, exclude=arch)
+    if fits:
+        raise CheckpointError(f"checkpoint does not match architecture {arch!r}: its weights fit "
+                              f"{' or '.join(fits)} (give --arch {fits[0]})") from None
+    num_classes = _infer_num_classes(state_dict) or architecture(arch).num_classes
+    raise CheckpointError(f"checkpoint does not match architecture {arch!r}, nor any other known one "
+                          f"({', '.join(sorted(ARCHITECTURES))}): "
+                          f"{_mismatch(state_dict, build_model(arch, num_classes))}") from None
+
+
+def _looks_like_text(path: Path) -> bool:
+    """True when the file starts with readable text (UTF-8, no NUL bytes): a model never does."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not merely a multi-byte character cut by the 4096-byte read
+            return False
+    return bool(head) and b"\x00" not in head
+
+
+NOT_A_CHECKPOINT = ("give a file saved with torch.save (a state_dict or {'arch', 'state_dict'}), a TorchScript "
+                    "file, or bundled:NAME")
 
 
 def _looks_like_torch_save(path: Path) -> bool:
@@ -185,8 +250,9 @@ def torch_load_safely(path: Path, trust_checkpoint: bool):
             return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as exc:
         if not _looks_like_torch_save(path):  # random bytes also fail the weights-only unpickler
-            raise CheckpointError(f"cannot read checkpoint {path}: not a torch.save file "
-                                  "(neither a zip archive nor a pickle)") from None
+            what = "a text file" if _looks_like_text(path) else "neither a zip archive nor a pickle"
+            raise CheckpointError(f"cannot read checkpoint {path}: not a torch.save file ({what}); "
+                                  f"{NOT_A_CHECKPOINT}") from None
         if not trust_checkpoint and "weights only" in str(exc).lower():
             raise CheckpointError(
                 f"checkpoint {path} needs full unpickling, which can run arbitrary code; "
@@ -194,8 +260,12 @@ def torch_load_safely(path: Path, trust_checkpoint: bool):
             ) from None
         raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
     except Exception as exc:  # corrupt zip, truncated file, not a torch file at all
+        if not _looks_like_torch_save(path):
+            what = "a text file" if _looks_like_text(path) else "neither a zip archive nor a pickle"
+            raise CheckpointError(f"cannot read checkpoint {path}: it is {what}, not a model; "
+                                  f"{NOT_A_CHECKPOINT}") from None
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {message}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {message} (a damaged or truncated file?)") from None
 
 
 def load_checkpoint(spec: str | Path, arch: str | None = None, device: torch.device | str = "cpu",

@@ -1,5 +1,6 @@
-"""A small CNN for the scikit-learn digits: the bundled default models (1x8x8 inputs) and the
-dual-smoothing branch models on half-size sub-images (1x8x4 or 1x4x8, :mod:`robustcert.splits`)."""
+"""A small CNN for the scikit-learn digits: the bundled default models (1x8x8 inputs), the
+dual-smoothing branch models on half-size sub-images (1x8x4 or 1x4x8, :mod:`robustcert.splits`)
+and the randomized-ablation models (2x8x8: the ablated encoding, :class:`robustcert.engine.AblationNoise`)."""
 from __future__ import annotations
 
 import torch
@@ -7,15 +8,16 @@ from torch import nn
 
 
 class DigitsCNN(nn.Module):
-    """conv3x3(1->16) - ReLU - conv3x3(16->32) - ReLU - maxpool2 - fc(32*h*w/4 -> 64) - ReLU - fc(64->10).
+    """conv3x3(c->16) - ReLU - conv3x3(16->32) - ReLU - maxpool2 - fc(32*h*w/4 -> 64) - ReLU - fc(64->10),
+    c = ``in_channels`` (1; 2 for ablated inputs).
 
     About 38k parameters (150 kB in float32) for 1x8x8 inputs, 22k for 1x8x4 sub-images.
     """
 
-    def __init__(self, num_classes: int = 10, height: int = 8, width: int = 8):
+    def __init__(self, num_classes: int = 10, height: int = 8, width: int = 8, in_channels: int = 1):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
         )

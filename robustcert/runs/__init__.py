@@ -3,6 +3,7 @@
 * :mod:`.dataset`: :func:`certify_dataset` / :func:`predict_dataset` (TSV + sidecar, resume,
   progress, sharding) — what ``robustcert certify`` / ``predict`` call;
 * :mod:`.build`: a smoothed classifier from specifications (``--model``, ``--method``, ...);
+* :mod:`.lvm_select`: :func:`select_lvm`, LVM's (map, temperature) chosen once on held-out inputs;
 * :mod:`.files`: the TSV row writer, sidecars, resume checks, atomic writes;
 * :mod:`.provenance`: command, versions, device, model and data records;
 * :mod:`.sharded`: torchrun / torch.distributed sharding and the merge of part files;
@@ -14,5 +15,6 @@ click.
 """
 from .build import build_smoothed
 from .dataset import certify_dataset, predict_dataset
+from .lvm_select import select_lvm
 
-__all__ = ["build_smoothed", "certify_dataset", "predict_dataset"]
+__all__ = ["build_smoothed", "certify_dataset", "predict_dataset", "select_lvm"]

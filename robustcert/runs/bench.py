@@ -24,7 +24,8 @@ cross-input packing: PREDICT at n = 100 on many inputs, packed as the CLI packs 
 option (the measurements behind the defaults).
 
 Run it with ``robustcert bench`` (``--quick`` for a short run); results go to
-``results/bench/bench-<device>-<options>.json`` and ``.md``.
+``robustcert-bench/bench-<device>-<options>.json`` and ``.md`` (``--out-dir``; the committed
+figures in ``results/bench`` are replaced only with an explicit ``--out-dir results/bench``).
 """
 from __future__ import annotations
 
@@ -267,7 +268,7 @@ def options_label(precision: str, channels_last: bool | None, compile: bool) -> 
 
 
 def run_bench(models: list[str], device: torch.device, precision: str = "fp32", channels_last: bool | None = None,
-              compile: bool = False, quick: bool = False, out_dir: Path | None = Path("results/bench"),
+              compile: bool = False, quick: bool = False, out_dir: Path | None = Path("robustcert-bench"),
               threads: int | None = None, sweep: bool = False, packing: bool = True, n: int | None = None,
               reps: int | None = None, clock: str = "wall", tune_allocator: bool = True, log=print) -> dict:
     """Run the benchmark, print a table, write JSON + markdown into ``out_dir`` (None: don't write)."""

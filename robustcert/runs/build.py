@@ -3,6 +3,8 @@ with their ``--model``, ``--data``, ``--method`` and method options, as one Pyth
 
     smoothed, dataset, options = build_smoothed("cohen", "bundled:digits-0.25", sigma=0.25, data="digits")
     certify_dataset(smoothed, dataset, "out.tsv", **options)
+    build_smoothed("cohen", "bundled:digits-0.25", sigma=0.25, noise="laplace")      # l1 certificates
+    build_smoothed("ablation", "bundled:digits-ablation-k16", keep=16)                 # l0 (pixels)
 
 ``build_smoothed`` loads the model and the dataset, checks that they fit (classes, input shape),
 puts a diffusion denoiser in front when asked, and builds the method with
@@ -19,12 +21,16 @@ from typing import Callable, Sequence
 from ..data import load_dataset
 from ..engine import as_device
 from ..errors import InvalidArgumentError, ShapeError
+from ..methods.ablation import AblationSmooth
 from ..methods.cohen import Smooth
 from ..methods.diffusion import with_denoiser
 from ..methods.dual import DualSmooth
-from ..methods.lipschitz import LipschitzSmooth
+from ..methods.lipschitz import DEFAULT_MAPS, DEFAULT_TEMPERATURES, GRID_MAPS, GRID_TEMPERATURES, LipschitzSmooth
 from ..models import load_checkpoint
+from ..simplex import candidate_grid
 from ..splits import get_split
+from .dataset import selected_indices
+from .lvm_select import select_on_spec
 
 
 def option_name(name: str) -> str:
@@ -33,17 +39,42 @@ def option_name(name: str) -> str:
 
 
 def build_cohen(loaded, num_classes, sigma, device, options, trust_checkpoint):
-    """Cohen et al.'s CERTIFY; with ``sequential=True`` (``--sequential``), SEQUENTIAL-CERTIFY:
-    each input stops early (``target_radius`` or ``tolerance``, at most ``n_max`` samples). The
-    sequential options are returned as certify options."""
-    sequential = {name: options.pop(name, None) for name in METHOD_OPTIONS["cohen"]}
+    """Cohen et al.'s CERTIFY, with ``noise`` "gaussian" (default, l2), "laplace" or "uniform" (l1);
+    with ``sequential=True`` (``--sequential``), SEQUENTIAL-CERTIFY: each input stops early
+    (``target_radius`` or ``tolerance``, at most ``n_max`` samples). The sequential options are
+    returned as certify options. ``sound_float`` / ``quantization`` (``--sound-float``,
+    ``--quantization``): the floating-point-sound mode (Voracek and Hein 2023)."""
+    noise = options.pop("noise", None) or "gaussian"
+    sound = {"sound_float": bool(options.pop("sound_float", None)), "quantization": options.pop("quantization", None)}
+    sequential = {name: options.pop(name, None) for name in METHOD_OPTIONS["cohen"]
+                  if name != "noise" and name not in sound}
+    if sound["quantization"] is not None and not sound["sound_float"]:
+        raise InvalidArgumentError("--quantization needs --sound-float")
+    smoothed = Smooth(loaded.module, num_classes, sigma, noise=noise, device=device, input_shape=loaded.input_shape,
+                      **sound)
     if not sequential.pop("sequential"):
         given = [name for name, value in sequential.items() if value is not None]
         if given:
             raise InvalidArgumentError(f"{option_name(given[0])} needs --sequential")
-        return Smooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape), {}
-    smoothed = Smooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape)
+        return smoothed, {}
+    smoothed.check_sequential()
     return smoothed, {"sequential": True, **{k: v for k, v in sequential.items() if v is not None}}
+
+
+def build_ablation(loaded, num_classes, sigma, device, options, trust_checkpoint):
+    """Randomized ablation (Levine and Feizi 2020) keeping ``keep`` pixels (``--keep``): the base
+    model takes the ablated encoding, twice the data's channels (checked by
+    :func:`ablation_model_input_shape`)."""
+    if options.get("keep") is None:
+        raise InvalidArgumentError("--method ablation needs --keep K (how many pixels each ablated sample keeps)")
+    shape = loaded.input_shape
+    data_shape = None if shape is None else (shape[0] // 2, *shape[1:])
+    return AblationSmooth(loaded.module, num_classes, options["keep"], device=device, input_shape=data_shape), {}
+
+
+def ablation_model_input_shape(dataset_shape, options):
+    """Randomized ablation's base model takes (2C, *spatial) for data (C, *spatial)."""
+    return (2 * dataset_shape[0], *dataset_shape[1:])
 
 
 def build_dual(loaded, num_classes, sigma, device, options, trust_checkpoint):
@@ -55,9 +86,7 @@ def build_dual(loaded, num_classes, sigma, device, options, trust_checkpoint):
     same way, and against its checkpoint's recorded split and branch when present.
     """
     split = get_split(options.get("dual_split"))
-    if not options.get("model2"):
-        raise InvalidArgumentError("--method dual needs --model2 (the base model of sub-image b; --model is "
-                                   "sub-image a's)")
+    check_required_options("dual", options)
     second = load_checkpoint(options["model2"], arch=options.get("arch2"), device=device,
                              trust_checkpoint=trust_checkpoint)
     if second.num_classes is not None and second.num_classes != num_classes:
@@ -96,23 +125,60 @@ def comma_list(value, convert=str, name: str = "list") -> list | None:
 
 def build_lvm(loaded, num_classes, sigma, device, options, trust_checkpoint):
     """Lipschitz-variance-margin smoothing (Delattre et al. 2024): ``maps``, ``temperatures``,
-    ``lipschitz``, ``lvm_selection`` (defaults: LipschitzSmooth's)."""
-    kwargs = {"maps": comma_list(options.get("maps"), str, "maps"),
-              "temperatures": comma_list(options.get("temperatures"), float, "temperatures"),
+    ``lipschitz``, ``lvm_selection`` (defaults: LipschitzSmooth's: one classifier). With
+    ``lvm_select_on`` the maps and temperatures are a grid (default :data:`GRID_MAPS` x
+    :data:`GRID_TEMPERATURES`) from which :func:`build_smoothed` chooses one pair on held-out inputs."""
+    grid = options.get("lvm_select_on") is not None
+    kwargs = {"maps": comma_list(options.get("maps"), str, "maps") or (GRID_MAPS if grid else None),
+              "temperatures": comma_list(options.get("temperatures"), float, "temperatures")
+              or (GRID_TEMPERATURES if grid else None),
               "lipschitz": options.get("lipschitz"), "selection": options.get("lvm_selection")}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    pairs = candidate_grid(kwargs.get("maps", DEFAULT_MAPS), kwargs.get("temperatures", DEFAULT_TEMPERATURES))
+    if len(pairs) > 1 and not grid:
+        raise InvalidArgumentError(
+            f"--maps/--temperatures give {len(pairs)} (map, temperature) pairs, i.e. {len(pairs)} smoothed "
+            "classifiers: give one, or choose one on held-out inputs with --lvm-select-on SPLIT[:COUNT] (e.g. train:100)")
     return LipschitzSmooth(loaded.module, num_classes, sigma, device=device, input_shape=loaded.input_shape,
-                           **kwargs), {}
+                           per_input_grid=grid, **kwargs), {}
 
 
-METHOD_BUILDERS: dict[str, Callable] = {"cohen": build_cohen, "dual": build_dual, "lvm": build_lvm}
+METHOD_BUILDERS: dict[str, Callable] = {"cohen": build_cohen, "dual": build_dual, "lvm": build_lvm,
+                                         "ablation": build_ablation}
 METHOD_OPTIONS = {
-    "cohen": ("sequential", "target_radius", "tolerance", "n_max"),
+    "cohen": ("sequential", "target_radius", "tolerance", "n_max", "noise", "sound_float", "quantization"),
     "dual": ("model2", "arch2", "sigma2", "dual_split"),
-    "lvm": ("maps", "temperatures", "lipschitz", "lvm_selection"),
+    "lvm": ("maps", "temperatures", "lipschitz", "lvm_selection", "lvm_select_on"),
+    "ablation": ("keep",),
 }
+#: Options a method cannot run without, and what each one is (checked before any model is loaded,
+#: so that a missing one is reported as missing rather than as a model that does not fit).
+METHOD_REQUIRED_OPTIONS = {"dual": {"model2": "the base model of sub-image b; --model is sub-image a's"}}
+
+
+def check_required_options(method: str, options: dict) -> None:
+    """InvalidArgumentError naming the first required option of ``method`` that ``options`` lacks."""
+    for name, meaning in METHOD_REQUIRED_OPTIONS.get(method, {}).items():
+        if not options.get(name):
+            raise InvalidArgumentError(f"--method {method} needs {option_name(name)} ({meaning})")
+
+
 # How ``model``'s input shape follows from the dataset's (default: the dataset's own shape).
-METHOD_INPUT_SHAPES = {"dual": dual_model_input_shape}
+METHOD_INPUT_SHAPES = {"dual": dual_model_input_shape, "ablation": ablation_model_input_shape}
+# Methods without a noise level (every other method needs sigma).
+METHODS_WITHOUT_SIGMA = ("ablation",)
+
+
+def check_sigma_given(method: str, sigma, denoiser) -> None:
+    """``--sigma`` is required by every noise method and meaningless for ablation (so is a denoiser)."""
+    if method in METHODS_WITHOUT_SIGMA:
+        if sigma is not None:
+            raise InvalidArgumentError(f"--method {method} has no noise level: drop --sigma (--keep sets how many "
+                                       f"pixels each sample keeps)")
+        if denoiser is not None:
+            raise InvalidArgumentError(f"--denoiser removes Gaussian noise; --method {method} adds none")
+    elif sigma is None:
+        raise InvalidArgumentError(f"--method {method} needs --sigma (the noise's standard deviation)")
 
 
 def options_for(method: str, options: dict) -> dict:
@@ -158,18 +224,26 @@ def load_model_and_data(model_spec: str, data, split: str = "test", arch: str | 
     return loaded, dataset
 
 
-def build_smoothed(method: str, model: str, *, sigma: float, data="digits", split: str = "test",
+def build_smoothed(method: str, model: str, *, sigma: float | None = None, data="digits", split: str = "test",
                    arch: str | None = None, trust_checkpoint: bool = False, device="auto",
                    denoiser: str | None = None, denoiser_steps: int | None = None, precision: str | None = None,
-                   channels_last: bool | None = None, compile: bool | None = None, **method_options):
+                   channels_last: bool | None = None, compile: bool | None = None, selection_run: dict | None = None,
+                   **method_options):
     """A smoothed classifier from specifications (see the module docstring).
 
     Returns ``(smoothed, dataset, certify_options)``; ``certify_options`` go to
     :func:`robustcert.certify_dataset` (empty for every method but sequential cohen).
     Checkpoints load with ``torch.load(weights_only=True)`` unless ``trust_checkpoint``.
+
+    ``lvm_select_on="SPLIT[:COUNT]"`` (lvm): choose the (map, temperature) pair on COUNT held-out
+    inputs of that split, none of them one the run certifies (:mod:`robustcert.runs.lvm_select`);
+    ``selection_run`` holds the run's ``n0, n, alpha, batch_size, seed, skip, max_inputs``, used
+    for the held-out certifications and to know the certified inputs.
     """
     device = as_device(device)
     options = options_for(method, {k: v for k, v in method_options.items() if v is not None})
+    check_sigma_given(method, sigma, denoiser)
+    check_required_options(method, options)
     shape_rule = METHOD_INPUT_SHAPES.get(method)
     loaded, dataset = load_model_and_data(
         model, data, split, arch, trust_checkpoint, device,
@@ -181,6 +255,10 @@ def build_smoothed(method: str, model: str, *, sigma: float, data="digits", spli
     smoothed, certify_options = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, options,
                                                         trust_checkpoint)
     smoothed.set_engine_options(precision=precision, channels_last=channels_last, compile=compile)
+    if options.get("lvm_select_on") is not None:
+        run = dict(selection_run or {})
+        certified = selected_indices(len(dataset), run.pop("skip", 1), run.pop("max_inputs", -1))
+        smoothed = select_on_spec(smoothed, options["lvm_select_on"], dataset, certified, **run).smoothed
     return smoothed, dataset, certify_options
 
 

@@ -28,7 +28,8 @@ from ..engine import configure_cpu
 from ..errors import InvalidArgumentError, ShapeError, check_count
 from ..results import CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_row, predict_row, read_results
 from . import sharded
-from .files import RowWriter, check_output, finish_last_run, previous_runs, timestamp, write_sidecar
+from .files import RowWriter, check_output, finish_last_run, previous_runs, write_sidecar
+from .lvm_select import check_held_out
 from .provenance import describe_models, python_command, run_record
 
 #: Per-input fields of the returned frame beyond the TSV's columns.
@@ -120,7 +121,10 @@ def _execute(run: DatasetRun, out: Path | None, resume: bool, parameters: dict, 
              cpu: dict) -> pd.DataFrame:
     """Run in memory, to a file, or as one rank of a sharded run; returns the frame."""
     frame_rows: list[dict] = []
-    samples = lambda: [row["samples_used"] for row in frame_rows]  # noqa: E731
+
+    def samples() -> list[int]:
+        return [row["samples_used"] for row in frame_rows]
+
     if out is None:
         run.work(run.groups(run.indices), None, True, frame_rows=frame_rows)
         return _frame(run, frame_rows, None)
@@ -132,10 +136,10 @@ def _execute(run: DatasetRun, out: Path | None, resume: bool, parameters: dict, 
             sharded.run_sharded(out, run.columns, record, resume, run.indices, run.per_call,
                                 lambda groups, writer, show: run.work(groups, writer, show, frame_rows=frame_rows),
                                 run.smoothed.engine_report)
-        except BaseException:
-            _finish(out, run, sharded.gather_after_run(samples()), interrupted=True)
+        except BaseException as exc:
+            _finish(out, run, sharded.gather_after_run(samples()), ending=exc)
             raise
-        _finish(out, run, sharded.gather_after_run(samples()), interrupted=False)
+        _finish(out, run, sharded.gather_after_run(samples()))
         return _frame(run, frame_rows, out if sharded.current().rank == 0 else None)
     sharded.fold_interrupted_parts(out, run.columns, resume)
     if resume:
@@ -145,24 +149,25 @@ def _execute(run: DatasetRun, out: Path | None, resume: bool, parameters: dict, 
     write_sidecar(out, record, resume)
     try:
         run.work(run.groups(todo), writer, True, initial=len(run.indices) - len(todo), frame_rows=frame_rows)
-    except BaseException:
+    except BaseException as exc:
         writer.discard_if_unused()
-        _finish(out, run, samples(), interrupted=True)
+        _finish(out, run, samples(), ending=exc)
         raise
     finally:
         writer.close()
-    _finish(out, run, samples(), interrupted=False)
+    _finish(out, run, samples())
     return _frame(run, frame_rows, out)
 
 
-def _finish(out: Path, run: DatasetRun, samples: list[int] | None, interrupted: bool) -> None:
-    """The sidecar's end of run: the engine report, samples used, and when it finished or stopped."""
-    fields = {"engine": run.smoothed.engine_report(), ("interrupted" if interrupted else "finished"): timestamp()}
+def _finish(out: Path, run: DatasetRun, samples: list[int] | None, ending: BaseException | None = None) -> None:
+    """The sidecar's end of run: the engine report, samples used, and how and when it ended
+    (:func:`robustcert.runs.files.finish_last_run`)."""
+    fields = {"engine": run.smoothed.engine_report()}
     if samples:
         fields["samples_used"] = {"inputs": len(samples), "total": int(sum(samples)),
                                   "mean_per_input": sum(samples) / len(samples), "max_per_input": max(samples)}
     if sharded.current() is None or sharded.current().rank == 0:
-        finish_last_run(out, **fields)
+        finish_last_run(out, ending, **fields)
 
 
 def _frame(run: DatasetRun, rows: list[dict], out: Path | None) -> pd.DataFrame:
@@ -208,6 +213,7 @@ def _run(kind: str, smoothed, data, out, *, samples_per_input: int, batch_size, 
     dataset, out, cpu, joined = _start(smoothed, data, out, split, resume, threads, distributed)
     try:
         indices = selected_indices(len(dataset), skip, max_inputs)
+        check_held_out(smoothed, dataset, indices)  # an LVM classifier chosen on held-out inputs
         batch = smoothed.resolve_batch_size(batch_size, dataset.input_shape)
         model, model_parameters = describe_models(smoothed)
         parameters = {**parameters, "batch": batch_size, "seed": seed, "skip": skip, "max": max_inputs,
@@ -235,7 +241,8 @@ def certify_dataset(smoothed, data, out: str | Path | None = None, *, n0: int = 
     """CERTIFY every ``skip``-th input of a dataset (at most ``max_inputs``; -1: all).
 
     Args:
-        smoothed: a smoothed classifier (Smooth, SequentialSmooth, DualSmooth, LipschitzSmooth, ...).
+        smoothed: a smoothed classifier (Smooth, SequentialSmooth, DualSmooth, LipschitzSmooth,
+            AblationSmooth, ...).
         data: a dataset from :func:`robustcert.load_dataset`, or its specification (``"digits"``,
             ``"npz:PATH"``, ...) loaded with ``split``.
         out: the certify TSV to write (with the sidecar ``out.json``), or None for no files.

@@ -10,21 +10,90 @@ on the 360 digits test images (Cohen et al.'s CERTIFY, one Clopper-Pearson bound
 image), then writes ``table.md`` (``robustcert table``), ``certified_accuracy.png``
 (``robustcert plot``) and a ``README.md`` with the exact commands, parameters and wall time.
 
-The demo regenerates its own files in OUT_DIR (the three TSVs, their sidecars, the table, the
-plot and the README); it touches nothing else there.
+The demo writes into OUT_DIR (default ``robustcert-demo/`` in the current folder, which is not
+under version control: the committed ``results/demo`` is the reference, regenerated only with an
+explicit ``--out-dir results/demo``). It replaces only files it provably wrote itself: a marker
+file (:data:`MARKER_FILE`) lists each file it wrote with its SHA-256. A file of the demo's names
+that the marker does not vouch for (a user's own ``digits-0.25.tsv``, or a demo file edited
+since) makes the demo refuse before it certifies anything, and everything else in OUT_DIR is
+never touched. The runs write into a temporary folder inside OUT_DIR, and the files move into
+place only when all of them are done: a demo that fails or is interrupted leaves the previous
+output as it was.
 """
 from __future__ import annotations
 
+import json
 import platform
 import shlex
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..errors import RunError
+from ..models.checkpoint import file_sha256
+
 DEMO_MODELS = (("digits-0.12", 0.12), ("digits-0.25", 0.25), ("digits-0.50", 0.5))
 DEMO_N0, DEMO_N, DEMO_ALPHA, DEMO_BATCH, DEMO_SEED, DEMO_JOBS = 100, 10_000, 0.001, 1000, 0, 3
 TABLE_FILE, PLOT_FILE, README_FILE = "table.md", "certified_accuracy.png", "README.md"
+MARKER_FILE = ".robustcert-demo.json"
+#: Where the demo writes by default: a new folder in the current one (not results/demo, which is tracked).
+DEFAULT_DEMO_DIR = Path("robustcert-demo")
+#: How long the demo takes at its defaults (--help and README.md say the same).
+DEMO_DURATION = "1 to 3 minutes on 2 CPU cores"
+
+
+def demo_file_names() -> list[str]:
+    """Every file the demo writes into its folder (the marker last)."""
+    names = [f"{name}.tsv{suffix}" for name, _ in DEMO_MODELS for suffix in ("", ".json")]
+    return names + [TABLE_FILE, PLOT_FILE, README_FILE, MARKER_FILE]
+
+
+def read_marker(out_dir: Path) -> dict[str, list[str]]:
+    """The files the demo wrote into ``out_dir`` with their SHA-256 digests (name -> digests: two
+    while a demo is moving new files into place); {} when there is no marker."""
+    marker = Path(out_dir) / MARKER_FILE
+    if not marker.exists() and not marker.is_symlink():
+        return {}
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        files = record["files"]
+        if record.get("written_by") != "robustcert demo" or not all(
+                isinstance(k, str) and isinstance(v, list) for k, v in files.items()):
+            raise ValueError
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        raise RunError(f"demo: {marker} is not a marker the demo wrote; it is left alone: choose another "
+                       "--out-dir") from None
+    return files
+
+
+def write_marker(out_dir: Path, files: dict[str, list[str]]) -> None:
+    from ..results import write_text_atomically
+
+    write_text_atomically(Path(out_dir) / MARKER_FILE, json.dumps(
+        {"written_by": "robustcert demo", "note": "files the demo wrote here, with their sha256; the demo "
+         "replaces only these, and only while unchanged", "files": files}, indent=2) + "\n")
+
+
+def check_demo_folder(out_dir: Path) -> dict[str, list[str]]:
+    """Refuse (RunError, one line) unless every file of the demo's names in ``out_dir`` is one the
+    demo wrote there, unchanged (its marker lists it with this SHA-256). Returns the marker's files."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"demo: --out-dir {out_dir} is a file, not a folder")
+    if not out_dir.exists():
+        return {}
+    marker = read_marker(out_dir)
+    for name in demo_file_names()[:-1]:
+        path = out_dir / name
+        if not path.exists() and not path.is_symlink():
+            continue
+        if path.is_symlink() or not path.is_file() or file_sha256(path) not in marker.get(name, []):
+            raise RunError(f"demo: {path} is not a file the demo wrote (or it changed since); it is left alone: "
+                           "choose another --out-dir, or move it away")
+    return marker
 
 
 @dataclass
@@ -55,7 +124,7 @@ def certify_arguments(name: str, sigma: float, out: Path, n0: int, n: int, alpha
     return arguments
 
 
-def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DEMO_N0, alpha: float = DEMO_ALPHA,
+def run_demo(out_dir: str | Path = DEFAULT_DEMO_DIR, n: int = DEMO_N, n0: int = DEMO_N0, alpha: float = DEMO_ALPHA,
              batch_size: int = DEMO_BATCH, seed: int = DEMO_SEED, max_inputs: int = -1, quiet: bool = False,
              jobs: int = DEMO_JOBS, echo: Callable[[str], None] = print) -> DemoResult:
     """Certify the three bundled digits models, then write the table, the plot and a README.
@@ -65,11 +134,10 @@ def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DE
     ``jobs > 1`` runs up to ``jobs`` of them at once as child processes, each with
     ``cpu_count // jobs`` torch threads (single-threaded processes use a small shared machine far
     better than one process whose two threads wait on each other); ``jobs = 1`` runs them one
-    after another in this process. Errors propagate as RobustCertError.
+    after another in this process. Errors propagate as RobustCertError. Files in ``out_dir``: see
+    the module docstring (only the demo's own, unchanged earlier output is replaced).
     """
     from ..errors import InvalidArgumentError, check_alpha, check_count
-    from ..plotting import plot_files
-    from ..results import render_table, table_from_files, write_text_atomically
 
     n, n0, batch_size = check_count(n, "n"), check_count(n0, "n0"), check_count(batch_size, "batch_size")
     alpha, jobs = check_alpha(alpha), check_count(jobs, "jobs")
@@ -77,16 +145,32 @@ def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DE
     if max_inputs == 0 or max_inputs < -1:
         raise InvalidArgumentError(f"max_inputs must be >= 1, or -1 for all 360 images, got {max_inputs}")
     out_dir = Path(out_dir)
+    check_demo_folder(out_dir)  # before anything slow: never touch a file the demo did not write
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".robustcert-demo-", dir=out_dir))
+    try:
+        result = _run_demo_in(out_dir, staging, n, n0, alpha, batch_size, seed, max_inputs, quiet, jobs, echo)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a demo that failed leaves no empty folder behind
+    return result
+
+
+def _run_demo_in(out_dir: Path, staging: Path, n, n0, alpha, batch_size, seed, max_inputs, quiet, jobs,
+                 echo) -> DemoResult:
+    """The demo's runs, table, plot and README written into ``staging``, then moved into ``out_dir``."""
+    from ..plotting import plot_files
+    from ..results import render_table, table_from_files, write_text_atomically
+
     started, cpu_started, load = time.perf_counter(), cpu_seconds(), load_average()
     runs = []
     for name, sigma in DEMO_MODELS:
         out = out_dir / f"{name}.tsv"
-        for stale in (out, out.with_name(out.name + ".json")):  # the demo regenerates its own outputs
-            stale.unlink(missing_ok=True)
         arguments = certify_arguments(name, sigma, out, n0, n, alpha, batch_size, seed, max_inputs,
                                       quiet or jobs > 1)
-        runs.append(DemoRun(name, sigma, out, arguments))
+        runs.append(DemoRun(name, sigma, out, arguments, staging / out.name))
         echo(f"[demo] {runs[-1].command}")
     certify_settings = dict(n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, max_inputs=max_inputs)
     if jobs > 1:
@@ -95,26 +179,40 @@ def run_demo(out_dir: str | Path = "results/demo", n: int = DEMO_N, n0: int = DE
     else:
         threads = run_in_this_process(runs, certify_settings, echo, quiet)
 
-    tsv_files = [run.out for run in runs]
-    labels = [f"bundled:{run.name} sigma={run.sigma:g}" for run in runs]
-    table = table_from_files(tsv_files, labels=labels)
-    table_markdown = render_table(table, "markdown", decimals=3)
-    table_file = out_dir / TABLE_FILE
-    write_text_atomically(table_file, table_markdown)
-    plot_file = plot_files(tsv_files, out_dir / PLOT_FILE, labels=labels,
-                           title=f"bundled digits models, n={n}, alpha={alpha:g}")
+    work_files = [run.work for run in runs]
+    labels = [f"sigma={run.sigma:g}" for run in runs]
+    table_markdown = render_table(table_from_files(work_files, labels=labels), "markdown", decimals=3)
+    write_text_atomically(staging / TABLE_FILE, table_markdown)
+    plot_files(work_files, staging / PLOT_FILE, labels=labels, title=plot_title(n, alpha))
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
-    readme_file = out_dir / README_FILE
     settings = RunSettings(n0, n, alpha, batch_size, seed, max_inputs, jobs, threads, cpu, load)
-    write_text_atomically(readme_file, demo_readme(runs, table_markdown, seconds, settings, labels))
+    write_text_atomically(staging / README_FILE, demo_readme(runs, table_markdown, seconds, settings, labels))
+    publish(staging, out_dir)
+    tsv_files = [run.out for run in runs]
     echo("")
     echo(table_markdown.rstrip("\n"))
     echo("")
     echo(f"[demo] n0={n0}, n={n}, alpha={alpha:g} (one Clopper-Pearson bound per image), seed={seed}; "
-         f"wrote {out_dir}/: {', '.join(f.name for f in tsv_files)} (+ .json sidecars), {TABLE_FILE}, "
-         f"{PLOT_FILE}, {README_FILE}; wall time {seconds:.1f} s, CPU time {cpu:.1f} s")
-    return DemoResult(out_dir, tsv_files, table_file, plot_file, readme_file, table_markdown, seconds,
-                      [run.seconds for run in runs], [run.command for run in runs])
+         f"wall time {seconds:.1f} s, CPU time {cpu:.1f} s")
+    echo(f"wrote {out_dir}/: {', '.join(f.name for f in tsv_files)} (+ .json sidecars), {TABLE_FILE}, "
+         f"{PLOT_FILE}, {README_FILE}")
+    return DemoResult(out_dir, tsv_files, out_dir / TABLE_FILE, out_dir / PLOT_FILE, out_dir / README_FILE,
+                      table_markdown, seconds, [run.seconds for run in runs], [run.command for run in runs])
+
+
+def publish(staging: Path, out_dir: Path) -> None:
+    """Move the demo's new files from ``staging`` into ``out_dir`` and record them in the marker.
+
+    The folder is checked again first (a file may have appeared while the demo ran). The marker
+    lists old and new digests while the files move, so that a demo killed halfway can still
+    replace both next time; then only the new ones.
+    """
+    marker = check_demo_folder(out_dir)
+    new = {name: file_sha256(staging / name) for name in demo_file_names()[:-1]}
+    write_marker(out_dir, {name: sorted(set(marker.get(name, [])) | {digest}) for name, digest in new.items()})
+    for name in new:
+        (staging / name).replace(out_dir / name)
+    write_marker(out_dir, {name: [digest] for name, digest in new.items()})
 
 
 @dataclass
@@ -123,8 +221,9 @@ class DemoRun:
 
     name: str
     sigma: float
-    out: Path
+    out: Path          # where the TSV ends up (the path its recorded command names)
     arguments: list[str]
+    work: Path         # where the run writes it (the demo's temporary folder)
     seconds: float = 0.0
 
     @property
@@ -180,7 +279,7 @@ def certify_demo_model(name: str, sigma: float, out: Path, n0: int, n: int, alph
 
 def _certify_in_child(run: "DemoRun", settings: dict, threads: int) -> float:
     started = time.perf_counter()
-    certify_demo_model(run.name, run.sigma, run.out, progress=False, command=run.command, threads=threads,
+    certify_demo_model(run.name, run.sigma, run.work, progress=False, command=run.command, threads=threads,
                        **settings)
     return time.perf_counter() - started
 
@@ -191,7 +290,7 @@ def run_in_this_process(runs: list[DemoRun], settings: dict, echo, quiet: bool) 
 
     for run in runs:
         run_started = time.perf_counter()
-        certify_demo_model(run.name, run.sigma, run.out, progress=not quiet, command=run.command, **settings)
+        certify_demo_model(run.name, run.sigma, run.work, progress=not quiet, command=run.command, **settings)
         run.seconds = time.perf_counter() - run_started
         echo(f"[demo]   {run.name} done in {run.seconds:.1f} s")
     return torch.get_num_threads()
@@ -210,7 +309,8 @@ def run_in_processes(runs: list[DemoRun], settings: dict, jobs: int, echo, quiet
     threads = max(1, (os.cpu_count() or 1) // min(jobs, len(runs)))
     total = expected_rows * len(runs)
     started = last_report = time.perf_counter()
-    with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_leave_interrupts_to_the_parent) as pool:
         pending = {pool.submit(_certify_in_child, run, settings, threads): run for run in runs}
         try:
             while pending:
@@ -224,7 +324,7 @@ def run_in_processes(runs: list[DemoRun], settings: dict, jobs: int, echo, quiet
                     echo(f"[demo]   {run.name} done in {run.seconds:.1f} s")
                 now = time.perf_counter()
                 if not quiet and now - last_report >= 10 and pending:
-                    echo(f"[demo]   {sum(_rows(run.out) for run in runs)}/{total} images certified, "
+                    echo(f"[demo]   {sum(_rows(run.work) for run in runs)}/{total} images certified, "
                          f"{now - started:.0f} s")
                     last_report = now
         except BaseException:
@@ -236,6 +336,14 @@ def run_in_processes(runs: list[DemoRun], settings: dict, jobs: int, echo, quiet
     return threads
 
 
+def _leave_interrupts_to_the_parent() -> None:
+    """In a child: ignore Ctrl-C (the terminal sends it to every process); the parent stops the
+    children and reports once."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _rows(path: Path) -> int:
     try:
         with open(path, "rb") as handle:
@@ -244,11 +352,8 @@ def _rows(path: Path) -> int:
         return 0
 
 
-def largest_radius_factor(n: int, alpha: float) -> float:
-    """R_max / sigma = Phi^-1(alpha^(1/n)): the radius when all n votes go to the top class."""
-    from scipy.stats import norm
-
-    return float(norm.ppf(alpha ** (1.0 / n)))
+def plot_title(n: int, alpha: float) -> str:
+    return f"bundled digits models digits-SIGMA, n={n}, alpha={alpha:g}"
 
 
 def demo_readme(runs: list[DemoRun], table_markdown: str, seconds: float, settings: RunSettings,
@@ -257,9 +362,11 @@ def demo_readme(runs: list[DemoRun], table_markdown: str, seconds: float, settin
 
     import torch
 
+    from ..radius import largest_gaussian_radius
     from ..version import __version__
 
     n0, n, alpha = settings.n0, settings.n, settings.alpha
+
     tsv_paths = [shlex.quote(str(run.out)) for run in runs]
     plot_path = shlex.quote(str(runs[0].out.with_name(PLOT_FILE)))
     images = "all 360 digits test images" if settings.max_inputs < 0 else \
@@ -273,12 +380,14 @@ def demo_readme(runs: list[DemoRun], table_markdown: str, seconds: float, settin
         f"{images} with Cohen et al.'s CERTIFY at n0={n0}, n={n}, alpha={alpha:g} "
         f"(one one-sided Clopper-Pearson bound per image, so each certificate holds with probability "
         f">= {1 - alpha:g}), seed={settings.seed}, batch {settings.batch_size}; these are the commands it ran "
-        "(from the repository root), and the `table` and `plot` commands that give the same table and figure:",
+        "(from the folder the demo ran in), and the `table` and `plot` commands that give the same table "
+        "and figure:",
         "",
         "```bash",
         *[run.command for run in runs],
         f"robustcert table {' '.join(tsv_paths)} --labels {shlex.quote(','.join(labels))}",
-        f"robustcert plot {' '.join(tsv_paths)} --labels {shlex.quote(','.join(labels))} --out {plot_path}",
+        f"robustcert plot {' '.join(tsv_paths)} --labels {shlex.quote(','.join(labels))} "
+        f"--title {shlex.quote(plot_title(n, alpha))} --out {plot_path}",
         "```",
         "",
         f"Wall time of the whole demo: **{seconds:.1f} s** ({how}; certify runs took "
@@ -290,8 +399,9 @@ def demo_readme(runs: list[DemoRun], table_markdown: str, seconds: float, settin
         "",
         "Certified accuracy at radius r (l2, pixel units in [0,1]) counts an image when it is "
         f"classified correctly and certified at radius >= r; abstentions count as wrong. With n={n} and "
-        f"alpha={alpha:g} the largest radius a run can certify is {largest_radius_factor(n, alpha):.2f} sigma "
-        "(every vote for the top class).",
+        f"alpha={alpha:g} the largest radius a run can certify is sigma * Phi^-1(alpha^(1/n)) = "
+        f"{largest_gaussian_radius(1.0, n, alpha):.2f} sigma (every vote for the top class): each curve drops "
+        "to 0 there at the latest, whatever the model; the dotted lines in the figure mark it.",
         "",
         table_markdown.rstrip("\n"),
         "",

@@ -7,12 +7,15 @@ Rules every run follows, whatever calls it (the CLI or :func:`robustcert.certify
 * rows are appended and flushed one per input, so an interrupted run keeps every finished row;
   resuming drops a half-written last row (atomically);
 * a run that fails before its first row removes the header-only TSV and the sidecar it created;
-* the sidecar is rewritten atomically (a temporary file and a rename).
+* the sidecar is rewritten atomically (a temporary file and a rename), and says how the run
+  ended: ``finished``, ``interrupted`` (Ctrl-C, SIGTERM, SIGHUP) or ``failed`` (with the error).
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -46,6 +49,9 @@ def check_output(path: Path, resume: bool) -> bool:
     exists = path.exists() and path.stat().st_size > 0
     if exists and not resume:
         raise RunError(f"{path} already exists and is not empty: resume it (--resume, resume=True) or remove it")
+    sidecar = sidecar_path(path)
+    if not exists and not resume and sidecar.exists():  # the record of an earlier run: keep it
+        raise RunError(f"{sidecar} already exists (the record of an earlier run): remove it, or choose another output")
     if exists and not os.access(path, os.W_OK):
         raise RunError(f"output file is not writable: {path}")
     return exists
@@ -160,10 +166,52 @@ def update_last_run(out_path: Path, **fields) -> None:
     write_text_atomically(sidecar, json.dumps(record, indent=2, default=str) + "\n")
 
 
-def finish_last_run(out_path: Path, **fields) -> None:
-    """Record how the run ended in the sidecar (``finished`` or ``interrupted`` time, and ``fields``);
-    never masks the run's own outcome."""
+def finish_last_run(out_path: Path, ending: BaseException | None = None, **fields) -> None:
+    """Record how the run ended in the sidecar's last run entry, with ``fields``; never masks the
+    run's own outcome.
+
+    ``ending`` is the exception that stopped the run (None: it finished). The entry gets
+    ``status`` (``finished``, ``interrupted`` or ``failed``), the time under that same key, and
+    for a failure the ``error`` line.
+    """
+    status = run_status(ending)
+    fields = {"status": status, status: timestamp(), **fields}
+    if status == "failed":
+        fields["error"] = " ".join(str(ending).split()) or type(ending).__name__
     try:
         update_last_run(out_path, **fields)
     except (OSError, ValueError, KeyError, IndexError):
         pass
+
+
+def run_status(ending: BaseException | None) -> str:
+    """``finished`` (no exception), ``interrupted`` (Ctrl-C, a termination signal, an exit) or ``failed``."""
+    if ending is None:
+        return "finished"
+    return "interrupted" if isinstance(ending, (KeyboardInterrupt, SystemExit)) else "failed"
+
+
+class Stopped(KeyboardInterrupt):
+    """A termination signal (SIGTERM, SIGHUP) received by a run: handled like Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+def stop_on_termination_signals() -> None:
+    """Make SIGTERM and SIGHUP (``kill``, ``timeout``, a closed terminal, a batch scheduler) raise
+    :class:`Stopped`, a KeyboardInterrupt: the run then ends as after Ctrl-C (rows already written
+    are kept, the sidecar records ``interrupted``) instead of dying without a word. Only from the
+    main thread; signals this process ignores stay ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, _raise_stopped)

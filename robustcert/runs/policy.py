@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
+import torch
 
-from ..engine import as_device
+from ..engine import as_device, configure_cpu
 from ..errors import check_alpha, check_count, check_sigma
 from ..methods.policy import PolicySmooth, alpha_spending
 from ..results import write_text_atomically
@@ -24,14 +25,16 @@ def certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str | 
                         return_lower_bound: float = 0.0, quantiles: Sequence[float] = (0.1, 0.25, 0.5),
                         thresholds: Sequence[float] | None = None, frame_stack: int | None = None,
                         max_episode_steps: int | None = None, one_round: bool = False, num_envs: int = 64,
-                        device="cpu", trust_checkpoint: bool = False,
+                        device="cpu", threads: int | None = None, trust_checkpoint: bool = False,
                         progress: Callable[[int], None] | None = None, command: str | None = None) -> pd.DataFrame:
     """Certify the return of a smoothed agent in an environment, write the table to ``out`` (+ sidecar).
 
     ``policy_spec``: a bundled policy (``cartpole-0.2``), a built-in controller (``cartpole-pd``),
     a ``.pt`` PolicyMLP state_dict or TorchScript file, or a stable-baselines3 ``.zip`` (needs
     ``trust_checkpoint``: SB3 archives unpickle objects). ``progress(episodes_done)`` is called
-    as episodes finish. Returns the table (one row per budget).
+    as episodes finish. ``threads``: torch threads for the run (None: the default rule of
+    :func:`robustcert.engine.device.default_threads`), restored afterwards and recorded in the
+    sidecar. Returns the table (one row per budget).
     """
     import gymnasium as gym
 
@@ -44,6 +47,8 @@ def certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str | 
     if max_episode_steps is not None:
         check_count(max_episode_steps, "max_episode_steps")  # 0 was a gymnasium traceback, -1 accepted
     quantiles = [check_alpha(q, "quantile") for q in quantiles]
+    if threads is not None:
+        check_count(threads, "threads")
     device = as_device(device)
     loaded = load_policy(policy_spec, device=device, trust_checkpoint=trust_checkpoint)
     frame_stack = check_count(frame_stack if frame_stack is not None else (loaded.frame_stack or 1), "frame_stack")
@@ -62,8 +67,13 @@ def certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str | 
                   "alpha_spending": alpha_spending(alpha, bound, episodes,
                                                    None if thresholds is None else len(set(thresholds)))}
     started = timestamp()
-    table = agent.certify(env_fn, episodes, list(budgets), alpha, seed, return_lower_bound, bound, quantiles,
-                          None if thresholds is None else list(thresholds), progress=progress)
+    threads_before = torch.get_num_threads()
+    cpu = configure_cpu(threads)
+    try:
+        table = agent.certify(env_fn, episodes, list(budgets), alpha, seed, return_lower_bound, bound, quantiles,
+                              None if thresholds is None else list(thresholds), progress=progress)
+    finally:
+        torch.set_num_threads(threads_before)
     command = command or python_command()
     record = {
         "command": command, "kind": "certify-policy", "method": PolicySmooth.method,
@@ -71,9 +81,9 @@ def certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str | 
         "model": {"spec": loaded.source, "sha256": loaded.sha256, "metadata": loaded.metadata},
         "data": {"spec": env_id},
         "runs": [{"started": started, "command": command, "device": device_name(device),
-                  "versions": package_versions(), "seconds": table.attrs["seconds"],
+                  "versions": package_versions(), "cpu": cpu, "seconds": table.attrs["seconds"],
                   "episodes_per_second": table.attrs["episodes_per_second"], "num_envs": table.attrs["num_envs"],
-                  "finished": timestamp()}],
+                  "status": "finished", "finished": timestamp()}],
         "mean_episode_length": table.attrs["mean_length"],
         "returns_histogram": table.attrs["returns_histogram"],
     }

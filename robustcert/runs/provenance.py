@@ -59,11 +59,13 @@ def describe_models(smoothed) -> tuple[dict, dict]:
 
 def run_record(kind: str, smoothed, dataset, parameters: dict, model: dict, device: torch.device,
                command: str) -> dict:
-    """The JSON sidecar: command, parameters (incl. alpha spending), model, data, device, versions."""
+    """The JSON sidecar: command, parameters (incl. alpha spending), the noise and the norm of the
+    radii, model, data, device, versions."""
     return {
         "command": command,
         "kind": kind,
         "method": smoothed.method,
+        **smoothed.threat_model(),
         "parameters": parameters,
         "model": model,
         "data": {"spec": dataset.name, "num_classes": dataset.num_classes, "input_shape": list(dataset.input_shape)},

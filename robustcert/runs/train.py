@@ -51,6 +51,7 @@ from ..data import CertDataset, load_dataset
 from ..engine import PRECISIONS, GaussianNoise, as_device, configure_cpu, derive_seed, input_generator
 from ..errors import CheckpointError, InvalidArgumentError, RunError, ShapeError, check_count, check_sigma
 from ..losses import consistency_loss, gaussian_augmentation_loss
+from ..methods.noises import noise_model
 from ..models import ARCHITECTURES, build_model, default_architecture
 from ..models.checkpoint import torch_load_safely
 from ..results import write_text_atomically
@@ -399,7 +400,9 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
         progress: a progress bar with ETA on stderr (when it is a terminal); ``log`` receives one
             line per finished epoch.
         command: recorded in the sidecar (default: this Python process's arguments).
-        noise: an engine noise object to train with instead of N(0, sigma^2 I).
+        noise: the noise to train with: a name of :data:`robustcert.methods.noises.NOISES`
+            ("gaussian", "laplace", "uniform": the per-coordinate standard deviation is ``sigma``,
+            as for ``certify --noise``) or an engine noise object; None: N(0, sigma^2 I).
 
     Returns:
         A :class:`TrainingResult` (model in eval mode, history as a DataFrame).
@@ -407,8 +410,8 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
     out = None if out is None else Path(out)
     if resume and out is None:
         raise InvalidArgumentError("resume needs the checkpoint to continue (out)")
-    if noise is None:
-        check_sigma(sigma)
+    if noise is None or isinstance(noise, str):
+        noise = noise_model(noise or "gaussian").sampler(check_sigma(sigma))
     parameters_in = dict(sigma=sigma, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, seed=seed,
                          consistency=consistency, eta=eta, noise_copies=noise_copies, split=split, branch=branch,
