@@ -25,13 +25,14 @@ from .methods.policy import PolicySmooth, certify_returns  # gymnasium imported 
 from .models import NormalizeLayer, build_model, load_checkpoint, load_model
 from .results import certificates_frame, read_results, results_table, table_from_files
 from .runs import build_smoothed, certify_dataset, predict_dataset, select_lvm
+from .runs.train import TrainingResult, train_model
 from .version import __version__
 
 __all__ = [
     "ABSTAIN", "AblationSmooth", "CertDataset", "Certificate", "CheckpointError", "DataError", "DiffusionDenoiser", "DualSmooth",
     "InvalidArgumentError", "LipschitzSmooth", "ModelOutputError", "NormalizeLayer", "PolicySmooth", "Prediction",
-    "RobustCertError", "RunError", "SequentialSmooth", "ShapeError", "Smooth", "__version__", "build_model",
+    "RobustCertError", "RunError", "SequentialSmooth", "ShapeError", "Smooth", "TrainingResult", "__version__", "build_model",
     "build_smoothed", "certificates_frame", "certify_dataset", "certify_returns", "denoised_classifier",
     "load_checkpoint", "load_dataset", "load_denoiser", "load_model", "predict_dataset", "read_results",
-    "results_table", "select_lvm", "table_from_files",
+    "results_table", "select_lvm", "table_from_files", "train_model",
 ]

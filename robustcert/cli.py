@@ -95,10 +95,11 @@ def option(*declarations, section: str, **kwargs):
 
 
 MODEL_AND_DATA, CERTIFICATION, ENGINE, OUTPUT = "Model and data", "Certification", "Engine and speed", "Output"
+TRAINING = "Training"
 SEQUENTIAL, SOUND, DUAL, LVM, ABLATION, DENOISER = (
     "--method cohen, dual: sequential", "--method cohen: floating-point-sound certificates", "--method dual",
     "--method lvm", "--method ablation", "Diffusion denoiser (any method)")
-HELP_SECTIONS = (MODEL_AND_DATA, CERTIFICATION, SEQUENTIAL, SOUND, DUAL, LVM, ABLATION, DENOISER, ENGINE, OUTPUT)
+HELP_SECTIONS = (MODEL_AND_DATA, CERTIFICATION, TRAINING, SEQUENTIAL, SOUND, DUAL, LVM, ABLATION, DENOISER, ENGINE, OUTPUT)
 
 
 class SectionedCommand(click.Command):
@@ -131,6 +132,7 @@ def main():
     \b
     Typical session:
       robustcert demo          # the main job: bundled digits models, {duration}
+      robustcert train --data digits --sigma 0.25 --epochs 30 --lr 0.05 --out my.pt
       robustcert certify --model bundled:digits-0.25 --sigma 0.25 --n 10000 --out d.tsv
       robustcert table d.tsv other.tsv --format latex
       robustcert plot d.tsv other.tsv --out curve.pdf
@@ -184,7 +186,7 @@ model_and_data_options = add_options([
     option("--trust-checkpoint", is_flag=True, section=MODEL_AND_DATA,
            help="Allow full unpickling of the checkpoint. DANGEROUS: runs code from the file."),
     option("--data", "data_spec", default="digits", show_default=True, section=MODEL_AND_DATA,
-           help="digits, cifar10:ROOT, mnist:ROOT, imagefolder:ROOT or npz:PATH."),
+           help="digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or npz:PATH."),
     option("--split", default="test", show_default=True, type=click.Choice(["train", "test", "val"]),
            section=MODEL_AND_DATA, help="Which split of the dataset."),
     option("--skip", type=int, default=1, show_default=True, section=MODEL_AND_DATA,
@@ -365,6 +367,69 @@ def predict(n, alpha, batch_size, seed, method, **options):
 METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "denoiser_steps", "maps",
                        "temperatures", "lipschitz", "lvm_selection", "lvm_select_on", "noise", "keep", "sound_float",
                        "quantization")
+
+
+# --------------------------------------------------------------------------- training
+@main.command()
+@option("--data", "data_spec", default="digits", show_default=True,
+        help="Training data: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or "
+             "npz:PATH (its train split; per-epoch accuracy on its val split).", section=MODEL_AND_DATA)
+@option("--sigma", type=float, required=True, help="Noise level to train at (pixel units, [0,1] space).", section=TRAINING)
+@option("--noise", type=click.Choice(["gaussian", "laplace", "uniform"]), default="gaussian", show_default=True,
+        help="The noise to train with: the one certify --noise will certify with (--sigma is its per-coordinate "
+             "standard deviation).", section=TRAINING)
+@option("--arch", default=None,
+        help="Architecture [default: from the input shape: mnist_cnn for 28x28 grey, cifar_resnet110 for "
+             "32x32 colour, resnet50 for 224x224, digits_cnn for the digits].", section=MODEL_AND_DATA)
+@option("--epochs", type=int, default=90, show_default=True, help="Passes over the training split.", section=TRAINING)
+@option("--batch", "batch_size", type=int, default=256, show_default=True,
+        help="Images per step (each with --noise-copies noisy copies).", section=TRAINING)
+@option("--lr", type=float, default=0.1, show_default=True, help="SGD learning rate.", section=TRAINING)
+@option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.", section=TRAINING)
+@option("--weight-decay", type=float, default=1e-4, show_default=True, help="SGD weight decay (L2 penalty).",
+        section=TRAINING)
+@option("--lr-step", type=int, default=None,
+        help="Multiply the learning rate by 0.1 every LR_STEP epochs [default: a third of --epochs].", section=TRAINING)
+@option("--seed", type=int, default=0, show_default=True,
+        help="Seed of the initial weights, the data order and the noise: same seed, same model.", section=TRAINING)
+@option("--consistency", "consistency", type=float, default=None, metavar="LAMBDA",
+        help="Consistency regularization (Jeong and Shin 2020) with weight LAMBDA [default: plain Gaussian "
+             "augmentation].", section=TRAINING)
+@option("--eta", type=float, default=None, help="--consistency: weight of the entropy term [default: 0.5].", section=TRAINING)
+@option("--noise-copies", type=int, default=None,
+        help="Noisy copies M of each image per step [default: 2 with --consistency, else 1].", section=TRAINING)
+@option("--split", "--dual-split", "split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]),
+        help="Train a dual smoothing branch model on the sub-images of this pixel split (needs --branch).", section=MODEL_AND_DATA)
+@option("--branch", default=None, type=click.Choice(["a", "b"]), help="--split: which sub-image.", section=MODEL_AND_DATA)
+@option("--augment", default="auto", show_default=True, type=click.Choice(["auto", "none", "crop-flip"]),
+        help="Clean-image augmentation before the noise (auto: crop-flip for 32x32 colour, else none).", section=TRAINING)
+@option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.", section=ENGINE)
+@option("--threads", type=int, default=None, help=THREADS_HELP, section=ENGINE)
+@option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+        help="Autocast precision of the forward pass.", section=ENGINE)
+@option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+        help="Checkpoint to write (reference format; a JSON sidecar FILE.json is written beside it).", section=OUTPUT)
+@option("--resume", is_flag=True, help="Continue an interrupted run from its last finished epoch.", section=OUTPUT)
+@option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.", section=OUTPUT)
+def train(data_spec, sigma, noise, arch, epochs, batch_size, lr, momentum, weight_decay, lr_step, seed, consistency, eta,
+          noise_copies, split, branch, augment, device, threads, precision, out_path, resume, quiet):
+    """Train a base classifier with Gaussian noise augmentation (Cohen et al. 2019) or consistency
+    regularization (Jeong and Shin 2020), for certification at --sigma.
+
+    Writes a reference checkpoint (certify loads it without --arch) after every epoch, and
+    FILE.json with the per-epoch losses and the clean and noisy validation accuracy.
+    """
+    from .runs.train import train_model
+
+    if eta is not None and consistency is None:
+        raise CLIError("--eta needs --consistency")
+    result = train_model(
+        data_spec, out_path, sigma=sigma, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+        weight_decay=weight_decay, lr_step=lr_step, seed=seed, consistency=consistency,
+        eta=0.5 if eta is None else eta, noise_copies=noise_copies, split=split, branch=branch, augment=augment,
+        device=device, threads=threads, precision=precision, resume=resume, progress=not quiet,
+        log=None if quiet else click.echo, command=invocation_command(), noise=noise)
+    click.echo(f"wrote {out_path} ({result.arch}, {len(result.history)} epochs) and {sidecar_path(out_path).name}")
 
 
 # --------------------------------------------------------------------------- tables, plots, demo

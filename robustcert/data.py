@@ -5,21 +5,37 @@ Specifications accepted by :func:`load_dataset` (and the CLI's ``--data``):
 * ``digits``: scikit-learn's handwritten digits (``sklearn.datasets.load_digits``, 1797 real
   8x8 images shipped inside scikit-learn), scaled to [0,1] (pixel / 16), shape 1x8x8, 10
   classes. Fixed split: the test split is every 5th image (index % 5 == 0, 360 images), the
-  train split the other 1437.
-* ``cifar10:ROOT``: torchvision CIFAR-10 from ROOT (the ``cifar-10-batches-py`` folder inside it).
-* ``mnist:ROOT``: torchvision MNIST from ROOT (``ROOT/MNIST/raw``).
+  train split the other 1437; ``val`` is the test split.
+* ``mnist:ROOT`` and ``fashion-mnist:ROOT``: the four original IDX files
+  (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+  ``t10k-labels-idx1-ubyte``, each gzipped or not) directly in ROOT, or in torchvision's layout
+  (``ROOT/MNIST/raw``, ``ROOT/FashionMNIST/raw``) or ``ROOT/raw``; 1x28x28, 10 classes. Debian's
+  ``dataset-fashion-mnist`` package installs them in ``/usr/share/datasets/fashion-mnist``.
+* ``cifar10:ROOT``: CIFAR-10, 3x32x32. The binary layout (``cifar-10-batches-bin``:
+  ``data_batch_1.bin`` ... ``data_batch_5.bin``, ``test_batch.bin``, records of one label byte and
+  3072 pixel bytes) in ROOT or ``ROOT/cifar-10-batches-bin`` is read directly (no unpickling);
+  otherwise the python layout (``ROOT/cifar-10-batches-py``) through torchvision, which checks
+  the files' md5 sums and unpickles them.
 * ``imagefolder:ROOT``: an ImageNet-style class-per-folder tree (``ROOT/SPLIT`` if it exists,
   else ROOT), with the reference preprocessing Resize(256), CenterCrop(224) (val/test), or
   RandomResizedCrop(224) + flip (train).
-* ``npz:PATH``: a NumPy ``.npz`` holding ``x`` (N, C, H, W floats in [0,1]) and ``y`` (N ints).
+* ``npz:PATH``: a NumPy ``.npz`` holding ``x`` (N, C, H, W floats in [0,1]) and ``y`` (N ints);
+  one set of inputs whatever the split.
+
+Splits of the file datasets (mnist, fashion-mnist, cifar10): ``test`` is the test file; the
+training file is cut into ``val``, a held-out validation split (every 12th image of MNIST /
+Fashion-MNIST, every 10th of CIFAR-10: 5000 images each), and ``train``, the rest (55000 and
+45000 images). Training (:func:`robustcert.runs.train.train_model`) fits ``train`` and reports
+accuracy on ``val``, so the test images stay unseen until certification.
 
 All inputs are float tensors in [0,1] pixel space, without normalisation (the model does that).
 """
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +43,27 @@ import torch
 from .errors import DataError
 
 DIGITS_TEST_EVERY = 5
+#: The validation split of a file dataset: every k-th image of its training file.
+VALIDATION_EVERY = {"mnist": 12, "fashion-mnist": 12, "cifar10": 10}
+
+
+class ImageBytes:
+    """Images stored as bytes (N, C, H, W uint8) with labels, served as floats in [0,1].
+
+    A quarter of the memory of float32 tensors: CIFAR-10's training file is 150 MB this way.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index].float().div_(255), int(self.labels[index])
+
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[indices].float().div_(255), self.labels[indices]
 
 
 @dataclass
@@ -53,6 +90,18 @@ class CertDataset:
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read item {index} of {self.name}: {exc}") from None
         return image, int(label)
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs (B, *input_shape) and labels (B,) at ``indices``, in one call where the source allows."""
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        if isinstance(self.source, tuple):
+            x, y = self.source
+            return x[index], torch.as_tensor(y)[index].long()
+        if hasattr(self.source, "batch"):
+            return self.source.batch(index)
+        items = [self[int(i)] for i in index]
+        return (torch.stack([torch.as_tensor(x) for x, _ in items]),
+                torch.tensor([label for _, label in items], dtype=torch.long))
 
 
 def digits_arrays(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
@@ -105,22 +154,160 @@ def _npz(path: str) -> CertDataset:
                        (torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))))
 
 
-def _torchvision(kind: str, root: str, split: str) -> CertDataset:
-    from torchvision import datasets, transforms
-
+def _root_folder(kind: str, root: str) -> Path:
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise DataError(f"{kind} root folder not found: {root}")
-    train = split == "train"
+    return folder
+
+
+def _training_part(kind: str, split: str, count: int) -> np.ndarray:
+    """Indices of the training file that form ``split``: ``val`` (every k-th) or ``train`` (the rest)."""
+    if split not in ("train", "val"):
+        raise DataError(f"split {split!r} is not defined for {kind} (train, val or test)")
+    held_out = np.arange(count) % VALIDATION_EVERY[kind] == 0
+    return np.flatnonzero(held_out if split == "val" else ~held_out)
+
+
+def _file_dataset(kind: str, root: str, split: str, images: np.ndarray, labels: np.ndarray,
+                  num_classes: int = 10) -> CertDataset:
+    """Check one split's arrays (images N x C x H x W bytes, labels N) and wrap them."""
+    if len(images) != len(labels):
+        raise DataError(f"cannot read {kind} data from {root}: {len(images)} images but {len(labels)} labels")
+    if len(labels) == 0:
+        raise DataError(f"cannot read {kind} data from {root}: the {split} files hold no images")
+    if labels.max() >= num_classes:
+        raise DataError(f"cannot read {kind} data from {root}: label {int(labels.max())} is not one of the "
+                        f"{num_classes} classes")
+    writable = np.require(images, np.uint8, ["C", "W"])  # np.frombuffer arrays are read-only
+    source = ImageBytes(torch.from_numpy(writable), torch.from_numpy(labels.astype(np.int64)))
+    return CertDataset(f"{kind}:{root}", num_classes, tuple(int(s) for s in images.shape[1:]), source)
+
+
+# --------------------------------------------------------------------------- MNIST / Fashion-MNIST (IDX)
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_FOLDERS = {"mnist": ("", "MNIST/raw", "raw"), "fashion-mnist": ("", "FashionMNIST/raw", "raw")}
+
+
+def find_idx_file(folder: Path, subfolders: Sequence[str], stem: str) -> Path | None:
+    """``stem`` or ``stem.gz`` (also spelt ``train-images.idx3-ubyte``) in the first subfolder holding it."""
+    names = [stem, stem.replace("-idx", ".idx")]
+    for sub in subfolders:
+        for name in names:
+            for candidate in (folder / sub / name, folder / sub / f"{name}.gz"):
+                if candidate.is_file():
+                    return candidate
+    return None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (LeCun's MNIST format; gzipped or not) as a uint8 array.
+
+    Header: two zero bytes, the type code 0x08 (unsigned byte), the number of dimensions d, then
+    d big-endian 32-bit sizes; the data follow, row-major.
+    """
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read IDX file {path}: {exc}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"cannot read IDX file {path}: it does not start with an IDX header")
+    if raw[2] != 0x08:
+        raise DataError(f"cannot read IDX file {path}: type code 0x{raw[2]:02x}, expected 0x08 (unsigned bytes)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"cannot read IDX file {path}: truncated header")
+    shape = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    if len(raw) - header != int(np.prod(shape)):
+        raise DataError(f"cannot read IDX file {path}: the header announces {shape} = {int(np.prod(shape))} bytes, "
+                        f"the file holds {len(raw) - header}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _idx(kind: str, root: str, split: str) -> CertDataset:
+    folder = _root_folder(kind, root)
+    part = "test" if split == "test" else "train"
+    paths = [find_idx_file(folder, IDX_FOLDERS[kind], stem) for stem in IDX_FILES[part]]
+    missing = [stem for stem, path in zip(IDX_FILES[part], paths) if path is None]
+    if missing:
+        places = ", ".join(f"ROOT/{sub}" if sub else "ROOT" for sub in IDX_FOLDERS[kind])
+        raise DataError(f"cannot read {kind} data from {root}: no {missing[0]} (or .gz) in {places}")
+    images, labels = (read_idx(path) for path in paths)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"cannot read {kind} data from {root}: expected images (N, H, W) and labels (N,), "
+                        f"got {images.shape} and {labels.shape}")
+    images = images[:, None, :, :]
+    if part == "train":
+        keep = _training_part(kind, split, len(labels))
+        images, labels = images[keep], labels[keep]
+    return _file_dataset(kind, root, split, images, labels)
+
+
+# --------------------------------------------------------------------------- CIFAR-10 binary layout
+CIFAR_BINARY_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR_BINARY_TEST = ("test_batch.bin",)
+CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then the red, green and blue 32x32 planes
+
+
+def cifar_binary_folder(folder: Path) -> Path | None:
+    """The folder holding CIFAR-10's binary batches: ROOT/cifar-10-batches-bin or ROOT itself."""
+    for candidate in (folder / "cifar-10-batches-bin", folder):
+        if (candidate / CIFAR_BINARY_TEST[0]).is_file() or (candidate / CIFAR_BINARY_TRAIN[0]).is_file():
+            return candidate
+    return None
+
+
+def read_cifar_binary(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 binary batch: images (N, 3, 32, 32) uint8 and labels (N,)."""
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"cannot read CIFAR-10 batch {path}: {exc}") from None
+    if raw.size == 0 or raw.size % CIFAR_RECORD:
+        raise DataError(f"cannot read CIFAR-10 batch {path}: {raw.size} bytes is not a whole number of "
+                        f"{CIFAR_RECORD}-byte records")
+    records = raw.reshape(-1, CIFAR_RECORD)
+    return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].copy()
+
+
+def _cifar_binary(folder: Path, root: str, split: str) -> CertDataset:
+    names = CIFAR_BINARY_TEST if split == "test" else CIFAR_BINARY_TRAIN
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        raise DataError(f"cannot read cifar10 data from {root}: {missing[0]} is missing in {folder}")
+    parts = [read_cifar_binary(folder / name) for name in names]
+    images, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    if split != "test":
+        keep = _training_part("cifar10", split, len(labels))
+        images, labels = images[keep], labels[keep]
+    return _file_dataset("cifar10", root, split, images, labels)
+
+
+def _cifar10(root: str, split: str) -> CertDataset:
+    """The binary layout if it is there (read here, no pickle), else torchvision's python layout."""
+    binary = cifar_binary_folder(_root_folder("cifar10", root))
+    return _torchvision("cifar10", root, split) if binary is None else _cifar_binary(binary, root, split)
+
+
+def _torchvision(kind: str, root: str, split: str) -> CertDataset:
+    from torchvision import datasets, transforms
+
+    folder = _root_folder(kind, root)
+    train = split in ("train", "val")
     try:
         if kind == "cifar10":
+            if split == "all":
+                raise DataError("split 'all' is not defined for cifar10 (train, val or test)")
             data = datasets.CIFAR10(str(folder), train=train, download=False, transform=transforms.ToTensor())
+            if train:
+                data = torch.utils.data.Subset(data, _training_part(kind, split, len(data)).tolist())
             return CertDataset(f"cifar10:{root}", 10, (3, 32, 32), data)
-        if kind == "mnist":
-            data = datasets.MNIST(str(folder), train=train, download=False, transform=transforms.ToTensor())
-            return CertDataset(f"mnist:{root}", 10, (1, 28, 28), data)
         subfolder = folder / split if (folder / split).is_dir() else folder
-        if train:
+        if split == "train":
             transform = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
                                             transforms.ToTensor()])
         else:
@@ -151,10 +338,16 @@ def _load(spec: str, split: str) -> CertDataset:
     scheme, sep, location = spec.partition(":")
     if not sep or not location:
         raise DataError(
-            f"unknown dataset {spec!r}: use digits, cifar10:ROOT, mnist:ROOT, imagefolder:ROOT or npz:PATH"
+            f"unknown dataset {spec!r}: use digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT "
+            "or npz:PATH"
         )
     if scheme == "npz":
         return _npz(location)
-    if scheme in ("cifar10", "mnist", "imagefolder"):
+    if scheme in IDX_FOLDERS:
+        return _idx(scheme, location, split)
+    if scheme == "cifar10":
+        return _cifar10(location, split)
+    if scheme == "imagefolder":
         return _torchvision(scheme, location, split)
-    raise DataError(f"unknown dataset scheme {scheme!r}: use digits, cifar10, mnist, imagefolder or npz")
+    raise DataError(f"unknown dataset scheme {scheme!r}: use digits, mnist, fashion-mnist, cifar10, imagefolder "
+                    "or npz")

@@ -32,9 +32,11 @@ from ..engine import as_device
 from ..errors import CheckpointError
 from .cifar_resnet import CifarResNet
 from .digits import DigitsCNN
+from .mnist import MnistCNN
 from .provenance import record_provenance
 from .normalize import (
-    CIFAR10_MEAN, CIFAR10_STD, DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD, NormalizeLayer,
+    CIFAR10_MEAN, CIFAR10_STD, DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD,
+    NormalizeLayer,
 )
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -65,10 +67,21 @@ ARCHITECTURES: dict[str, Architecture] = {
     # dual smoothing branch models on half digits (checkerboard / columns: 1x8x4, rows: 1x4x8)
     "digits_sub_8x4": Architecture(lambda k: DigitsCNN(k, 8, 4), DIGITS_MEAN, DIGITS_STD, 10, (1, 8, 4)),
     "digits_sub_4x8": Architecture(lambda k: DigitsCNN(k, 4, 8), DIGITS_MEAN, DIGITS_STD, 10, (1, 4, 8)),
+    # 28x28 grey (MNIST, Fashion-MNIST) and its dual branch models on half images
+    "mnist_cnn": Architecture(MnistCNN, MNIST_MEAN, MNIST_STD, 10, (1, 28, 28)),
+    "mnist_sub_28x14": Architecture(lambda k: MnistCNN(k, 28, 14), MNIST_MEAN, MNIST_STD, 10, (1, 28, 14)),
+    "mnist_sub_14x28": Architecture(lambda k: MnistCNN(k, 14, 28), MNIST_MEAN, MNIST_STD, 10, (1, 14, 28)),
     # randomized ablation (Levine and Feizi 2020): ablated digits, channels (x, 1 - x) and zeros where absent;
     # no normalisation, so that an ablated pixel stays exactly zero
     "digits_cnn_ablation": Architecture(lambda k: DigitsCNN(k, in_channels=2), (0.0, 0.0), (1.0, 1.0), 10,
                                         (2, 8, 8)),
+}
+
+#: The architecture ``robustcert train`` builds when none is given, by input shape (C, H, W).
+DEFAULT_ARCHITECTURES: dict[tuple[int, ...], str] = {
+    (1, 8, 8): "digits_cnn", (1, 8, 4): "digits_sub_8x4", (1, 4, 8): "digits_sub_4x8",
+    (1, 28, 28): "mnist_cnn", (1, 28, 14): "mnist_sub_28x14", (1, 14, 28): "mnist_sub_14x28",
+    (3, 32, 32): "cifar_resnet110", (3, 224, 224): "resnet50",
 }
 
 
@@ -77,6 +90,15 @@ def architecture(arch: str) -> Architecture:
     if arch not in ARCHITECTURES:
         raise CheckpointError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[arch]
+
+
+def default_architecture(input_shape) -> str:
+    """The registered architecture for inputs of ``input_shape`` (:data:`DEFAULT_ARCHITECTURES`)."""
+    shape = tuple(int(s) for s in input_shape)
+    if shape not in DEFAULT_ARCHITECTURES:
+        known = ", ".join(f"{'x'.join(map(str, k))}: {v}" for k, v in DEFAULT_ARCHITECTURES.items())
+        raise CheckpointError(f"no default architecture for inputs of shape {shape}; give one ({known})")
+    return DEFAULT_ARCHITECTURES[shape]
 
 
 def build_model(arch: str, num_classes: int | None = None) -> nn.Sequential:

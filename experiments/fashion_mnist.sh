@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The Fashion-MNIST benchmark of results/fashion-mnist/: base models trained by `robustcert train`,
+# certified by `robustcert certify` on 500 test images (every 20th), n0 = 100, n = 100000, alpha = 0.001.
+#
+#   bash experiments/fashion_mnist.sh                 # every job below, one after another
+#   bash experiments/fashion_mnist.sh train-gaussian-0.50 cohen-gaussian-0.50   # some jobs
+#   bash experiments/fashion_mnist.sh table           # rebuild the tables from the TSVs
+#
+# DATA: the folder with the four IDX files (Debian: apt install dataset-fashion-mnist).
+# Each job is single-threaded; two lanes can run side by side (the results README says which did).
+set -euo pipefail
+DATA=${DATA:-/usr/share/datasets/fashion-mnist}
+OUT=${OUT:-results/fashion-mnist}
+MODELS=$OUT/models                      # checkpoints (not committed; their .json sidecars are)
+mkdir -p "$MODELS"
+TRAIN=(--data "fashion-mnist:$DATA" --epochs 30 --lr 0.1 --seed 0 --threads 1 --device cpu)
+CERT=(--data "fashion-mnist:$DATA" --skip 20 --n0 100 --n 100000 --alpha 0.001 --batch 1000 --seed 0
+      --threads 1 --device cpu --quiet)
+
+job() {
+  case "$1" in
+    # Gaussian augmentation (Cohen et al. 2019): one noisy copy per image, 256 images per step
+    train-gaussian-0.25)    robustcert train "${TRAIN[@]}" --sigma 0.25 --batch 256 --out "$MODELS/gaussian-0.25.pt" ;;
+    train-gaussian-0.50)    robustcert train "${TRAIN[@]}" --sigma 0.5 --batch 256 --out "$MODELS/gaussian-0.50.pt" ;;
+    # consistency regularization (Jeong and Shin 2020), their MNIST setting: M = 2, lambda = 20, eta = 0.5;
+    # 128 images x 2 copies per step (their loader batch of 256 split into M chunks)
+    train-consistency-0.25) robustcert train "${TRAIN[@]}" --sigma 0.25 --batch 128 --consistency 20 --out "$MODELS/consistency-0.25.pt" ;;
+    train-consistency-0.50) robustcert train "${TRAIN[@]}" --sigma 0.5 --batch 128 --consistency 20 --out "$MODELS/consistency-0.50.pt" ;;
+    # control: the consistency run's steps and noisy copies without the regularizer
+    train-gaussian2-0.50)   robustcert train "${TRAIN[@]}" --sigma 0.5 --batch 128 --noise-copies 2 --out "$MODELS/gaussian2-0.50.pt" ;;
+    # dual smoothing branch models (Xia et al. 2024): checkerboard sub-images 1x28x14, Gaussian augmentation
+    train-dual-a-0.50)      robustcert train "${TRAIN[@]}" --sigma 0.5 --batch 256 --split checkerboard --branch a --out "$MODELS/dual-a-0.50.pt" ;;
+    train-dual-b-0.50)      robustcert train "${TRAIN[@]}" --sigma 0.5 --batch 256 --split checkerboard --branch b --out "$MODELS/dual-b-0.50.pt" ;;
+
+    cohen-gaussian-0.25)    robustcert certify --model "$MODELS/gaussian-0.25.pt" --sigma 0.25 "${CERT[@]}" --out "$OUT/cohen-gaussian-0.25.tsv" ;;
+    cohen-gaussian-0.50)    robustcert certify --model "$MODELS/gaussian-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/cohen-gaussian-0.50.tsv" ;;
+    cohen-consistency-0.25) robustcert certify --model "$MODELS/consistency-0.25.pt" --sigma 0.25 "${CERT[@]}" --out "$OUT/cohen-consistency-0.25.tsv" ;;
+    cohen-consistency-0.50) robustcert certify --model "$MODELS/consistency-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/cohen-consistency-0.50.tsv" ;;
+    cohen-gaussian2-0.50)   robustcert certify --model "$MODELS/gaussian2-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/cohen-gaussian2-0.50.tsv" ;;
+    # sequential certification: stop when more samples (up to n = 100000) cannot add more than 0.05 to the radius
+    sequential-gaussian-0.50)    robustcert certify --model "$MODELS/gaussian-0.50.pt" --sigma 0.5 "${CERT[@]}" --sequential --tolerance 0.05 --out "$OUT/sequential-gaussian-0.50.tsv" ;;
+    sequential-consistency-0.50) robustcert certify --model "$MODELS/consistency-0.50.pt" --sigma 0.5 "${CERT[@]}" --sequential --tolerance 0.05 --out "$OUT/sequential-consistency-0.50.tsv" ;;
+    # Lipschitz-variance-margin smoothing (Delattre et al. 2024), default grid, choice on the n0 samples
+    lvm-gaussian-0.50)      robustcert certify --method lvm --model "$MODELS/gaussian-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/lvm-gaussian-0.50.tsv" ;;
+    dual-0.50)              robustcert certify --method dual --model "$MODELS/dual-a-0.50.pt" --model2 "$MODELS/dual-b-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/dual-0.50.tsv" ;;
+
+    table)
+      robustcert table "$OUT"/cohen-gaussian-0.25.tsv "$OUT"/cohen-consistency-0.25.tsv --radii 0:1:0.25 \
+        --labels "gaussian,consistency" --out "$OUT/table-0.25.md"
+      robustcert table "$OUT"/cohen-gaussian-0.50.tsv "$OUT"/cohen-gaussian2-0.50.tsv "$OUT"/cohen-consistency-0.50.tsv \
+        "$OUT"/sequential-gaussian-0.50.tsv "$OUT"/sequential-consistency-0.50.tsv "$OUT"/lvm-gaussian-0.50.tsv \
+        "$OUT"/dual-0.50.tsv --radii 0:2:0.25 \
+        --labels "cohen gaussian,cohen gaussian M=2,cohen consistency,sequential gaussian,sequential consistency,lvm gaussian,dual gaussian" \
+        --out "$OUT/table-0.50.md" ;;
+    *) echo "unknown job $1" >&2; exit 2 ;;
+  esac
+}
+
+if [ "${1:-}" = "--one" ]; then job "$2"; exit; fi
+ALL=(train-gaussian-0.25 train-gaussian-0.50 train-consistency-0.25 train-consistency-0.50 train-gaussian2-0.50
+     train-dual-a-0.50 train-dual-b-0.50 cohen-gaussian-0.25 cohen-gaussian-0.50 cohen-consistency-0.25
+     cohen-consistency-0.50 cohen-gaussian2-0.50 sequential-gaussian-0.50 sequential-consistency-0.50
+     lvm-gaussian-0.50 dual-0.50 table)
+for name in "${@:-${ALL[@]}}"; do
+  echo "== $name ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"
+  # process CPU time next to wall time: the machine is shared, so wall time alone says little
+  /usr/bin/time -f "$name: %U s user, %S s system, %e s wall" -a -o "$OUT/times.txt" bash "$0" --one "$name"
+done

@@ -1,0 +1,113 @@
+"""Summaries for results/fashion-mnist/ from the files that experiments/fashion_mnist.sh wrote.
+
+    python experiments/fashion_mnist_report.py            # writes training.md and runs.md
+
+training.md: one row per trained model (from each checkpoint's JSON sidecar, which is copied into
+results/fashion-mnist/training/ so that it is kept when the checkpoints are not): recipe, final
+validation accuracy (clean and under the training noise), mean time per epoch (training pass,
+wall and process CPU). runs.md: one row per certify run: images, samples per image (sequential
+runs stop early), certified accuracy at r = 0 and ACR, and the process CPU and wall time from
+times.txt (/usr/bin/time); then paired comparisons on the same images: the mean difference of the
+per-image certified radius (radius if correct, else 0; its mean is the ACR) with a 95% normal
+interval (1.96 standard errors of the paired differences), and how many images gain or lose.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from robustcert.results import read_results
+
+
+def training_table(out_dir: Path) -> str:
+    keep = out_dir / "training"
+    keep.mkdir(exist_ok=True)
+    for sidecar in sorted((out_dir / "models").glob("*.pt.json")):
+        shutil.copyfile(sidecar, keep / sidecar.name)
+    lines = ["| model | loss | M | images/step | epochs | val clean acc | val noisy acc | s/epoch (wall) "
+             "| s/epoch (CPU) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for sidecar in sorted(keep.glob("*.pt.json")):
+        record = json.loads(sidecar.read_text())
+        p, epochs = record["parameters"], record["epochs"]
+        loss = "gaussian" if p["loss"] == "gaussian" else f"consistency (lambda {p['consistency_lambda']:g}, " \
+                                                            f"eta {p['consistency_eta']:g})"
+        if p.get("dual_split"):
+            loss += f", {p['dual_split']} branch {p['dual_branch']}"
+        last = epochs[-1]
+        wall = sum(e["seconds"] for e in epochs) / len(epochs)
+        cpu = sum(e["cpu_seconds"] for e in epochs) / len(epochs)
+        lines.append(f"| {sidecar.name[:-len('.pt.json')]} (sigma {p['sigma']:g}, {p['arch']}) | {loss} | "
+                     f"{p['noise_copies']} | {p['batch']} | {len(epochs)} | {last['val_clean_accuracy']:.4f} | "
+                     f"{last['val_noisy_accuracy']:.4f} | {wall:.1f} | {cpu:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def cpu_times(out_dir: Path) -> dict[str, tuple[float, float]]:
+    """job -> (user + system CPU seconds, wall seconds), the last entry per job in times.txt."""
+    times = {}
+    path = out_dir / "times.txt"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            match = re.match(r"(\S+): ([\d.]+) s user, ([\d.]+) s system, ([\d.]+) s wall", line)
+            if match:
+                times[match[1]] = (float(match[2]) + float(match[3]), float(match[4]))
+    return times
+
+
+def runs_table(out_dir: Path) -> str:
+    times = cpu_times(out_dir)
+    lines = ["| run | method | images | n | samples per image (mean) | certified acc r=0 | ACR | CPU s | wall s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for tsv in sorted(out_dir.glob("*.tsv")):
+        record = json.loads(Path(f"{tsv}.json").read_text())
+        frame = read_results(tsv)
+        used = record["runs"][-1].get("samples_used", {})
+        cpu, wall = times.get(tsv.stem, (float("nan"), float("nan")))
+        acr = float((frame["radius"] * frame["correct"]).mean())
+        method = record["method"] + (" sequential" if record["parameters"].get("sequential") else "")
+        lines.append(f"| {tsv.stem} | {method} | {len(frame)} | {record['parameters']['n']} | "
+                     f"{used.get('mean_per_input', float('nan')):.0f} | {frame['correct'].mean():.3f} | {acr:.3f} | "
+                     f"{cpu:.0f} | {wall:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+PAIRS = [("cohen-consistency-0.25", "cohen-gaussian-0.25"), ("cohen-consistency-0.50", "cohen-gaussian-0.50"),
+         ("cohen-consistency-0.50", "cohen-gaussian2-0.50"), ("cohen-gaussian2-0.50", "cohen-gaussian-0.50"),
+         ("sequential-gaussian-0.50", "cohen-gaussian-0.50"), ("sequential-consistency-0.50", "cohen-consistency-0.50"),
+         ("lvm-gaussian-0.50", "cohen-gaussian-0.50"), ("dual-0.50", "cohen-gaussian-0.50")]
+
+
+def paired_table(out_dir: Path) -> str:
+    lines = ["| run A | run B | images | ACR A - ACR B (95% interval) | A larger | B larger |",
+             "|---|---|---:|---|---:|---:|"]
+    for first, second in PAIRS:
+        paths = [out_dir / f"{name}.tsv" for name in (first, second)]
+        if not all(p.is_file() for p in paths):
+            continue
+        a, b = (read_results(p) for p in paths)
+        both = a.merge(b, on="idx", suffixes=("_a", "_b"))
+        delta = both["radius_a"] * both["correct_a"] - both["radius_b"] * both["correct_b"]
+        half = 1.96 * delta.std(ddof=1) / len(delta) ** 0.5
+        lines.append(f"| {first} | {second} | {len(both)} | {delta.mean():+.3f} ({delta.mean() - half:+.3f}, "
+                     f"{delta.mean() + half:+.3f}) | {(delta > 0).sum()} | {(delta < 0).sum()} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", type=Path, default=Path("results/fashion-mnist"))
+    args = parser.parse_args()
+    (args.out_dir / "training.md").write_text(training_table(args.out_dir))
+    (args.out_dir / "runs.md").write_text(runs_table(args.out_dir) + "\n" + paired_table(args.out_dir))
+    print((args.out_dir / "training.md").read_text())
+    print((args.out_dir / "runs.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
