@@ -44,6 +44,10 @@ job() {
     lvm-gaussian-0.50)      robustcert certify --method lvm --model "$MODELS/gaussian-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/lvm-gaussian-0.50.tsv" ;;
     dual-0.50)              robustcert certify --method dual --model "$MODELS/dual-a-0.50.pt" --model2 "$MODELS/dual-b-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/dual-0.50.tsv" ;;
 
+    # diffusion denoise-then-classify: its measured CPU cost instead of a run (results/fashion-mnist/diffusion_cost.md)
+    diffusion-cost)         python experiments/fashion_mnist_ddpm_cost.py --out "$OUT/diffusion_cost.md" ;;
+    report)                 python experiments/fashion_mnist_report.py --out-dir "$OUT" ;;
+
     table)
       robustcert table "$OUT"/cohen-gaussian-0.25.tsv "$OUT"/cohen-consistency-0.25.tsv --radii 0:1:0.25 \
         --labels "gaussian,consistency" --out "$OUT/table-0.25.md"
@@ -51,7 +55,10 @@ job() {
         "$OUT"/sequential-gaussian-0.50.tsv "$OUT"/sequential-consistency-0.50.tsv "$OUT"/lvm-gaussian-0.50.tsv \
         "$OUT"/dual-0.50.tsv --radii 0:2:0.25 \
         --labels "cohen gaussian,cohen gaussian M=2,cohen consistency,sequential gaussian,sequential consistency,lvm gaussian,dual gaussian" \
-        --out "$OUT/table-0.50.md" ;;
+        --out "$OUT/table-0.50.md"
+      robustcert plot "$OUT"/cohen-gaussian-0.50.tsv "$OUT"/cohen-consistency-0.50.tsv "$OUT"/lvm-gaussian-0.50.tsv \
+        "$OUT"/dual-0.50.tsv --labels "cohen gaussian,cohen consistency,lvm gaussian,dual gaussian" \
+        --title "Fashion-MNIST, sigma 0.5, 500 test images" --out "$OUT/curves-0.50.png" ;;
     *) echo "unknown job $1" >&2; exit 2 ;;
   esac
 }
@@ -60,7 +67,7 @@ if [ "${1:-}" = "--one" ]; then job "$2"; exit; fi
 ALL=(train-gaussian-0.25 train-gaussian-0.50 train-consistency-0.25 train-consistency-0.50 train-gaussian2-0.50
      train-dual-a-0.50 train-dual-b-0.50 cohen-gaussian-0.25 cohen-gaussian-0.50 cohen-consistency-0.25
      cohen-consistency-0.50 cohen-gaussian2-0.50 sequential-gaussian-0.50 sequential-consistency-0.50
-     lvm-gaussian-0.50 dual-0.50 table)
+     lvm-gaussian-0.50 dual-0.50 diffusion-cost table report)
 for name in "${@:-${ALL[@]}}"; do
   echo "== $name ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"
   # process CPU time next to wall time: the machine is shared, so wall time alone says little
