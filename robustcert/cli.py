@@ -399,7 +399,9 @@ METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "d
 @option("--noise-copies", type=int, default=None,
         help="Noisy copies M of each image per step [default: 2 with --consistency, else 1].", section=TRAINING)
 @option("--split", "--dual-split", "split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]),
-        help="Train a dual smoothing branch model on the sub-images of this pixel split (needs --branch).", section=MODEL_AND_DATA)
+        help="Train a dual smoothing branch model on the sub-images of this pixel split (needs --branch; the "
+             "same as certify's --dual-split; training always reads the train split of --data).",
+        section=MODEL_AND_DATA)
 @option("--branch", default=None, type=click.Choice(["a", "b"]), help="--split: which sub-image.", section=MODEL_AND_DATA)
 @option("--augment", default="auto", show_default=True, type=click.Choice(["auto", "none", "crop-flip"]),
         help="Clean-image augmentation before the noise (auto: crop-flip for 32x32 colour, else none).", section=TRAINING)
