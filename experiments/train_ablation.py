@@ -1,8 +1,10 @@
 """Train base models for the other threat models: randomized ablation (l0) and noise-matched l1 models.
 
-`robustcert train` (the training command) had not landed when randomized ablation did, so this
-script trains the base models of issue 16 with the engine's own samplers, so that training sees
-exactly the inputs certification feeds the model:
+This script made the bundled `digits-ablation-k16` model and the models of results/threat-models
+before `robustcert train` existed; it is kept to reproduce them exactly. For new models use
+`robustcert train --keep K` (ablation) or `robustcert train --noise laplace|uniform --sigma S`,
+which feed the model the same inputs. Like those, it trains with the engine's own samplers, so that
+training sees exactly the inputs certification feeds the model:
 
 * ``--ablation K``: inputs ablated by :func:`robustcert.engine.ablate` (Levine and Feizi 2020: keep K
   pixels, (x, 1 - x) where kept, zeros where absent; one fresh kept set per copy and step);

@@ -374,10 +374,14 @@ METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "d
 @option("--data", "data_spec", default="digits", show_default=True,
         help="Training data: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or "
              "npz:PATH (its train split; per-epoch accuracy on its val split).", section=MODEL_AND_DATA)
-@option("--sigma", type=float, required=True, help="Noise level to train at (pixel units, [0,1] space).", section=TRAINING)
-@option("--noise", type=click.Choice(["gaussian", "laplace", "uniform"]), default="gaussian", show_default=True,
+@option("--sigma", type=float, default=None,
+        help="Noise level to train at (pixel units, [0,1] space). Required, except with --keep.", section=TRAINING)
+@option("--noise", type=click.Choice(["gaussian", "laplace", "uniform"]), default=None,
         help="The noise to train with: the one certify --noise will certify with (--sigma is its per-coordinate "
-             "standard deviation).", section=TRAINING)
+             "standard deviation) [default: gaussian].", section=TRAINING)
+@option("--keep", type=click.IntRange(min=1), default=None,
+        help="Randomized ablation (Levine and Feizi 2020) instead of noise: keep this many random pixels of each "
+             "copy, as certify --method ablation --keep K does (no --sigma).", section=TRAINING)
 @option("--arch", default=None,
         help="Architecture [default: from the input shape: mnist_cnn for 28x28 grey, cifar_resnet110 for "
              "32x32 colour, resnet50 for 224x224, digits_cnn for the digits].", section=MODEL_AND_DATA)
@@ -413,7 +417,7 @@ METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "d
         help="Checkpoint to write (reference format; a JSON sidecar FILE.json is written beside it).", section=OUTPUT)
 @option("--resume", is_flag=True, help="Continue an interrupted run from its last finished epoch.", section=OUTPUT)
 @option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.", section=OUTPUT)
-def train(data_spec, sigma, noise, arch, epochs, batch_size, lr, momentum, weight_decay, lr_step, seed, consistency, eta,
+def train(data_spec, sigma, noise, keep, arch, epochs, batch_size, lr, momentum, weight_decay, lr_step, seed, consistency, eta,
           noise_copies, split, branch, augment, device, threads, precision, out_path, resume, quiet):
     """Train a base classifier with Gaussian noise augmentation (Cohen et al. 2019) or consistency
     regularization (Jeong and Shin 2020), for certification at --sigma.
@@ -430,7 +434,7 @@ def train(data_spec, sigma, noise, arch, epochs, batch_size, lr, momentum, weigh
         weight_decay=weight_decay, lr_step=lr_step, seed=seed, consistency=consistency,
         eta=0.5 if eta is None else eta, noise_copies=noise_copies, split=split, branch=branch, augment=augment,
         device=device, threads=threads, precision=precision, resume=resume, progress=not quiet,
-        log=None if quiet else click.echo, command=invocation_command(), noise=noise)
+        log=None if quiet else click.echo, command=invocation_command(), noise=noise, keep=keep)
     click.echo(f"wrote {out_path} ({result.arch}, {len(result.history)} epochs) and {sidecar_path(out_path).name}")
 
 

@@ -394,3 +394,31 @@ def test_training_noise_by_name_is_the_certification_noise(one_thread):
     assert abs(float(drawn.std()) - 0.25) < 0.01  # sigma is the standard deviation, as in certify
     with pytest.raises(InvalidArgumentError, match="unknown noise"):
         train_model("digits", None, sigma=0.25, noise="cauchy", **FAST)
+
+
+def test_ablation_training_writes_a_model_that_certify_ablation_loads(tmp_path, one_thread):
+    """train --keep K (randomized ablation, Levine and Feizi 2020) trains on the encoding that
+    ``certify --method ablation --keep K`` feeds the model, with the ablation architecture."""
+    from robustcert import AblationSmooth, load_dataset, load_model
+
+    out = tmp_path / "ablation.pt"
+    result = train_model("digits", out, sigma=None, keep=40, **{**FAST, "epochs": 6, "lr": 0.1, "lr_step": 6})
+    assert result.arch == "digits_cnn_ablation" and result.parameters["noise"] == "ablation"
+    assert result.parameters["keep"] == 40 and result.parameters["sigma"] is None
+    assert result.history["val_clean_accuracy"].isna().all()  # the model takes ablated inputs only
+    assert result.history["val_noisy_accuracy"].iloc[-1] > 0.6  # 40 of 64 pixels: the digits stay readable
+    smoothed = AblationSmooth(load_model(str(out)), 10, keep=40)
+    xs, labels = load_dataset("digits").batch(range(20))
+    certs = smoothed.certify_batch(xs, n0=50, n=500, alpha=0.01, batch_size=500, seed=0)
+    assert sum(c.prediction == int(y) for c, y in zip(certs, labels)) >= 12
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(sigma=0.25, keep=16), "adds no noise"),
+    (dict(sigma=None), "needs a noise level"),
+    (dict(sigma=None, keep=65), "more than the 64 pixels"),
+])
+def test_ablation_and_noise_arguments_are_checked(tmp_path, arguments, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        train_model("digits", tmp_path / "x.pt", **arguments, **FAST)
+    assert not (tmp_path / "x.pt").exists()

@@ -75,6 +75,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     # no normalisation, so that an ablated pixel stays exactly zero
     "digits_cnn_ablation": Architecture(lambda k: DigitsCNN(k, in_channels=2), (0.0, 0.0), (1.0, 1.0), 10,
                                         (2, 8, 8)),
+    "mnist_cnn_ablation": Architecture(lambda k: MnistCNN(k, in_channels=2), (0.0, 0.0), (1.0, 1.0), 10,
+                                       (2, 28, 28)),
 }
 
 #: The architecture ``robustcert train`` builds when none is given, by input shape (C, H, W).
@@ -82,6 +84,8 @@ DEFAULT_ARCHITECTURES: dict[tuple[int, ...], str] = {
     (1, 8, 8): "digits_cnn", (1, 8, 4): "digits_sub_8x4", (1, 4, 8): "digits_sub_4x8",
     (1, 28, 28): "mnist_cnn", (1, 28, 14): "mnist_sub_28x14", (1, 14, 28): "mnist_sub_14x28",
     (3, 32, 32): "cifar_resnet110", (3, 224, 224): "resnet50",
+    # randomized ablation's encoding (x, 1 - x) doubles the channels
+    (2, 8, 8): "digits_cnn_ablation", (2, 28, 28): "mnist_cnn_ablation",
 }
 
 

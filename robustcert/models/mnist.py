@@ -21,15 +21,16 @@ def _halved(size: int) -> int:
 class MnistCNN(nn.Module):
     """conv5x5/2(1->c1)-BN-ReLU - conv3x3/2(c1->c2)-BN-ReLU - fc(c2*h/4*w/4 -> hidden)-ReLU - fc(hidden->K).
 
-    With the defaults (c1, c2, hidden) = (8, 16, 64): 52k parameters for 1x28x28 inputs.
+    With the defaults (c1, c2, hidden) = (8, 16, 64): 52k parameters for 1x28x28 inputs
+    (``in_channels`` = 2 for ablated inputs, randomized ablation's encoding).
     """
 
     def __init__(self, num_classes: int = 10, height: int = 28, width: int = 28, channels: tuple[int, int] = (8, 16),
-                 hidden: int = 64):
+                 hidden: int = 64, in_channels: int = 1):
         super().__init__()
         first, second = channels
         self.features = nn.Sequential(
-            nn.Conv2d(1, first, 5, stride=2, padding=2), nn.BatchNorm2d(first), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, first, 5, stride=2, padding=2), nn.BatchNorm2d(first), nn.ReLU(inplace=True),
             nn.Conv2d(first, second, 3, stride=2, padding=1), nn.BatchNorm2d(second), nn.ReLU(inplace=True),
         )
         flat = second * _halved(_halved(height)) * _halved(_halved(width))

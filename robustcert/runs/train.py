@@ -48,7 +48,7 @@ import torch
 
 from ..augment import AUGMENTATIONS
 from ..data import CertDataset, load_dataset
-from ..engine import PRECISIONS, GaussianNoise, as_device, configure_cpu, derive_seed, input_generator
+from ..engine import PRECISIONS, AblationNoise, as_device, configure_cpu, derive_seed, input_generator
 from ..errors import CheckpointError, InvalidArgumentError, RunError, ShapeError, check_count, check_sigma
 from ..losses import consistency_loss, gaussian_augmentation_loss
 from ..methods.noises import noise_model
@@ -352,9 +352,9 @@ def _resolve(data, validation, *, sigma, arch, split, branch, augment, noise, de
         chosen, position = get_split(split), "ab".index(branch)
         input_shape = chosen.sub_shapes(input_shape)[position]
         view = lambda x: chosen.split(x)[position]  # noqa: E731
-    if noise is None:
-        noise = GaussianNoise(sigma)
-    arch = arch or default_architecture(input_shape)
+    if hasattr(noise, "laid_out"):  # a noise that must know where each value sits (ablation)
+        noise = noise.laid_out(input_shape, False)
+    arch = arch or default_architecture(noise.sample_shape(input_shape))
     if arch not in ARCHITECTURES:
         raise CheckpointError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
     model_shape = tuple(noise.sample_shape(input_shape))
@@ -364,6 +364,8 @@ def _resolve(data, validation, *, sigma, arch, split, branch, augment, noise, de
     if augment == "auto":
         augment = "crop-flip" if input_shape == (3, 32, 32) else "none"
     parameters = recipe_parameters(**{**parameters_in, "arch": arch, "augment": augment, "noise_name": noise.name})
+    if isinstance(noise, AblationNoise):
+        parameters["keep"] = noise.keep
     return _Setup(train, validation, view, AUGMENTATIONS[augment], noise, model_shape, parameters, device)
 
 
@@ -374,7 +376,7 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
                 split: str | None = None, branch: str | None = None, augment: str = "auto", validation="auto",
                 device="auto", threads: int | None = None, precision: str = "fp32", resume: bool = False,
                 progress: bool = True, log: Callable[[str], None] | None = None, command: str | None = None,
-                noise=None) -> TrainingResult:
+                noise=None, keep: int | None = None) -> TrainingResult:
     """Train a base classifier on noisy inputs (see the module docstring).
 
     Args:
@@ -403,6 +405,11 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
         noise: the noise to train with: a name of :data:`robustcert.methods.noises.NOISES`
             ("gaussian", "laplace", "uniform": the per-coordinate standard deviation is ``sigma``,
             as for ``certify --noise``) or an engine noise object; None: N(0, sigma^2 I).
+        keep: randomized ablation (Levine and Feizi 2020) instead of noise: every copy keeps
+            ``keep`` random pixels, encoded as ``certify --method ablation --keep K`` feeds the
+            model (:class:`robustcert.engine.AblationNoise`: (C, H, W) -> (2C, H, W)); no sigma. The
+            default architecture then follows the ablated shape (``digits_cnn_ablation``,
+            ``mnist_cnn_ablation``).
 
     Returns:
         A :class:`TrainingResult` (model in eval mode, history as a DataFrame).
@@ -410,7 +417,13 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
     out = None if out is None else Path(out)
     if resume and out is None:
         raise InvalidArgumentError("resume needs the checkpoint to continue (out)")
-    if noise is None or isinstance(noise, str):
+    if keep is not None:
+        if sigma is not None or noise is not None:
+            raise InvalidArgumentError("randomized ablation (keep, --keep) adds no noise: give it without sigma or noise (--sigma, --noise)")
+        noise = AblationNoise(keep)
+    elif sigma is None and (noise is None or isinstance(noise, str)):
+        raise InvalidArgumentError("training needs a noise level (sigma, --sigma) or, for randomized ablation, keep (--keep)")
+    elif noise is None or isinstance(noise, str):
         noise = noise_model(noise or "gaussian").sampler(check_sigma(sigma))
     parameters_in = dict(sigma=sigma, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, seed=seed,
