@@ -40,6 +40,11 @@ job() {
     # sequential certification: stop when more samples (up to n = 100000) cannot add more than 0.05 to the radius
     sequential-gaussian-0.50)    robustcert certify --model "$MODELS/gaussian-0.50.pt" --sigma 0.5 "${CERT[@]}" --sequential --tolerance 0.05 --out "$OUT/sequential-gaussian-0.50.tsv" ;;
     sequential-consistency-0.50) robustcert certify --model "$MODELS/consistency-0.50.pt" --sigma 0.5 "${CERT[@]}" --sequential --tolerance 0.05 --out "$OUT/sequential-consistency-0.50.tsv" ;;
+    # sequential certification, target-radius mode: stop once "radius >= r" is decided (certified or not certifiable)
+    target-gaussian-0.50-r0.5)     robustcert certify --model "$MODELS/gaussian-0.50.pt" --sigma 0.5 "${CERT[@]}" --sequential --target-radius 0.5 --out "$OUT/target-gaussian-0.50-r0.5.tsv" ;;
+    target-gaussian-0.50-r1.0)     robustcert certify --model "$MODELS/gaussian-0.50.pt" --sigma 0.5 "${CERT[@]}" --sequential --target-radius 1.0 --out "$OUT/target-gaussian-0.50-r1.0.tsv" ;;
+    target-consistency-0.50-r0.5)  robustcert certify --model "$MODELS/consistency-0.50.pt" --sigma 0.5 "${CERT[@]}" --sequential --target-radius 0.5 --out "$OUT/target-consistency-0.50-r0.5.tsv" ;;
+    target-consistency-0.50-r1.0)  robustcert certify --model "$MODELS/consistency-0.50.pt" --sigma 0.5 "${CERT[@]}" --sequential --target-radius 1.0 --out "$OUT/target-consistency-0.50-r1.0.tsv" ;;
     # Lipschitz-variance-margin smoothing (Delattre et al. 2024), default grid, choice on the n0 samples
     lvm-gaussian-0.50)      robustcert certify --method lvm --model "$MODELS/gaussian-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/lvm-gaussian-0.50.tsv" ;;
     dual-0.50)              robustcert certify --method dual --model "$MODELS/dual-a-0.50.pt" --model2 "$MODELS/dual-b-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/dual-0.50.tsv" ;;
@@ -67,6 +72,7 @@ if [ "${1:-}" = "--one" ]; then job "$2"; exit; fi
 ALL=(train-gaussian-0.25 train-gaussian-0.50 train-consistency-0.25 train-consistency-0.50 train-gaussian2-0.50
      train-dual-a-0.50 train-dual-b-0.50 cohen-gaussian-0.25 cohen-gaussian-0.50 cohen-consistency-0.25
      cohen-consistency-0.50 cohen-gaussian2-0.50 sequential-gaussian-0.50 sequential-consistency-0.50
+     target-gaussian-0.50-r0.5 target-gaussian-0.50-r1.0 target-consistency-0.50-r0.5 target-consistency-0.50-r1.0
      lvm-gaussian-0.50 dual-0.50 diffusion-cost table report)
 for name in "${@:-${ALL[@]}}"; do
   echo "== $name ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -9,7 +9,9 @@ wall and process CPU). runs.md: one row per certify run: images, samples per ima
 runs stop early), certified accuracy at r = 0 and ACR, and the process CPU time from times.txt
 (/usr/bin/time) and the wall time from the sidecars; then paired comparisons on the same images: the mean difference of the
 per-image certified radius (radius if correct, else 0; its mean is the ACR) with a 95% normal
-interval (1.96 standard errors of the paired differences), and how many images gain or lose.
+interval (1.96 standard errors of the paired differences), and how many images gain or lose; then
+the sequential target-radius runs against the fixed-n run of the same model (certified accuracy at
+r, mean samples, CPU time).
 """
 from __future__ import annotations
 
@@ -112,12 +114,39 @@ def paired_table(out_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def target_table(out_dir: Path) -> str:
+    """Sequential target-radius runs against the fixed-n run of the same model on the same images:
+    certified accuracy at r (correct and radius >= r), images certified by only one of them, mean
+    samples per image, CPU time."""
+    times = cpu_times(out_dir)
+    lines = ["| run | r | certified acc., fixed n | certified acc., sequential | only fixed / only sequential "
+             "| mean samples, fixed / sequential | fewer samples | CPU s, fixed / sequential |",
+             "|---|---:|---:|---:|---|---|---:|---|"]
+    for tsv in sorted(out_dir.glob("target-*.tsv")):
+        record = json.loads(Path(f"{tsv}.json").read_text())
+        r = record["parameters"]["target_radius"]
+        model = tsv.stem[len("target-"):].rsplit("-r", 1)[0]
+        fixed_path = out_dir / f"cohen-{model}.tsv"
+        fixed_record = json.loads(Path(f"{fixed_path}.json").read_text())
+        both = read_results(fixed_path).merge(read_results(tsv), on="idx", suffixes=("_f", "_s"))
+        certified_f = (both["correct_f"] == 1) & (both["radius_f"] >= r)
+        certified_s = (both["correct_s"] == 1) & (both["radius_s"] >= r)
+        samples_f = fixed_record["runs"][-1]["samples_used"]["mean_per_input"]
+        samples_s = record["runs"][-1]["samples_used"]["mean_per_input"]
+        cpu_f, cpu_s = (f"{times[name][0]:.0f}" if name in times else "-" for name in (fixed_path.stem, tsv.stem))
+        lines.append(f"| {tsv.stem} | {r:g} | {certified_f.mean():.3f} | {certified_s.mean():.3f} | "
+                     f"{(certified_f & ~certified_s).sum()} / {(certified_s & ~certified_f).sum()} | "
+                     f"{samples_f:,.0f} / {samples_s:,.0f} | {samples_f / samples_s:.0f}x | {cpu_f} / {cpu_s} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", type=Path, default=Path("results/fashion-mnist"))
     args = parser.parse_args()
     (args.out_dir / "training.md").write_text(training_table(args.out_dir))
-    (args.out_dir / "runs.md").write_text(runs_table(args.out_dir) + "\n" + paired_table(args.out_dir))
+    (args.out_dir / "runs.md").write_text(runs_table(args.out_dir) + "\n" + paired_table(args.out_dir) + "\n"
+                                          + target_table(args.out_dir))
     print((args.out_dir / "training.md").read_text())
     print((args.out_dir / "runs.md").read_text())
 
