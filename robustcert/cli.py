@@ -31,6 +31,7 @@ def fail(message: str) -> None:
 INTERRUPTED_NOTES = {
     "certify": "rows already written are kept; --resume continues",
     "predict": "rows already written are kept; --resume continues",
+    "attack": "rows already written are kept; --resume continues",
     "demo": "the demo's earlier output, if any, is unchanged",
 }
 
@@ -96,10 +97,11 @@ def option(*declarations, section: str, **kwargs):
 
 MODEL_AND_DATA, CERTIFICATION, ENGINE, OUTPUT = "Model and data", "Certification", "Engine and speed", "Output"
 TRAINING = "Training"
+ATTACK = "Attack (empirical, not a certificate)"
 SEQUENTIAL, SOUND, DUAL, LVM, ABLATION, DENOISER = (
     "--method cohen, dual: sequential", "--method cohen: floating-point-sound certificates", "--method dual",
     "--method lvm", "--method ablation", "Diffusion denoiser (any method)")
-HELP_SECTIONS = (MODEL_AND_DATA, CERTIFICATION, TRAINING, SEQUENTIAL, SOUND, DUAL, LVM, ABLATION, DENOISER, ENGINE, OUTPUT)
+HELP_SECTIONS = (MODEL_AND_DATA, CERTIFICATION, ATTACK, TRAINING, SEQUENTIAL, SOUND, DUAL, LVM, ABLATION, DENOISER, ENGINE, OUTPUT)
 
 
 class SectionedCommand(click.Command):
@@ -361,6 +363,38 @@ def predict(n, alpha, batch_size, seed, method, **options):
     method_options = {name: options.pop(name) for name in METHOD_OPTION_NAMES}
     dataset_run(predict_dataset, method=method, method_options=method_options, n=n, alpha=alpha,
                 batch_size=batch_size, seed=seed, **options)
+
+
+@main.command()
+@model_and_data_options
+@option("--eps", type=float, required=True, section=ATTACK,
+        help="l2 radius of the attack (pixel units, [0,1] space).")
+@option("--steps", type=int, default=20, show_default=True, section=ATTACK,
+        help="PGD steps (normalised gradient ascent, step 2*eps/steps, projection on the ball and [0,1]).")
+@option("--m", "m", type=int, default=32, show_default=True, section=ATTACK,
+        help="Noise draws of the Monte Carlo soft smoothed classifier the attack differentiates (fixed over the steps).")
+@option("--n", "n", type=int, default=DEFAULT_N, show_default=True, section=CERTIFICATION,
+        help="Samples of each PREDICT (at the input and at the adversarial point).")
+@option("--noise", type=click.Choice(["gaussian", "laplace", "uniform"]), default=None, section=CERTIFICATION,
+        help="The smoothing noise (default gaussian); the attack's ball is l2 whatever the noise.")
+def attack(eps, steps, m, n, alpha, batch_size, seed, noise, **options):
+    """Attack the smoothed classifier (PGD of Salman et al. 2019, SmoothAdv) and PREDICT at the
+    adversarial point: EMPIRICAL robust accuracy, an UPPER bound, never a certificate.
+
+    For each input: PREDICT (Cohen et al., may abstain) at x, PGD on the cross-entropy of the soft
+    smoothed classifier within --eps of x (l2, inside [0,1]), PREDICT at x_adv on samples the attack
+    never saw. Columns: idx, label, predict_clean, predict_adv, correct_adv, distance, time. The
+    fraction of rows with correct_adv is an empirical robust accuracy at eps: a stronger attack can
+    only lower it, so it bounds the robust accuracy from ABOVE; certify's certified accuracy at
+    radius eps bounds it from below. robustcert table refuses attack TSVs.
+    """
+    from .runs.attack import attack_dataset
+
+    def run(smoothed, dataset, out_path, **run_options):
+        return attack_dataset(smoothed, dataset, out_path, eps=eps, steps=steps, m=m, **run_options)
+
+    dataset_run(run, method="cohen", method_options={"noise": noise}, n=n, alpha=alpha, batch_size=batch_size,
+                seed=seed, precision="fp32", channels_last=None, compile_model=False, distributed=False, **options)
 
 
 #: The method and denoiser options that certify and predict hand to build_smoothed.

@@ -6,6 +6,10 @@ Formats (Cohen et al. 2019, locuslab/smoothing, kept so existing analysis script
   ``predict = -1`` on abstention with ``radius = 0.0``; ``correct = int(predict == label)``;
   radius with 3 significant digits; time as ``H:MM:SS.ffffff`` (reference) or plain seconds.
 * predict TSV: ``idx  label  predict  correct  time``.
+* attack TSV (``robustcert attack``, ours): ``idx  label  predict_clean  predict_adv  correct_adv
+  distance  time``: PREDICT at the clean input and at the adversarial point found by PGD on the
+  smoothed classifier. Its accuracy is empirical (an upper bound on robust accuracy), never a
+  certificate, so ``table`` and ``plot`` refuse these files.
 
 Radii are written rounded *down* to 3 significant digits (the reference rounds to nearest,
 which can print a radius a little larger than the one certified).
@@ -28,6 +32,7 @@ from .errors import InvalidArgumentError, RobustCertError, check_alpha, check_co
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
+ATTACK_COLUMNS = ("idx", "label", "predict_clean", "predict_adv", "correct_adv", "distance", "time")
 
 
 class ResultsError(RobustCertError):
@@ -84,6 +89,12 @@ def predict_row(idx: int, label: int, prediction: int, seconds: float) -> str:
     return f"{idx}\t{label}\t{prediction}\t{int(prediction == label)}\t{format_time(seconds)}"
 
 
+def attack_row(idx: int, label: int, predict_clean: int, predict_adv: int, distance: float, seconds: float) -> str:
+    """One attack TSV line; ``correct_adv = int(predict_adv == label)``, the distance to 6 digits."""
+    return (f"{idx}\t{label}\t{predict_clean}\t{predict_adv}\t{int(predict_adv == label)}\t{distance:.6g}\t"
+            f"{format_time(seconds)}")
+
+
 def parse_time(value) -> float:
     """Seconds from a time cell: plain seconds (``12.3``) or a timedelta (``0:02:31.238689``)."""
     text = str(value).strip()
@@ -117,7 +128,8 @@ def read_results(path: str | Path) -> pd.DataFrame:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ResultsError(f"cannot read result file {path}: not a tab-separated result file ({detail})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    required = {"idx", "label", "predict", "correct"}
+    attack = result_kind(set(frame.columns)) == "attack"
+    required = set(ATTACK_COLUMNS[:5]) if attack else {"idx", "label", "predict", "correct"}
     if not required <= set(frame.columns):
         if existing_result_kind(path) == "sidecar":
             raise ResultsError(f"{path} is a run's JSON sidecar, not its result file: give the TSV beside it "
@@ -126,8 +138,10 @@ def read_results(path: str | Path) -> pd.DataFrame:
         raise ResultsError(f"{path} is not a certify/predict TSV: its first line is {header[:60]!r}"
                            f"{'...' if len(header) > 60 else ''}, need the columns {', '.join(sorted(required))}")
     try:
-        for column in ("idx", "label", "predict", "correct"):
+        for column in sorted(required):
             frame[column] = frame[column].astype(int)
+        if "distance" in frame:
+            frame["distance"] = frame["distance"].astype(float)
         if "radius" in frame:
             frame["radius"] = frame["radius"].astype(float)
             bad = frame["radius"][~np.isfinite(frame["radius"]) | (frame["radius"] < 0)]
@@ -161,7 +175,9 @@ def header_columns(path: str | Path) -> set[str]:
 
 
 def result_kind(columns: set[str]) -> str | None:
-    """``certify``, ``predict`` or ``certify-policy`` for a result file's header columns, else None."""
+    """``certify``, ``predict``, ``attack`` or ``certify-policy`` for a result file's header columns, else None."""
+    if set(ATTACK_COLUMNS[:5]) <= columns:
+        return "attack"
     if set(CERTIFY_COLUMNS[:5]) <= columns:
         return "certify"
     if {"idx", "label", "predict", "correct"} <= columns:
@@ -434,6 +450,10 @@ def table_from_files(paths: Sequence[str | Path], radii: Sequence[float] | str |
             raise ResultsError(f"{twice} is given twice")
         raise ResultsError(f"labels must differ from each other, got {', '.join(labels)}")
     kinds = [result_kind(header_columns(path)) for path in paths]
+    if "attack" in kinds:
+        raise ResultsError(f"{paths[kinds.index('attack')]} is an attack TSV (robustcert attack): its accuracy is "
+                           "empirical, an upper bound on robust accuracy, not a certificate, so it has no place in a "
+                           "table of certified accuracy; summarise it with robustcert.results.attack_summary")
     if "certify-policy" in kinds:
         if set(kinds) != {"certify-policy"}:
             raise ResultsError("certify-policy files (one row per budget) and certify/predict files cannot "
@@ -452,6 +472,22 @@ def table_from_files(paths: Sequence[str | Path], radii: Sequence[float] | str |
     labels = norm_labels(paths, labels, norms, mixed_norms)
     table = results_table(list(zip(labels, frames)), radii)
     return table if len(set(norms)) > 1 else name_norm_columns(table, norms[0])
+
+
+def attack_summary(frame: pd.DataFrame) -> dict:
+    """What an attack TSV (or the frame ``attack_dataset`` returns) says, over ALL its rows:
+    ``clean accuracy`` (PREDICT at x correct), ``empirical robust accuracy`` (PREDICT at x_adv
+    correct: an UPPER bound on robust accuracy at eps, never a certificate), the abstention rate at
+    x_adv, the mean and largest l2 distance of the attack, and ``rows``."""
+    rows = len(frame)
+    if not rows:
+        return {CLEAN_ACCURACY: math.nan, "empirical robust accuracy": math.nan, "abstention (adv)": math.nan,
+                "mean distance": math.nan, "max distance": math.nan, ROWS: 0}
+    return {CLEAN_ACCURACY: float((frame["predict_clean"] == frame["label"]).mean()),
+            "empirical robust accuracy": float(frame["correct_adv"].mean()),
+            "abstention (adv)": float((frame["predict_adv"] == -1).mean()),
+            "mean distance": float(frame["distance"].mean()), "max distance": float(frame["distance"].max()),
+            ROWS: rows}
 
 
 # --------------------------------------------------------------------------- norms of result files

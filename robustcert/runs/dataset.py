@@ -26,7 +26,7 @@ import torch
 from ..data import CertDataset, load_dataset
 from ..engine import configure_cpu, inputs_per_call
 from ..errors import InvalidArgumentError, ShapeError, check_count
-from ..results import CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_row, predict_row, read_results
+from ..results import ATTACK_COLUMNS, CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_row, predict_row, read_results
 from . import sharded
 from .files import RowWriter, check_output, finish_last_run, previous_runs, write_sidecar
 from .lvm_select import check_held_out
@@ -35,6 +35,10 @@ from .provenance import describe_models, python_command, run_record
 #: Per-input fields of the returned frame beyond the TSV's columns.
 CERTIFY_EXTRAS = ("p_lower", "samples_used")
 PREDICT_EXTRAS = ("p_value", "samples_used")
+ATTACK_EXTRAS = ("p_value_clean", "p_value_adv", "samples_used")
+#: The TSV columns and extra frame fields of each kind of dataset run.
+RUN_COLUMNS = {"certify": (CERTIFY_COLUMNS, CERTIFY_EXTRAS), "predict": (PREDICT_COLUMNS, PREDICT_EXTRAS),
+               "attack": (ATTACK_COLUMNS, ATTACK_EXTRAS)}
 
 
 def selected_indices(length: int, skip: int, max_inputs: int) -> list[int]:
@@ -78,7 +82,7 @@ def progress_bar(total: int, show: bool, unit: str = "input", initial: int = 0):
 class DatasetRun:
     """One run over a dataset: what to compute per group of inputs, and where rows go."""
 
-    kind: str                       # "certify" or "predict"
+    kind: str                       # "certify", "predict" or "attack" (RUN_COLUMNS)
     columns: tuple[str, ...]
     extras: tuple[str, ...]
     smoothed: object
@@ -219,7 +223,7 @@ def _run(kind: str, smoothed, data, out, *, samples_per_input: int, batch_size, 
             parameters["alpha_spending"] = smoothed.alpha_spending(parameters["alpha"], **options)
         if smoothed.precision != "fp32":
             parameters["precision"] = smoothed.precision  # a resumed run must use the same base classifier
-        columns, extras = (CERTIFY_COLUMNS, CERTIFY_EXTRAS) if kind == "certify" else (PREDICT_COLUMNS, PREDICT_EXTRAS)
+        columns, extras = RUN_COLUMNS[kind]
         calls = inputs_per_call(samples_per_input, batch) if per_call is None else per_call(batch)
         run = DatasetRun(kind, columns, extras, smoothed, dataset, indices, calls, samples_per_input,
                          compute(batch, seed), progress)
