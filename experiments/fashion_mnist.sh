@@ -16,6 +16,10 @@ mkdir -p "$MODELS"
 TRAIN=(--data "fashion-mnist:$DATA" --epochs 30 --lr 0.1 --seed 0 --threads 1 --device cpu)
 CERT=(--data "fashion-mnist:$DATA" --skip 20 --n0 100 --n 100000 --alpha 0.001 --batch 1000 --seed 0
       --threads 1 --device cpu --quiet)
+# SmoothAdv PGD (Salman et al. 2019) + PREDICT at x_adv on 100 test images (every 100th: a subset of the
+# certify runs' every-20th images): empirical robust accuracy, an upper bound (results/fashion-mnist/attack.md)
+ATTACK=(--data "fashion-mnist:$DATA" --skip 100 --steps 20 --m 32 --n 10000 --alpha 0.001 --batch 1000 --seed 0
+        --threads 1 --device cpu --quiet)
 
 job() {
   case "$1" in
@@ -49,6 +53,15 @@ job() {
     lvm-gaussian-0.50)      robustcert certify --method lvm --model "$MODELS/gaussian-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/lvm-gaussian-0.50.tsv" ;;
     dual-0.50)              robustcert certify --method dual --model "$MODELS/dual-a-0.50.pt" --model2 "$MODELS/dual-b-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/dual-0.50.tsv" ;;
 
+    # SmoothAdv (Salman et al. 2019): each step trains on the PGD adversarial example of the soft smoothed
+    # classifier (eps 0.5, 2 steps, M = 2 noise draws shared by the attack and the training loss)
+    train-smoothadv-0.50)   robustcert train "${TRAIN[@]}" --sigma 0.5 --batch 128 --adversarial 0.5 --attack-steps 2 --noise-copies 2 --out "$MODELS/smoothadv-0.50.pt" ;;
+    cohen-smoothadv-0.50)   robustcert certify --model "$MODELS/smoothadv-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/cohen-smoothadv-0.50.tsv" ;;
+    attack-*-0.50-eps*)     # attack-MODEL-0.50-epsE: MODEL in gaussian, consistency, smoothadv
+      model=${1#attack-}; model=${model%-0.50-eps*}; eps=${1##*-eps}
+      robustcert attack --model "$MODELS/$model-0.50.pt" --sigma 0.5 --eps "$eps" "${ATTACK[@]}" --out "$OUT/$1.tsv" ;;
+    attack-summary)         python experiments/fashion_mnist_attack_report.py --out-dir "$OUT" ;;
+
     # diffusion denoise-then-classify: its measured CPU cost instead of a run (results/fashion-mnist/diffusion_cost.md)
     diffusion-cost)         python experiments/fashion_mnist_ddpm_cost.py --out "$OUT/diffusion_cost.md" ;;
     report)                 python experiments/fashion_mnist_report.py --out-dir "$OUT" ;;
@@ -73,7 +86,11 @@ ALL=(train-gaussian-0.25 train-gaussian-0.50 train-consistency-0.25 train-consis
      train-dual-a-0.50 train-dual-b-0.50 cohen-gaussian-0.25 cohen-gaussian-0.50 cohen-consistency-0.25
      cohen-consistency-0.50 cohen-gaussian2-0.50 sequential-gaussian-0.50 sequential-consistency-0.50
      target-gaussian-0.50-r0.5 target-gaussian-0.50-r1.0 target-consistency-0.50-r0.5 target-consistency-0.50-r1.0
-     lvm-gaussian-0.50 dual-0.50 diffusion-cost table report)
+     lvm-gaussian-0.50 dual-0.50 diffusion-cost table report
+     attack-gaussian-0.50-eps0.25 attack-gaussian-0.50-eps0.5 attack-gaussian-0.50-eps1.0
+     attack-consistency-0.50-eps0.25 attack-consistency-0.50-eps0.5 attack-consistency-0.50-eps1.0
+     train-smoothadv-0.50 cohen-smoothadv-0.50
+     attack-smoothadv-0.50-eps0.25 attack-smoothadv-0.50-eps0.5 attack-smoothadv-0.50-eps1.0 attack-summary)
 for name in "${@:-${ALL[@]}}"; do
   echo "== $name ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"
   # process CPU time next to wall time: the machine is shared, so wall time alone says little

@@ -436,6 +436,12 @@ METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "d
 @option("--eta", type=float, default=None, help="--consistency: weight of the entropy term [default: 0.5].", section=TRAINING)
 @option("--noise-copies", type=int, default=None,
         help="Noisy copies M of each image per step [default: 2 with --consistency, else 1].", section=TRAINING)
+@option("--adversarial", type=float, default=None, metavar="EPS",
+        help="SmoothAdv (Salman et al. 2019): train on the PGD adversarial example (l2 radius EPS) of the soft "
+             "smoothed classifier of the current model instead of the clean image.", section=TRAINING)
+@option("--attack-steps", type=int, default=None,
+        help="--adversarial: PGD steps per training step [default: 2]; the attack and the loss share the "
+             "--noise-copies draws.", section=TRAINING)
 @option("--split", "--dual-split", "split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]),
         help="Train a dual smoothing branch model on the sub-images of this pixel split (needs --branch; the "
              "same as certify's --dual-split; training always reads the train split of --data).",
@@ -452,9 +458,11 @@ METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "d
 @option("--resume", is_flag=True, help="Continue an interrupted run from its last finished epoch.", section=OUTPUT)
 @option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.", section=OUTPUT)
 def train(data_spec, sigma, noise, keep, arch, epochs, batch_size, lr, momentum, weight_decay, lr_step, seed, consistency, eta,
-          noise_copies, split, branch, augment, device, threads, precision, out_path, resume, quiet):
-    """Train a base classifier with Gaussian noise augmentation (Cohen et al. 2019) or consistency
-    regularization (Jeong and Shin 2020), for certification at --sigma.
+          noise_copies, adversarial, attack_steps, split, branch, augment, device, threads, precision, out_path, resume,
+          quiet):
+    """Train a base classifier with Gaussian noise augmentation (Cohen et al. 2019), consistency
+    regularization (Jeong and Shin 2020) or SmoothAdv (Salman et al. 2019, --adversarial), for
+    certification at --sigma.
 
     Writes a reference checkpoint (certify loads it without --arch) after every epoch, and
     FILE.json with the per-epoch losses and the clean and noisy validation accuracy.
@@ -466,7 +474,8 @@ def train(data_spec, sigma, noise, keep, arch, epochs, batch_size, lr, momentum,
     result = train_model(
         data_spec, out_path, sigma=sigma, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
         weight_decay=weight_decay, lr_step=lr_step, seed=seed, consistency=consistency,
-        eta=0.5 if eta is None else eta, noise_copies=noise_copies, split=split, branch=branch, augment=augment,
+        eta=0.5 if eta is None else eta, noise_copies=noise_copies, adversarial=adversarial,
+        attack_steps=attack_steps, split=split, branch=branch, augment=augment,
         device=device, threads=threads, precision=precision, resume=resume, progress=not quiet,
         log=None if quiet else click.echo, command=invocation_command(), noise=noise, keep=keep)
     click.echo(f"wrote {out_path} ({result.arch}, {len(result.history)} epochs) and {sidecar_path(out_path).name}")

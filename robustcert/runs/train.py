@@ -11,7 +11,9 @@ The recipe (Cohen et al. 2019; :mod:`robustcert.losses` has the objectives): eve
 noise N(0, sigma^2 I) to each (in [0,1] pixel space, so the model's first layer normalises noisy
 pixels exactly as at certification time), and minimises the cross-entropy on them (Gaussian
 augmentation) or, with ``consistency=lambda``, the consistency-regularized objective of Jeong and
-Shin (2020). SGD with momentum and weight decay; the learning rate is multiplied by ``lr_gamma``
+Shin (2020). With ``adversarial=eps`` (SmoothAdv, Salman et al. 2019) each clean batch is first
+replaced by the PGD adversarial example of the soft smoothed classifier of the current model
+(:mod:`robustcert.methods.attack`), on the same noise draws the loss then uses. SGD with momentum and weight decay; the learning rate is multiplied by ``lr_gamma``
 every ``lr_step`` epochs (default: a third of the epochs, so 90 epochs step at 30 and 60 as in
 Cohen et al.'s CIFAR-10 recipe). Dual smoothing branch models (``split``, ``branch``) train on
 the compact sub-image of their branch (:mod:`robustcert.splits`).
@@ -48,9 +50,10 @@ import torch
 
 from ..augment import AUGMENTATIONS
 from ..data import CertDataset, load_dataset
-from ..engine import PRECISIONS, AblationNoise, as_device, configure_cpu, derive_seed, input_generator
+from ..engine import PRECISIONS, AblationNoise, AdditiveNoise, as_device, configure_cpu, derive_seed, input_generator
 from ..errors import CheckpointError, InvalidArgumentError, RunError, ShapeError, check_count, check_sigma
 from ..losses import consistency_loss, gaussian_augmentation_loss
+from ..methods.attack import check_eps, pgd_on_smoothed
 from ..methods.noises import noise_model
 from ..models import ARCHITECTURES, build_model, default_architecture
 from ..models.checkpoint import torch_load_safely
@@ -59,6 +62,9 @@ from ..splits import get_split
 from .dataset import as_dataset, progress_bar
 from .files import check_output, previous_runs, sidecar_path, timestamp
 from .provenance import device_name, package_versions, python_command
+
+
+DEFAULT_ATTACK_STEPS = 2  # SmoothAdv's PGD steps per training step (Salman et al. train with 1 to 10)
 
 
 @dataclass
@@ -84,9 +90,16 @@ def _in_range(value, name: str, low: float, high: float, high_open: bool = True)
 
 
 def recipe_parameters(*, sigma, arch, epochs, batch_size, lr, momentum, weight_decay, lr_step, lr_gamma, seed,
-                      consistency, eta, noise_copies, split, branch, augment, precision, noise_name) -> dict:
+                      consistency, eta, noise_copies, split, branch, augment, precision, noise_name,
+                      adversarial=None, attack_steps=None) -> dict:
     """The parameters that determine the trained model (checked, normalised; compared on resume)."""
     epochs = check_count(epochs, "epochs")
+    if attack_steps is not None and adversarial is None:
+        raise InvalidArgumentError("attack_steps (--attack-steps) is the PGD of SmoothAdv training: give adversarial "
+                                   "(--adversarial EPS)")
+    if adversarial is not None:
+        adversarial = check_eps(adversarial)
+        attack_steps = check_count(DEFAULT_ATTACK_STEPS if attack_steps is None else attack_steps, "attack_steps")
     copies = 2 if noise_copies is None and consistency is not None else (1 if noise_copies is None else noise_copies)
     copies = check_count(copies, "noise_copies")
     if consistency is not None:
@@ -114,6 +127,10 @@ def recipe_parameters(*, sigma, arch, epochs, batch_size, lr, momentum, weight_d
         "lr_gamma": _in_range(lr_gamma, "lr_gamma", 0.0, 1.0, high_open=False),
         "seed": check_count(seed, "seed", minimum=0), "dual_split": None if split is None else get_split(split).name,
         "dual_branch": branch, "augment": augment, "precision": precision,
+        "adversarial_eps": adversarial, "attack_steps": attack_steps,
+        "adversarial_attack": None if adversarial is None else
+        f"SmoothAdv PGD (Salman et al. 2019): {attack_steps} steps of 2*eps/steps on the soft smoothed classifier of "
+        f"the current model (eval mode), the batch's noise_copies draws fixed over the steps and reused for the loss",
     }
 
 
@@ -222,6 +239,24 @@ class _Trainer:
         self.setup.noise.perturb(noisy.view(len(repeated), -1), repeated.reshape(len(repeated), -1), generator)
         return noisy
 
+    def adversarial_noisy_batch(self, clean: torch.Tensor, labels: torch.Tensor,
+                                generator: torch.Generator) -> torch.Tensor:
+        """SmoothAdv (Salman et al. 2019): draw the ``noise_copies`` noise copies delta_i of the batch,
+        replace the clean batch by the PGD adversarial example of the soft smoothed classifier of the
+        current model (eval mode, so batch norm uses its running statistics and is not updated; the
+        draws fixed over the steps, :func:`robustcert.methods.attack.pgd_on_smoothed`), and return
+        x_adv + delta_i, copy-major like :meth:`noisy_batch` (the same draws from the same generator)."""
+        p = self.setup.parameters
+        copies = p["noise_copies"]
+        delta = torch.empty((copies, *clean.shape), device=clean.device, dtype=clean.dtype)
+        self.setup.noise.draw(delta.view(copies * len(clean), -1), generator)
+        self.model.eval()
+        try:
+            adversarial = pgd_on_smoothed(self.model, clean, labels, delta, p["adversarial_eps"], p["attack_steps"])
+        finally:
+            self.model.train()
+        return (adversarial.unsqueeze(0) + delta).reshape(copies * len(clean), *clean.shape[1:])
+
     def objective(self, logits: torch.Tensor, labels: torch.Tensor):
         p = self.setup.parameters
         if p["loss"] == "consistency":
@@ -255,7 +290,10 @@ class _Trainer:
                 bar.update(1)
                 continue
             x, y = self.prepare(batch, train, augment_generator)
-            noisy = self.noisy_batch(x, noise_generator)
+            if p["adversarial_eps"] is not None:
+                noisy = self.adversarial_noisy_batch(x, y, noise_generator)
+            else:
+                noisy = self.noisy_batch(x, noise_generator)
             with _autocast(self.device, p["precision"]):
                 logits = self.model(noisy)
             logits = logits.float().view(copies, len(batch), -1)
@@ -354,6 +392,9 @@ def _resolve(data, validation, *, sigma, arch, split, branch, augment, noise, de
         view = lambda x: chosen.split(x)[position]  # noqa: E731
     if hasattr(noise, "laid_out"):  # a noise that must know where each value sits (ablation)
         noise = noise.laid_out(input_shape, False)
+    if parameters_in.get("adversarial") is not None and not isinstance(noise, AdditiveNoise):
+        raise InvalidArgumentError(f"SmoothAdv training attacks through additive noise (gaussian, laplace, uniform), "
+                                   f"not {getattr(noise, 'name', type(noise).__name__)}")
     arch = arch or default_architecture(noise.sample_shape(input_shape))
     if arch not in ARCHITECTURES:
         raise CheckpointError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
@@ -374,6 +415,7 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
                 weight_decay: float = 1e-4, lr_step: int | None = None, lr_gamma: float = 0.1, seed: int = 0,
                 consistency: float | None = None, eta: float = 0.5, noise_copies: int | None = None,
                 split: str | None = None, branch: str | None = None, augment: str = "auto", validation="auto",
+                adversarial: float | None = None, attack_steps: int | None = None,
                 device="auto", threads: int | None = None, precision: str = "fp32", resume: bool = False,
                 progress: bool = True, log: Callable[[str], None] | None = None, command: str | None = None,
                 noise=None, keep: int | None = None) -> TrainingResult:
@@ -391,6 +433,10 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
         seed: initial weights, order, augmentation and noise (see the module docstring).
         consistency: lambda of consistency regularization (None: Gaussian augmentation);
             ``eta`` its entropy weight; ``noise_copies`` M (default 2 with consistency, else 1).
+        adversarial: SmoothAdv (Salman et al. 2019): train on the PGD adversarial example within l2
+            radius ``adversarial`` (eps) of each image instead of the image (see
+            :meth:`_Trainer.adversarial_noisy_batch`); ``attack_steps`` PGD steps (default 2), on
+            the ``noise_copies`` draws the loss then uses (default 1; Salman et al. use 1 to 8).
         split, branch: train the dual smoothing branch model of ``branch`` ("a" or "b") of
             ``split`` (checkerboard, rows, columns); recorded as ``dual_split`` / ``dual_branch``.
         augment: "none", "crop-flip" (random 4-pixel crop and flip) or "auto" (crop-flip for
@@ -428,7 +474,7 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
     parameters_in = dict(sigma=sigma, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, seed=seed,
                          consistency=consistency, eta=eta, noise_copies=noise_copies, split=split, branch=branch,
-                         precision=precision)
+                         precision=precision, adversarial=adversarial, attack_steps=attack_steps)
     recipe_parameters(**{**parameters_in, "arch": arch, "augment": augment, "noise_name": None})  # fail fast
     device = as_device(device)
     resuming = check_output(out, resume) if out is not None else False  # before loading anything
