@@ -57,6 +57,9 @@ job() {
     # classifier (eps 0.5, 2 steps, M = 2 noise draws shared by the attack and the training loss)
     train-smoothadv-0.50)   robustcert train "${TRAIN[@]}" --sigma 0.5 --batch 128 --adversarial 0.5 --attack-steps 2 --noise-copies 2 --out "$MODELS/smoothadv-0.50.pt" ;;
     cohen-smoothadv-0.50)   robustcert certify --model "$MODELS/smoothadv-0.50.pt" --sigma 0.5 "${CERT[@]}" --out "$OUT/cohen-smoothadv-0.50.tsv" ;;
+    # the same at eps 0.5 with a 5x longer, 4x wider attack: does a stronger attack break more?
+    attack-strong-gaussian-0.50-eps0.5)
+      robustcert attack --model "$MODELS/gaussian-0.50.pt" --sigma 0.5 --eps 0.5 "${ATTACK[@]}" --steps 100 --m 128 --out "$OUT/$1.tsv" ;;
     attack-*-0.50-eps*)     # attack-MODEL-0.50-epsE: MODEL in gaussian, consistency, smoothadv
       model=${1#attack-}; model=${model%-0.50-eps*}; eps=${1##*-eps}
       robustcert attack --model "$MODELS/$model-0.50.pt" --sigma 0.5 --eps "$eps" "${ATTACK[@]}" --out "$OUT/$1.tsv" ;;
@@ -90,7 +93,8 @@ ALL=(train-gaussian-0.25 train-gaussian-0.50 train-consistency-0.25 train-consis
      attack-gaussian-0.50-eps0.25 attack-gaussian-0.50-eps0.5 attack-gaussian-0.50-eps1.0
      attack-consistency-0.50-eps0.25 attack-consistency-0.50-eps0.5 attack-consistency-0.50-eps1.0
      train-smoothadv-0.50 cohen-smoothadv-0.50
-     attack-smoothadv-0.50-eps0.25 attack-smoothadv-0.50-eps0.5 attack-smoothadv-0.50-eps1.0 attack-summary)
+     attack-smoothadv-0.50-eps0.25 attack-smoothadv-0.50-eps0.5 attack-smoothadv-0.50-eps1.0
+     attack-strong-gaussian-0.50-eps0.5 attack-summary)
 for name in "${@:-${ALL[@]}}"; do
   echo "== $name ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"
   # process CPU time next to wall time: the machine is shared, so wall time alone says little

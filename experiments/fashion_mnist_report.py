@@ -40,6 +40,8 @@ def training_table(out_dir: Path) -> str:
         p, epochs = record["parameters"], record["epochs"]
         loss = "gaussian" if p["loss"] == "gaussian" else f"consistency (lambda {p['consistency_lambda']:g}, " \
                                                             f"eta {p['consistency_eta']:g})"
+        if p.get("adversarial_eps"):
+            loss += f" + SmoothAdv (eps {p['adversarial_eps']:g}, {p['attack_steps']} PGD steps)"
         if p.get("dual_split"):
             loss += f", {p['dual_split']} branch {p['dual_branch']}"
         last = epochs[-1]
@@ -81,6 +83,8 @@ def runs_table(out_dir: Path) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for tsv in sorted(out_dir.glob("*.tsv")):
         record = json.loads(Path(f"{tsv}.json").read_text())
+        if record.get("kind") != "certify":  # attack TSVs: attack-table.md
+            continue
         frame = read_results(tsv)
         used = record["runs"][-1].get("samples_used", {})
         cpu = f"{times[tsv.stem][0]:.0f}" if tsv.stem in times else "-"
@@ -95,7 +99,8 @@ def runs_table(out_dir: Path) -> str:
 PAIRS = [("cohen-consistency-0.25", "cohen-gaussian-0.25"), ("cohen-consistency-0.50", "cohen-gaussian-0.50"),
          ("cohen-consistency-0.50", "cohen-gaussian2-0.50"), ("cohen-gaussian2-0.50", "cohen-gaussian-0.50"),
          ("sequential-gaussian-0.50", "cohen-gaussian-0.50"), ("sequential-consistency-0.50", "cohen-consistency-0.50"),
-         ("lvm-gaussian-0.50", "cohen-gaussian-0.50"), ("dual-0.50", "cohen-gaussian-0.50")]
+         ("lvm-gaussian-0.50", "cohen-gaussian-0.50"), ("dual-0.50", "cohen-gaussian-0.50"),
+         ("cohen-smoothadv-0.50", "cohen-gaussian-0.50"), ("cohen-smoothadv-0.50", "cohen-consistency-0.50")]
 
 
 def paired_table(out_dir: Path) -> str:

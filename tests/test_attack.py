@@ -9,24 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from robustcert import ABSTAIN, InvalidArgumentError, RunError, Smooth, load_dataset, load_model
-from robustcert.cli import main
 from robustcert.methods.attack import SmoothedPGD, pgd_on_smoothed, smoothed_log_probability
 from robustcert.results import ResultsError, attack_summary, check_derived_output, read_results, table_from_files
 from robustcert.runs.attack import attack_dataset
 from robustcert.runs.train import train_model
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_error_line(result, message: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("robustcert: error: "), result.stderr
-    assert message in result.stderr, result.stderr
+from test_train import invoke, one_error_line  # the CLI helpers of the train tests
 
 
 def linear_model(d: int = 16, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor]:

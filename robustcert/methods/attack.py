@@ -48,13 +48,7 @@ PAPER = "Salman et al., NeurIPS 2019 (SmoothAdv PGD on the soft smoothed classif
 
 def check_eps(eps) -> float:
     """eps: the l2 radius of the attack, a finite number > 0."""
-    try:
-        value = float(eps)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"eps must be a number > 0, got {eps!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidArgumentError(f"eps must be a finite number > 0 (an l2 radius in pixel units), got {eps!r}")
-    return value
+    return check_sigma(eps, "eps")
 
 
 def smoothed_log_probability(model: Callable, points: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -71,7 +65,7 @@ def pgd_on_smoothed(model: Callable, xs: torch.Tensor, labels: torch.Tensor, noi
     """The attack of the module docstring with given noise draws (m, B, *shape); returns x_adv
     (B, *shape), detached. Gradients flow to the inputs only: the model's parameters get none."""
     eps, steps = check_eps(eps), check_count(steps, "steps")
-    step = 2.0 * eps / steps if step_size is None else check_eps(step_size)
+    step = 2.0 * eps / steps if step_size is None else check_sigma(step_size, "step_size")
     xs = xs.detach()
     noise = noise.detach()
     view = (-1,) + (1,) * (xs.ndim - 1)
@@ -119,7 +113,7 @@ class SmoothedPGD:
         self.eps = check_eps(eps)
         self.steps = check_count(steps, "steps")
         self.samples = check_count(samples, "m (noise samples of the attack)")
-        self.step_size = None if step_size is None else check_eps(step_size)
+        self.step_size = None if step_size is None else check_sigma(step_size, "step_size")
 
     def settings(self) -> dict:
         """What a run records about the attack (compared when it is resumed)."""
