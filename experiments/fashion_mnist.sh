@@ -74,8 +74,8 @@ job() {
         --labels "gaussian,consistency" --out "$OUT/table-0.25.md"
       robustcert table "$OUT"/cohen-gaussian-0.50.tsv "$OUT"/cohen-gaussian2-0.50.tsv "$OUT"/cohen-consistency-0.50.tsv \
         "$OUT"/sequential-gaussian-0.50.tsv "$OUT"/sequential-consistency-0.50.tsv "$OUT"/lvm-gaussian-0.50.tsv \
-        "$OUT"/dual-0.50.tsv --radii 0:2:0.25 \
-        --labels "cohen gaussian,cohen gaussian M=2,cohen consistency,sequential gaussian,sequential consistency,lvm gaussian,dual gaussian" \
+        "$OUT"/dual-0.50.tsv "$OUT"/cohen-smoothadv-0.50.tsv --radii 0:2:0.25 \
+        --labels "cohen gaussian,cohen gaussian M=2,cohen consistency,sequential gaussian,sequential consistency,lvm gaussian,dual gaussian,cohen smoothadv" \
         --out "$OUT/table-0.50.md"
       robustcert plot "$OUT"/cohen-gaussian-0.50.tsv "$OUT"/cohen-consistency-0.50.tsv "$OUT"/lvm-gaussian-0.50.tsv \
         "$OUT"/dual-0.50.tsv --labels "cohen gaussian,cohen consistency,lvm gaussian,dual gaussian" \
