@@ -72,7 +72,8 @@ def main() -> None:
         "one level more).\n",
         "| quantity | CPU seconds |", "|---|---:|",
         f"| one training step, batch 64 | {per_step:.2f} |",
-        f"| {args.train_steps:,} training steps | {per_step * args.train_steps:,.0f} ({per_step * args.train_steps / 3600:.1f} h) |",
+        f"| {args.train_steps:,} training steps | {per_step * args.train_steps:,.0f} "
+        f"({per_step * args.train_steps / 3600:.1f} h) |",
         f"| one denoised noisy sample (one UNet call) | {per_sample:.4f} |",
         f"| the benchmark's certification: {images} images x {n:,} samples | "
         f"{per_sample * images * n:,.0f} ({per_sample * images * n / 3600:,.0f} h) |",

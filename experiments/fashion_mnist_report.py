@@ -7,8 +7,8 @@ results/fashion-mnist/training/ so that it is kept when the checkpoints are not)
 validation accuracy (clean and under the training noise), mean time per epoch (training pass,
 wall and process CPU). runs.md: one row per certify run: images, samples per image (sequential
 runs stop early), certified accuracy at r = 0 and ACR, and the process CPU time from times.txt
-(/usr/bin/time) and the wall time from the sidecars; then paired comparisons on the same images: the mean difference of the
-per-image certified radius (radius if correct, else 0; its mean is the ACR) with a 95% normal
+(/usr/bin/time) and the wall time from the sidecars; then paired comparisons on the same images:
+the mean difference of the per-image certified radius (radius if correct, else 0; its mean is the ACR) with a 95% normal
 interval (1.96 standard errors of the paired differences), and how many images gain or lose; then
 the sequential target-radius runs against the fixed-n run of the same model (certified accuracy at
 r, mean samples, CPU time).

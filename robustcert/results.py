@@ -193,8 +193,8 @@ def is_sidecar_record(record) -> bool:
 
 
 def existing_result_kind(path: str | Path) -> str | None:
-    """What an existing file holds if a run wrote it: ``certify``, ``predict``, ``certify-policy``
-    (a TSV with that header, also a torchrun part file) or ``sidecar`` (a run's JSON record);
+    """What an existing file holds if a run wrote it: ``certify``, ``predict``, ``attack``,
+    ``certify-policy`` (a TSV with that header, also a torchrun part file) or ``sidecar`` (a run's JSON record);
     None for anything else (or no file). Reads at most the first line, or a small JSON file."""
     path = Path(path)
     if not path.is_file():
@@ -228,7 +228,7 @@ def check_derived_output(out: str | Path, inputs: Sequence[str | Path], what: st
     """Refuse to write a table or figure over one of its own input files or over any result file.
 
     ``out`` may not be one of ``inputs`` (whatever its spelling), nor an existing certify,
-    predict or certify-policy TSV or a run's sidecar: those hold results that took hours to
+    predict, attack or certify-policy TSV or a run's sidecar: those hold results that took hours to
     compute. Raises ResultsError (nothing is written); returns ``out`` as a Path.
     """
     out = Path(out)

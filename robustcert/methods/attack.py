@@ -16,8 +16,9 @@ with k steps of normalised-gradient ascent from x' = x (their PGD_L2 attack):
 
 Scaling x' - x towards 0 keeps x' in [0, 1] (the box is convex and holds x), so the result is in
 both sets. (The paper's public code scales first and clips second, which also ends in both sets;
-neither order is the exact projection onto their intersection.) log (1/m) sum_i softmax_i is computed as logsumexp_i(log_softmax_i) - log m, so the
-gradient does not vanish where a softmax rounds to 1.
+neither order is the exact projection onto their intersection.) log (1/m) sum_i softmax_i is
+computed as logsumexp_i(log_softmax_i) - log m, so the gradient does not vanish where a softmax
+rounds to 1.
 
 The noise draws are seeded per input (``input_generator(device, seed, index, "attack")``, one
 draw of m samples through the engine's noise object), so an attack is reproducible and its noise

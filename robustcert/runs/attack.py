@@ -67,6 +67,7 @@ def attack_dataset(smoothed, data, out: str | Path | None = None, *, eps: float,
     _, n, alpha, batch_size = smoothed.check_certify_args(1, n, alpha, batch_size)
     attack = SmoothedPGD(smoothed.model, eps=eps, steps=steps, samples=m, step_size=step_size,
                          noise=smoothed.make_noise(smoothed.sigma))
+    samples_per_input = 2 * n + attack.steps * attack.samples  # PREDICT at x and at x_adv, the attack's draws
 
     def compute(batch, seed):
         def results_for(xs, batch_indices, labels):
@@ -83,14 +84,14 @@ def attack_dataset(smoothed, data, out: str | Path | None = None, *, eps: float,
                              {"idx": p.index, "label": y, "predict_clean": p.prediction, "predict_adv": q.prediction,
                               "correct_adv": int(q.correct(y)), "distance": distance, "time": seconds,
                               "p_value_clean": p.p_value, "p_value_adv": q.p_value,
-                              "samples_used": 2 * n + attack.steps * attack.samples}))
+                              "samples_used": samples_per_input}))
             return rows
         return results_for
 
     parameters = {"sigma": smoothed.sigma, **attack.settings(), "n": n, "alpha": alpha,
                   "alpha_spending": {PREDICT_TEST: alpha}, "alpha_applies_to": PREDICT_CLAIMS,
                   "claim": "empirical: correct_adv is an upper bound on robustness at eps, not a certificate"}
-    return _run("attack", smoothed, data, out, samples_per_input=2 * n + attack.steps * attack.samples,
+    return _run("attack", smoothed, data, out, samples_per_input=samples_per_input,
                 batch_size=batch_size, seed=seed, skip=skip, max_inputs=max_inputs, resume=resume, progress=progress,
                 split=split, threads=threads, distributed=False, command=command, parameters=parameters, options={},
                 compute=compute, per_call=lambda batch: max(1, check_count(batch, "batch_size") // attack.samples))

@@ -13,8 +13,8 @@ pixels exactly as at certification time), and minimises the cross-entropy on the
 augmentation) or, with ``consistency=lambda``, the consistency-regularized objective of Jeong and
 Shin (2020). With ``adversarial=eps`` (SmoothAdv, Salman et al. 2019) each clean batch is first
 replaced by the PGD adversarial example of the soft smoothed classifier of the current model
-(:mod:`robustcert.methods.attack`), on the same noise draws the loss then uses. SGD with momentum and weight decay; the learning rate is multiplied by ``lr_gamma``
-every ``lr_step`` epochs (default: a third of the epochs, so 90 epochs step at 30 and 60 as in
+(:mod:`robustcert.methods.attack`), on the same noise draws the loss then uses. SGD with momentum
+and weight decay; the learning rate is multiplied by ``lr_gamma`` every ``lr_step`` epochs (default: a third of the epochs, so 90 epochs step at 30 and 60 as in
 Cohen et al.'s CIFAR-10 recipe). Dual smoothing branch models (``split``, ``branch``) train on
 the compact sub-image of their branch (:mod:`robustcert.splits`).
 
@@ -465,10 +465,12 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
         raise InvalidArgumentError("resume needs the checkpoint to continue (out)")
     if keep is not None:
         if sigma is not None or noise is not None:
-            raise InvalidArgumentError("randomized ablation (keep, --keep) adds no noise: give it without sigma or noise (--sigma, --noise)")
+            raise InvalidArgumentError("randomized ablation (keep, --keep) adds no noise: give it without sigma or "
+                                       "noise (--sigma, --noise)")
         noise = AblationNoise(keep)
     elif sigma is None and (noise is None or isinstance(noise, str)):
-        raise InvalidArgumentError("training needs a noise level (sigma, --sigma) or, for randomized ablation, keep (--keep)")
+        raise InvalidArgumentError("training needs a noise level (sigma, --sigma) or, for randomized ablation, "
+                                   "keep (--keep)")
     elif noise is None or isinstance(noise, str):
         noise = noise_model(noise or "gaussian").sampler(check_sigma(sigma))
     parameters_in = dict(sigma=sigma, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
