@@ -43,6 +43,11 @@ class RunError(RobustCertError):
     """A dataset run cannot start or resume: its output exists, does not match, or cannot be written."""
 
 
+class ResultsError(RobustCertError):
+    """A result file is missing, unreadable or not in the expected format, or a table or figure
+    cannot be written where asked."""
+
+
 class ResourceError(RobustCertError):
     """The device ran out of memory even at the smallest batch (one sample per forward pass)."""
 

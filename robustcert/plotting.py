@@ -19,10 +19,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from .errors import ResultsError
+from .files import atomic_write, check_derived_output, header_columns, read_sidecar
 from .radius import largest_gaussian_radius
 from .results import (
-    ResultsError, certified_accuracy, check_derived_output, default_labels, header_columns, norm_labels,
-    read_policy_certificate, read_results, read_sidecar, result_norm,
+    NORMS, certified_accuracy, default_labels, norm_labels, read_policy_certificate, read_results, result_norm,
 )
 
 FORMATS = ("png", "pdf", "svg")
@@ -136,14 +137,6 @@ def curve_kind(path: str | Path) -> CurveKind:
     raise PlotError(f"{path}: no plot for a TSV with columns {sorted(columns)}")
 
 
-RADIUS_AXES = {
-    "l2": "radius (l2, pixel units in [0,1])",
-    "l1": "radius (l1, pixel units in [0,1])",
-    "linf": "radius (l-infinity, pixel units in [0,1])",
-    "l0": "pixels changed (l0)",
-}
-
-
 def radius_axis(paths: Sequence[str | Path], labels: Sequence[str], mixed_norms: bool) -> tuple[str, list[str]]:
     """The radius axis label of certify files and their curve labels: one norm (read from the
     sidecars), or with ``mixed_norms`` several, each label then naming its own."""
@@ -151,7 +144,7 @@ def radius_axis(paths: Sequence[str | Path], labels: Sequence[str], mixed_norms:
     labels = norm_labels(paths, labels, norms, mixed_norms)
     if len(set(norms)) > 1:
         return "radius (norm in each label; not comparable across norms)", labels
-    return RADIUS_AXES[norms[0]], labels
+    return NORMS[norms[0]].axis_label, labels
 
 
 def curve_labels(paths: Sequence[str | Path]) -> list[str]:
@@ -212,7 +205,7 @@ def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[st
                max_radius: float | None = None, title: str | None = None, mixed_norms: bool = False) -> Path:
     """Plot one curve per result file into ``out`` (.png, .pdf or .svg): :func:`draw_files` on a
     new figure. ``out`` may not be one of the inputs or any result file
-    (:func:`robustcert.results.check_derived_output`).
+    (:func:`robustcert.files.check_derived_output`).
 
     Returns the path written. The image is written to a temporary file and moved into place, so a
     failure never leaves a truncated figure behind.
@@ -233,12 +226,9 @@ def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[st
     draw_files(ax, paths, labels, max_radius, mixed_norms)
     if title:
         ax.set_title(title)
-    temporary = out.with_name(f".{out.name}.tmp")
     try:
-        figure.savefig(temporary, format=fmt, dpi=150)
-        temporary.replace(out)
+        atomic_write(out, lambda temporary: figure.savefig(temporary, format=fmt, dpi=150))
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise PlotError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
 

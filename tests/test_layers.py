@@ -13,8 +13,8 @@ PACKAGE = Path(robustcert.__file__).resolve().parent
 # Lower number = lower layer. A module may import its own layer or lower ones only.
 LAYERS = [
     ("robustcert.errors", "robustcert.version", "robustcert.certificate"),
-    ("robustcert.stats", "robustcert.radius", "robustcert.results", "robustcert.plotting", "robustcert.splits",
-     "robustcert.losses", "robustcert.augment"),
+    ("robustcert.stats", "robustcert.radius", "robustcert.files", "robustcert.results", "robustcert.plotting",
+     "robustcert.splits", "robustcert.losses", "robustcert.augment"),
     ("robustcert.engine", "robustcert.simplex"),
     ("robustcert.models", "robustcert.data"),
     ("robustcert.methods", "robustcert.rl"),

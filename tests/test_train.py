@@ -235,7 +235,8 @@ def test_gaussian_training_learns_and_writes_a_reference_checkpoint(tmp_path, on
     assert sidecar["parameters"]["lr_step"] == 1 and [e["lr"] for e in sidecar["epochs"]] == pytest.approx(
         [0.05, 0.005, 0.0005, 0.00005])
     assert sidecar["data"]["split"] == "train" and sidecar["data"]["validation"]["split"] == "val"
-    assert "finished" in sidecar["runs"][-1] and sidecar["runs"][-1]["versions"]["torch"]
+    assert sidecar["runs"][-1]["status"] == "finished" and "finished" in sidecar["runs"][-1]
+    assert sidecar["runs"][-1]["versions"]["torch"]
 
 
 def test_consistency_training_records_its_terms(one_thread):
@@ -259,7 +260,9 @@ def test_resumed_training_equals_the_uninterrupted_run(tmp_path, one_thread):
     with pytest.raises(Killed):
         train_model("digits", tmp_path / "part.pt", sigma=0.25, log=kill_after_first_epoch, **FAST)
     part = json.loads((tmp_path / "part.pt.json").read_text())
-    assert len(part["epochs"]) == 1 and part["runs"][-1]["reason"] == "Killed"
+    # the end-of-run record every command writes: status, its time, and a failure's error line
+    assert len(part["epochs"]) == 1 and part["runs"][-1]["status"] == "failed" and "failed" in part["runs"][-1]
+    assert part["runs"][-1]["error"].startswith("epoch 1/2")
     resumed = train_model("digits", tmp_path / "part.pt", sigma=0.25, resume=True, **FAST)
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name

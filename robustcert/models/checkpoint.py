@@ -16,7 +16,6 @@ code from the file, so only use it on files you trust.
 """
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import warnings
@@ -30,6 +29,7 @@ from torch import nn
 
 from ..engine import as_device
 from ..errors import CheckpointError
+from ..files import file_sha256
 from .cifar_resnet import CifarResNet
 from .digits import DigitsCNN
 from .mnist import MnistCNN
@@ -127,14 +127,6 @@ class LoadedModel:
 def bundled_names() -> list[str]:
     """Names usable as ``bundled:NAME``."""
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_torchscript(path: Path) -> bool:

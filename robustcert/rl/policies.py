@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ModelOutputError, ShapeError
+from ..files import atomic_write
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -195,7 +196,8 @@ def _is_sb3_zip(path: Path) -> bool:
 
 def load_policy(spec: str | Path, device: torch.device | str = "cpu", trust_checkpoint: bool = False) -> LoadedPolicy:
     """Load a policy from a specification (see the module docstring). Raises CheckpointError."""
-    from ..models.checkpoint import is_torchscript, file_sha256, torch_load_safely
+    from ..files import file_sha256
+    from ..models.checkpoint import is_torchscript, torch_load_safely
 
     spec = str(spec)
     name = spec.split(":", 1)[1] if spec.startswith(("builtin:", "bundled:")) else spec
@@ -247,4 +249,5 @@ def load_policy(spec: str | Path, device: torch.device | str = "cpu", trust_chec
 
 def save_policy(module: PolicyMLP, path: str | Path, **metadata) -> None:
     """Save a :class:`PolicyMLP` as ``{'arch': 'policy_mlp', 'state_dict', **metadata}`` (weights_only-safe)."""
-    torch.save({"arch": "policy_mlp", "state_dict": module.state_dict(), **module.config(), **metadata}, path)
+    payload = {"arch": "policy_mlp", "state_dict": module.state_dict(), **module.config(), **metadata}
+    atomic_write(path, lambda temporary: torch.save(payload, temporary))

@@ -46,6 +46,7 @@ import torch
 
 from ..engine import PRECISIONS, inputs_per_call, tune_cpu_allocator
 from ..errors import ModelOutputError
+from ..files import write_text_atomically
 from ..methods.cohen import Smooth
 from ..models import build_model, load_model
 from ..stats import clopper_pearson_lower
@@ -326,8 +327,8 @@ def run_bench(models: list[str], device: torch.device, precision: str = "fp32", 
         stem = f"bench-{slug(device.type if device.type == 'cpu' else record['device'])}-" \
                f"{options_label(precision, channels_last, compile)}{'-quick' if quick else ''}" \
                f"{'-cpuclock' if clock == 'cpu' else ''}{'-malloc-default' if device.type == 'cpu' and not allocator_tuned else ''}"
-        (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
-        (out_dir / f"{stem}.md").write_text(markdown(record))
+        write_text_atomically(out_dir / f"{stem}.json", json.dumps(record, indent=2) + "\n")
+        write_text_atomically(out_dir / f"{stem}.md", markdown(record))
         record["written"] = [str(out_dir / f"{stem}.json"), str(out_dir / f"{stem}.md")]
         log(f"wrote {out_dir / stem}.json and .md")
     return record

@@ -28,7 +28,7 @@ from ..engine import configure_cpu, inputs_per_call
 from ..errors import InvalidArgumentError, ShapeError, check_count
 from ..results import ATTACK_COLUMNS, CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_row, predict_row, read_results
 from . import sharded
-from .files import RowWriter, check_output, finish_last_run, previous_runs, write_sidecar
+from ..files import RowWriter, check_output, finish_last_run, previous_runs, write_sidecar
 from .lvm_select import check_held_out
 from .provenance import describe_models, python_command, run_record
 

@@ -29,11 +29,12 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 from ..errors import RunError
-from ..models.checkpoint import file_sha256
+from ..files import atomic_write, file_sha256, write_json_atomically, write_text_atomically
 
 DEMO_MODELS = (("digits-0.12", 0.12), ("digits-0.25", 0.25), ("digits-0.50", 0.5))
 DEMO_N0, DEMO_N, DEMO_ALPHA, DEMO_BATCH, DEMO_SEED, DEMO_JOBS = 100, 10_000, 0.001, 1000, 0, 3
@@ -70,11 +71,10 @@ def read_marker(out_dir: Path) -> dict[str, list[str]]:
 
 
 def write_marker(out_dir: Path, files: dict[str, list[str]]) -> None:
-    from ..results import write_text_atomically
-
-    write_text_atomically(Path(out_dir) / MARKER_FILE, json.dumps(
-        {"written_by": "robustcert demo", "note": "files the demo wrote here, with their sha256; the demo "
-         "replaces only these, and only while unchanged", "files": files}, indent=2) + "\n")
+    """Record ``files`` (name -> SHA-256 digests) as the demo's own in ``out_dir``'s marker (atomically)."""
+    write_json_atomically(Path(out_dir) / MARKER_FILE, {
+        "written_by": "robustcert demo", "note": "files the demo wrote here, with their sha256; the demo "
+        "replaces only these, and only while unchanged", "files": files})
 
 
 def check_demo_folder(out_dir: Path) -> dict[str, list[str]]:
@@ -162,7 +162,7 @@ def _run_demo_in(out_dir: Path, staging: Path, n, n0, alpha, batch_size, seed, m
                  echo) -> DemoResult:
     """The demo's runs, table, plot and README written into ``staging``, then moved into ``out_dir``."""
     from ..plotting import plot_files
-    from ..results import render_table, table_from_files, write_text_atomically
+    from ..results import render_table, table_from_files
 
     started, cpu_started, load = time.perf_counter(), cpu_seconds(), load_average()
     runs = []
@@ -210,8 +210,8 @@ def publish(staging: Path, out_dir: Path) -> None:
     marker = check_demo_folder(out_dir)
     new = {name: file_sha256(staging / name) for name in demo_file_names()[:-1]}
     write_marker(out_dir, {name: sorted(set(marker.get(name, [])) | {digest}) for name, digest in new.items()})
-    for name in new:
-        (staging / name).replace(out_dir / name)
+    for name in new:  # each file replaced atomically (copied beside its target, then renamed over it)
+        atomic_write(out_dir / name, partial(shutil.copyfile, staging / name))
     write_marker(out_dir, {name: [digest] for name, digest in new.items()})
 
 

@@ -15,8 +15,7 @@ import torch
 from ..engine import as_device, configure_cpu
 from ..errors import check_alpha, check_count, check_sigma
 from ..methods.policy import PolicySmooth, alpha_spending
-from ..results import write_text_atomically
-from .files import check_output, timestamp, write_sidecar
+from ..files import check_output, ending_fields, timestamp, write_sidecar, write_text_atomically
 from .provenance import device_name, package_versions, python_command
 
 
@@ -83,7 +82,7 @@ def certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str | 
         "runs": [{"started": started, "command": command, "device": device_name(device),
                   "versions": package_versions(), "cpu": cpu, "seconds": table.attrs["seconds"],
                   "episodes_per_second": table.attrs["episodes_per_second"], "num_envs": table.attrs["num_envs"],
-                  "status": "finished", "finished": timestamp()}],
+                  **ending_fields(None)}],
         "mean_episode_length": table.attrs["mean_length"],
         "returns_histogram": table.attrs["returns_histogram"],
     }

@@ -15,7 +15,7 @@ import torch
 from ..methods.diffusion import DenoisedClassifier
 from ..models.provenance import provenance
 from ..version import __version__
-from .files import timestamp
+from ..files import timestamp
 
 
 def package_versions() -> dict:

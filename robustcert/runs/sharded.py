@@ -37,8 +37,7 @@ from pathlib import Path
 
 from ..engine import first_line
 from ..errors import RobustCertError
-from ..results import write_text_atomically
-from .files import RowWriter, previous_runs, sidecar_path, update_last_run, write_sidecar
+from ..files import RowWriter, previous_runs, sidecar_path, update_last_run, write_sidecar, write_text_atomically
 
 #: Long enough for the slowest rank of a multi-day run; the coordination group never times out first.
 COORDINATION_TIMEOUT = datetime.timedelta(days=30)

@@ -37,9 +37,7 @@ with.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +55,11 @@ from ..methods.attack import check_eps, pgd_on_smoothed
 from ..methods.noises import noise_model
 from ..models import ARCHITECTURES, build_model, default_architecture
 from ..models.checkpoint import torch_load_safely
-from ..results import write_text_atomically
 from ..splits import get_split
 from .dataset import as_dataset, progress_bar
-from .files import check_output, previous_runs, sidecar_path, timestamp
+from ..files import (
+    atomic_write, check_output, ending_fields, previous_runs, sidecar_path, timestamp, write_json_atomically,
+)
 from .provenance import device_name, package_versions, python_command
 
 
@@ -198,7 +197,7 @@ class _Trainer:
         self.record["runs"] = earlier_runs + self.record["runs"]
 
     def save(self, epochs_done: int) -> None:
-        """The checkpoint (atomically: a temporary file and a rename), then the sidecar."""
+        """The checkpoint (atomically, :func:`robustcert.files.atomic_write`), then the sidecar."""
         p = self.setup.parameters
         payload = {"epoch": epochs_done, "epochs": p["epochs"], "arch": p["arch"],
                    "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -206,24 +205,20 @@ class _Trainer:
                    "input_shape": list(self.setup.input_shape), "training": p, "history": self.history}
         if p["dual_split"] is not None:
             payload.update(dual_split=p["dual_split"], dual_branch=p["dual_branch"])
-        temporary = self.out.with_name(f".{self.out.name}.{os.getpid()}.tmp")
-        try:
-            torch.save(payload, temporary)
-            os.replace(temporary, self.out)
-        finally:
-            temporary.unlink(missing_ok=True)
+        atomic_write(self.out, lambda temporary: torch.save(payload, temporary))
         self.record["epochs"] = self.history
         self.record["runs"][-1]["epochs_done"] = epochs_done
         self._write_sidecar()
         self.wrote_files = True
 
     def _write_sidecar(self) -> None:
-        write_text_atomically(sidecar_path(self.out), json.dumps(self.record, indent=2, default=str) + "\n")
+        write_json_atomically(sidecar_path(self.out), self.record)
 
-    def finish(self, **fields) -> None:
-        """Record how this run ended in the sidecar (if this run wrote one)."""
+    def finish(self, ending: BaseException | None = None) -> None:
+        """Record how this run ended in the sidecar (if this run wrote one), as every command does
+        (:func:`robustcert.files.ending_fields`: ``status`` finished, interrupted or failed)."""
         if self.out is not None and self.wrote_files:
-            self.record["runs"][-1].update(fields)
+            self.record["runs"][-1].update(ending_fields(ending))
             try:
                 self._write_sidecar()
             except OSError:
@@ -497,9 +492,9 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
         try:
             trainer.run()
         except BaseException as exc:
-            trainer.finish(interrupted=timestamp(), reason=type(exc).__name__)
+            trainer.finish(exc)
             raise
-        trainer.finish(finished=timestamp())
+        trainer.finish()
     finally:
         torch.set_num_threads(threads_before)
     trainer.model.eval()

@@ -1,0 +1,457 @@
+"""The file promises, each implemented once: every module that writes a file goes through here.
+
+1. **Atomic writes** (:func:`atomic_write`): a text, a figure, a checkpoint or any bytes reach their
+   path through a temporary file beside it and one ``os.replace``, so a crash, a full disk or
+   Ctrl-C never leaves a truncated file (the old content stays until the new one is complete).
+2. **Never writing over results** (:func:`check_output` for a run's TSV and sidecar,
+   :func:`check_derived_output` for tables and figures): an existing non-empty result file is
+   continued (resume) or refused, never replaced; a run's sidecar is never replaced by another
+   run's; a table or figure never goes over one of its inputs or over any result file.
+3. **What a file is** (:func:`existing_result_kind`): the kind of result file a path holds, from its
+   header (:data:`RESULT_KINDS`) or its JSON record; :func:`same_file` whatever the spelling.
+4. **Sidecars and how a run ended** (:func:`sidecar_path`, :func:`read_sidecar`,
+   :func:`write_sidecar`, :func:`finish_last_run`): ``FILE.json`` beside ``FILE`` records the
+   command, parameters and each run; every command ends its last run entry with the same
+   ``status`` field (``finished``, ``interrupted`` or ``failed`` with the ``error``).
+5. **Rows that survive an interruption** (:class:`RowWriter`): one flushed line per input; a resumed
+   file loses only a half-written last row.
+
+Dependencies: the standard library and :mod:`robustcert.errors` only, so every layer can use it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import ResultsError, RunError
+
+# --------------------------------------------------------------------------- atomic writes
+Content = str | bytes | Callable[[Path], object]
+
+
+def atomic_write(path: str | Path, content: Content, encoding: str = "utf-8") -> Path:
+    """Write ``content`` to ``path`` through a temporary file beside it and one ``os.replace``.
+
+    The one implementation of the temporary-file-and-rename promise: readers see the old file or
+    the complete new one, never a truncated one, and no temporary file is left behind on failure
+    (a full disk, an exception, Ctrl-C).
+
+    Args:
+        path: the file to (re)write; its folder must exist.
+        content: the text (``str``, written with ``encoding``), the bytes, or a function that
+            writes the file at the temporary path it is given (``figure.savefig``,
+            ``torch.save``, ``shutil.copyfile``).
+        encoding: the encoding of a text.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if callable(content):
+            content(temporary)
+        elif isinstance(content, bytes):
+            temporary.write_bytes(content)
+        else:
+            temporary.write_text(content, encoding=encoding)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write a text file atomically (:func:`atomic_write`)."""
+    atomic_write(path, text)
+
+
+def write_json_atomically(path: str | Path, record) -> None:
+    """Write a JSON record (indented, one trailing newline) atomically (:func:`atomic_write`)."""
+    atomic_write(path, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 hex digest of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """True when two paths name one file (also through links or different spellings)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+# --------------------------------------------------------------------------- kinds of result files
+CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
+PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
+ATTACK_COLUMNS = ("idx", "label", "predict_clean", "predict_adv", "correct_adv", "distance", "time")
+POLICY_COLUMNS = ("budget", "certified_return")
+
+#: Each kind of result file and the header columns that identify it, checked in this order (an
+#: attack TSV before a certify TSV before a predict TSV, whose columns the others contain).
+RESULT_KINDS: dict[str, frozenset] = {
+    "attack": frozenset(ATTACK_COLUMNS[:5]),
+    "certify": frozenset(CERTIFY_COLUMNS[:5]),
+    "predict": frozenset(PREDICT_COLUMNS[:4]),
+    "certify-policy": frozenset(POLICY_COLUMNS),
+}
+
+
+def register_result_kind(name: str, columns: Sequence[str], before: str | None = None) -> None:
+    """Make a new kind of result file known to every check that refuses to write over results.
+
+    Args:
+        name: the kind (the ``kind`` its sidecar records).
+        columns: the header columns that identify it.
+        before: check it before this kind (when its columns contain that kind's); default last.
+    """
+    items = [(k, v) for k, v in RESULT_KINDS.items() if k != name]
+    position = len(items) if before is None else [k for k, _ in items].index(before)
+    items.insert(position, (name, frozenset(columns)))
+    RESULT_KINDS.clear()
+    RESULT_KINDS.update(items)
+
+
+def result_kind(columns: set[str]) -> str | None:
+    """The kind of result file (``certify``, ``predict``, ``attack``, ``certify-policy``, ...) whose
+    header holds ``columns``, else None."""
+    return next((kind for kind, needed in RESULT_KINDS.items() if needed <= set(columns)), None)
+
+
+def header_columns(path: str | Path) -> set[str]:
+    """The column names in the first line of a TSV.
+
+    Raises:
+        ResultsError: the file is missing, unreadable, not text or empty.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"result file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
+    except UnicodeDecodeError:
+        raise ResultsError(f"cannot read result file {path}: not a text file") from None
+    except OSError as exc:
+        raise ResultsError(f"cannot read result file {path}: {exc.strerror or exc}") from None
+    if not first.strip():
+        raise ResultsError(f"cannot read result file {path}: it is empty (no header line)")
+    return {c.strip() for c in first.rstrip("\n").split("\t")}
+
+
+def is_sidecar_record(record) -> bool:
+    """True for the JSON object a run writes beside its result file (command kind, parameters, runs)."""
+    return isinstance(record, dict) and "kind" in record and ("parameters" in record or "runs" in record)
+
+
+def existing_result_kind(path: str | Path) -> str | None:
+    """What an existing file holds if a run wrote it: a kind of :data:`RESULT_KINDS` (a TSV with
+    that header, also a torchrun part file) or ``sidecar`` (a run's JSON record); None for anything
+    else (or no file). Reads at most the first 64 KiB, or a small JSON file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+        first = head.split(b"\n", 1)[0].decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    kind = result_kind({c.strip() for c in first.split("\t")})
+    if kind is not None:
+        return kind
+    if head.lstrip().startswith(b"{") and path.stat().st_size < (64 << 20):
+        try:
+            return "sidecar" if is_sidecar_record(json.loads(path.read_text(encoding="utf-8"))) else None
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+    return None
+
+
+# --------------------------------------------------------------------------- never writing over results
+def check_output(path: str | Path, resume: bool) -> bool:
+    """Check that a run may write its result file ``path`` (and its sidecar).
+
+    Called before anything slow (model loading) and again by :class:`RowWriter`, so that a run
+    that is going to be refused fails at once and never touches existing results.
+
+    Args:
+        path: the run's result file (TSV or checkpoint).
+        resume: whether the run continues the results already in ``path``.
+
+    Returns:
+        True when ``path`` holds results that ``resume`` continues.
+
+    Raises:
+        RunError: a folder, a missing or read-only folder, existing results without ``resume``,
+            or the sidecar of an earlier run beside a new one.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise RunError(f"output {path} is a folder, not a file")
+    if not path.parent.is_dir():
+        raise RunError(f"output folder does not exist: {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        raise RunError(f"output folder is not writable: {path.parent}")
+    exists = path.exists() and path.stat().st_size > 0
+    if exists and not resume:
+        raise RunError(f"{path} already exists and is not empty: resume it (--resume, resume=True) or remove it")
+    sidecar = sidecar_path(path)
+    if not exists and not resume and sidecar.exists():  # the record of an earlier run: keep it
+        raise RunError(f"{sidecar} already exists (the record of an earlier run): remove it, or choose another output")
+    if exists and not os.access(path, os.W_OK):
+        raise RunError(f"output file is not writable: {path}")
+    return exists
+
+
+def check_derived_output(out: str | Path, inputs: Sequence[str | Path], what: str = "output") -> Path:
+    """Refuse to write a table or figure over one of its own input files or over any result file.
+
+    Args:
+        out: where the table or figure would go.
+        inputs: the files it is made from.
+        what: what is written (for the message).
+
+    Returns:
+        ``out`` as a Path.
+
+    Raises:
+        ResultsError: ``out`` is one of ``inputs`` (whatever its spelling), or an existing result
+            file of :data:`RESULT_KINDS` or a run's sidecar: those hold results that took hours to
+            compute. Nothing is written.
+    """
+    out = Path(out)
+    for source in inputs:
+        if same_file(out, source):
+            raise ResultsError(f"refusing to write the {what} to {out}: it is one of the input files")
+    kind = existing_result_kind(out)
+    if kind is not None:
+        described = "a run's JSON sidecar" if kind == "sidecar" else f"a {kind} result file"
+        raise ResultsError(f"refusing to overwrite {out}: it is {described}; choose another output file")
+    return out
+
+
+def write_derived_file(out: str | Path, content: Content, inputs: Sequence[str | Path], what: str = "table") -> Path:
+    """Write a table or figure made from ``inputs`` to ``out``: checked by
+    :func:`check_derived_output`, then written by :func:`atomic_write`.
+
+    Args:
+        out: the file to write (its folder must exist).
+        content: as for :func:`atomic_write` (a text, bytes or a function writing the file).
+        inputs: the result files it is made from.
+        what: what is written (for messages).
+
+    Returns:
+        ``out`` as a Path.
+
+    Raises:
+        ResultsError: the folder is missing, ``out`` is refused, or the write failed.
+    """
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ResultsError(f"output folder does not exist: {out.parent}")
+    check_derived_output(out, inputs, what)
+    try:
+        atomic_write(out, content)
+    except OSError as exc:
+        raise ResultsError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return out
+
+
+# --------------------------------------------------------------------------- sidecars and how a run ended
+def sidecar_path(path: str | Path) -> Path:
+    """``FILE.json`` beside a result file ``FILE``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def timestamp() -> str:
+    """The local time, ISO 8601 with the UTC offset (what sidecars record)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def read_sidecar(path: str | Path) -> dict:
+    """The JSON sidecar of a result file, or {} when there is none (the published reference files)
+    or it is not a JSON object.
+
+    Raises:
+        ResultsError: the sidecar exists but is not JSON.
+    """
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return {}
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise ResultsError(f"cannot read the sidecar {sidecar} of {path}: not a JSON file") from None
+    return record if isinstance(record, dict) else {}
+
+
+def previous_runs(path: str | Path, record: dict) -> list:
+    """The runs recorded in the sidecar of a result file being resumed, after checking that the
+    new run has the same parameters, model (sha256), data and kind; [] if there is nothing yet.
+
+    A file with rows but no sidecar cannot be resumed: its parameters are unknown.
+
+    Raises:
+        RunError: the sidecar is missing (with rows), unreadable, or records another run.
+    """
+    path = Path(path)
+    sidecar = sidecar_path(path)
+    has_rows = path.is_file() and b"\n" in path.read_bytes().rstrip(b"\n")
+    if not sidecar.exists():
+        if has_rows:
+            raise RunError(f"cannot resume {path}: its sidecar {sidecar.name} is missing, so its parameters are unknown")
+        return []
+    try:
+        previous = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunError(f"cannot resume: sidecar {sidecar} is not valid JSON") from None
+    if not isinstance(previous, dict) or not isinstance(previous.get("parameters", {}), dict):
+        raise RunError(f"cannot resume: sidecar {sidecar} is not a robustcert sidecar (no parameters object)")
+    old, new = previous.get("parameters", {}), record["parameters"]
+    differing = [k for k in sorted(set(old) | set(new))
+                 if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str)]
+    for section, key in (("model", "sha256"), ("data", "spec")):
+        if (previous.get(section) or {}).get(key) != (record.get(section) or {}).get(key):
+            differing.append(f"{section} {key}")
+    if previous.get("kind") != record.get("kind"):
+        differing.append("command")
+    if differing:
+        raise RunError(f"cannot resume {path}: differs from the first run in {', '.join(differing)}")
+    return previous.get("runs", [])
+
+
+def write_sidecar(path: str | Path, record: dict, resume: bool = False) -> None:
+    """Write the sidecar ``FILE.json`` of the result file ``path`` atomically.
+
+    Args:
+        path: the result file.
+        record: the run's record (``command``, ``kind``, ``parameters``, ``runs``, ...).
+        resume: the run continues ``path``: the earlier runs are checked against this one
+            (:func:`previous_runs`) and kept before it in ``record["runs"]``.
+    """
+    if resume:
+        record["runs"] = previous_runs(path, record) + record["runs"]
+    write_json_atomically(sidecar_path(path), record)
+
+
+def update_last_run(out_path: str | Path, **fields) -> None:
+    """Set ``fields`` in the last run entry of the sidecar of ``out_path`` (rewritten atomically);
+    nothing happens when there is no sidecar."""
+    sidecar = sidecar_path(out_path)
+    if not sidecar.is_file():
+        return
+    record = json.loads(sidecar.read_text())
+    record["runs"][-1].update(fields)
+    write_json_atomically(sidecar, record)
+
+
+def run_status(ending: BaseException | None) -> str:
+    """``finished`` (no exception), ``interrupted`` (Ctrl-C, a termination signal, an exit) or ``failed``."""
+    if ending is None:
+        return "finished"
+    return "interrupted" if isinstance(ending, (KeyboardInterrupt, SystemExit)) else "failed"
+
+
+def ending_fields(ending: BaseException | None) -> dict:
+    """The end-of-run fields every command records in its last run entry: ``status``
+    (:func:`run_status`), the time under that same key, and for a failure the ``error`` line."""
+    status = run_status(ending)
+    fields = {"status": status, status: timestamp()}
+    if status == "failed":
+        fields["error"] = " ".join(str(ending).split()) or type(ending).__name__
+    return fields
+
+
+def finish_last_run(out_path: str | Path, ending: BaseException | None = None, **fields) -> None:
+    """Record how the run ended (:func:`ending_fields`) and ``fields`` in the sidecar's last run
+    entry; never masks the run's own outcome (a sidecar that cannot be updated is left as it is).
+
+    Args:
+        out_path: the run's result file.
+        ending: the exception that stopped the run (None: it finished).
+        fields: more entries for the last run (engine report, samples used, ...).
+    """
+    try:
+        update_last_run(out_path, **ending_fields(ending), **fields)
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+
+
+# --------------------------------------------------------------------------- rows that survive interruptions
+class RowWriter:
+    """Append rows to a TSV, one flushed line each; refuses to clobber existing results.
+
+    With ``resume``: the header must match, a trailing partial line (a run killed mid-write) is
+    dropped, and the indices already written are in :attr:`done` so the run can skip them.
+
+    Args:
+        path: the TSV.
+        header: its column names.
+        resume: continue the rows already in ``path`` (:func:`check_output`).
+    """
+
+    def __init__(self, path: str | Path, header: tuple[str, ...], resume: bool):
+        self.path = Path(path)
+        self.header = "\t".join(header)
+        self.done: set[int] = set()
+        exists = check_output(self.path, resume)
+        self.created, self.rows_written = not self.path.exists(), 0  # see discard_if_unused
+        if exists:
+            self._recover()
+        else:
+            with open(self.path, "w") as handle:
+                handle.write(self.header + "\n")
+        self.handle = open(self.path, "a")
+
+    def _recover(self) -> None:
+        try:
+            text = self.path.read_text()
+        except UnicodeDecodeError:
+            raise RunError(f"cannot resume {self.path}: it is not a text file") from None
+        lines = text.split("\n")
+        if len(lines) == 1 and self.header.startswith(text):  # killed while writing the header: no rows
+            lines = [self.header, ""]
+        if lines[0] != self.header:
+            raise RunError(f"cannot resume {self.path}: its header is {lines[0]!r}, expected {self.header!r}")
+        complete = lines[:-1]  # the last element is "" after a final newline, else a partial row
+        width = len(self.header.split("\t"))
+        kept = [complete[0]] + [line for line in complete[1:] if len(line.split("\t")) == width]
+        try:
+            self.done = {int(line.split("\t")[0]) for line in kept[1:]}
+        except ValueError:
+            raise RunError(f"cannot resume {self.path}: a row has a non-integer idx") from None
+        if len(kept) != len(complete) or not text.endswith("\n"):
+            # drop the partial last row of a killed run; atomic, so a crash here loses nothing
+            write_text_atomically(self.path, "\n".join(kept) + "\n")
+
+    def write(self, line: str) -> None:
+        """Append one row and flush it."""
+        self.handle.write(line + "\n")
+        self.handle.flush()
+        self.rows_written += 1
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def discard_if_unused(self, with_sidecar: bool = True) -> None:
+        """Remove the file (and its sidecar) if this writer created the file and wrote no row: a
+        run that fails before its first row (NaN outputs, a model that does not fit) leaves nothing."""
+        self.close()
+        if self.created and self.rows_written == 0:
+            self.path.unlink(missing_ok=True)
+            if with_sidecar:
+                sidecar_path(self.path).unlink(missing_ok=True)
