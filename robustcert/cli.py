@@ -11,14 +11,18 @@ from pathlib import Path
 
 import click
 
+from .engine import PRECISIONS
 from .errors import CLIError, RobustCertError, check_count
+from .methods.base import DEFAULT_ALPHA, DEFAULT_BATCH, DEFAULT_N, DEFAULT_N0
+from .methods.noises import NOISES
+from .models import model_spec_help
+from .results import NORMS
 from .runs import sharded
-from .runs.build import METHOD_BUILDERS, build_smoothed
+from .runs.build import METHODS, OPTIONS, MethodOption, build_smoothed, method_names, methods_with, option_name
 from .runs.dataset import certify_dataset, predict_dataset
 from .runs.demo import DEMO_DURATION, DEFAULT_DEMO_DIR
 from .runs.files import Stopped, check_output, sidecar_path, stop_on_termination_signals
-
-DEFAULT_N0, DEFAULT_N, DEFAULT_ALPHA, DEFAULT_BATCH = 100, 100_000, 0.001, 1000
+from .splits import SPLITS
 
 
 def fail(message: str) -> None:
@@ -26,14 +30,11 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-#: What an interrupted command (Ctrl-C, SIGTERM, SIGHUP) leaves behind; other commands write
-#: their files at the end, atomically, so an interruption writes nothing.
-INTERRUPTED_NOTES = {
-    "certify": "rows already written are kept; --resume continues",
-    "predict": "rows already written are kept; --resume continues",
-    "attack": "rows already written are kept; --resume continues",
-    "demo": "the demo's earlier output, if any, is unchanged",
-}
+#: What each command leaves behind when it is interrupted (Ctrl-C, SIGTERM, SIGHUP), by command:
+#: every command declares it with :func:`command`, so the message after an interruption is true.
+INTERRUPTED_NOTES: dict[str, str] = {}
+#: The note of a command that writes its files at the end, atomically.
+WRITES_AT_THE_END = "nothing was written"
 
 
 class ErrorReportingGroup(click.Group):
@@ -64,7 +65,7 @@ class ErrorReportingGroup(click.Group):
             stopped = exc.__cause__ if isinstance(exc.__cause__, Stopped) else None
             how = f"stopped by {stopped.signal_name}" if stopped else "interrupted"
             command = next((a for a in (sys.argv[1:] if args is None else args) if a in self.commands), None)
-            click.echo(f"robustcert: {how} ({INTERRUPTED_NOTES.get(command, 'nothing was written')})", err=True)
+            click.echo(f"robustcert: {how} ({INTERRUPTED_NOTES.get(command, WRITES_AT_THE_END)})", err=True)
             sys.exit(128 + stopped.signum if stopped else 130)
         except RobustCertError as exc:
             fail(" ".join(str(exc).split()))
@@ -98,10 +99,29 @@ def option(*declarations, section: str, **kwargs):
 MODEL_AND_DATA, CERTIFICATION, ENGINE, OUTPUT = "Model and data", "Certification", "Engine and speed", "Output"
 TRAINING = "Training"
 ATTACK = "Attack (empirical, not a certificate)"
-SEQUENTIAL, SOUND, DUAL, LVM, ABLATION, DENOISER = (
-    "--method cohen, dual: sequential", "--method cohen: floating-point-sound certificates", "--method dual",
-    "--method lvm", "--method ablation", "Diffusion denoiser (any method)")
-HELP_SECTIONS = (MODEL_AND_DATA, CERTIFICATION, ATTACK, TRAINING, SEQUENTIAL, SOUND, DUAL, LVM, ABLATION, DENOISER, ENGINE, OUTPUT)
+DENOISER = "Diffusion denoiser (any method)"
+
+
+def method_option_section(declared: MethodOption) -> str:
+    """The ``--help`` section of a method option: its own, or the methods that take it
+    (``--method dual``; with its group, ``--method cohen, dual: sequential``)."""
+    if declared.section is not None:
+        return declared.section
+    return f"--method {', '.join(methods_with(declared.name))}" + (f": {declared.group}" if declared.group else "")
+
+
+def method_sections() -> list[str]:
+    """The sections of the methods' options, in registry order (:data:`robustcert.runs.build.METHODS`)."""
+    sections = []
+    for spec in METHODS.values():
+        for name in spec.options:
+            section = method_option_section(OPTIONS[name])
+            if section not in sections and section not in (MODEL_AND_DATA, CERTIFICATION, ENGINE, OUTPUT):
+                sections.append(section)
+    return sections
+
+
+HELP_SECTIONS = (MODEL_AND_DATA, CERTIFICATION, ATTACK, TRAINING, *method_sections(), DENOISER, ENGINE, OUTPUT)
 
 
 class SectionedCommand(click.Command):
@@ -124,6 +144,19 @@ class SectionedCommand(click.Command):
 
 class SectionedGroup(ErrorReportingGroup):
     command_class = SectionedCommand
+
+    def command(self, *args, interrupted: str | None = None, **kwargs):
+        """``click.Group.command`` that also declares what the command leaves behind when it is
+        interrupted (:data:`INTERRUPTED_NOTES`); every command must say it."""
+        if interrupted is None:
+            raise TypeError("declare what an interrupted command leaves behind: command(..., interrupted=...)")
+        decorate = super().command(*args, **kwargs)
+
+        def register(function):
+            command = decorate(function)
+            INTERRUPTED_NOTES[command.name] = interrupted
+            return command
+        return register
 
 
 @click.group(cls=SectionedGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -181,8 +214,7 @@ ALPHA_HELP = "Probability that a certificate is wrong (each certificate holds wi
 SEED_HELP = "Noise seed: the same seed gives the same samples, hence the same results, for each input."
 
 model_and_data_options = add_options([
-    option("--model", "model_spec", required=True, section=MODEL_AND_DATA,
-           help="bundled:NAME, a reference checkpoint, a state_dict (with --arch) or a TorchScript file."),
+    option("--model", "model_spec", required=True, section=MODEL_AND_DATA, help=model_spec_help()),
     option("--arch", default=None, section=MODEL_AND_DATA,
            help="Architecture of a plain state_dict (e.g. cifar_resnet110)."),
     option("--trust-checkpoint", is_flag=True, section=MODEL_AND_DATA,
@@ -212,74 +244,56 @@ model_and_data_options = add_options([
 ])
 
 engine_options = add_options([
-    option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+    option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32", show_default=True,
            section=ENGINE, help="Autocast precision of the base model (bf16/fp16: a different, faster base classifier)."),
     option("--channels-last/--no-channels-last", "channels_last", default=None, section=ENGINE,
            help="Channels-last memory layout of 4-D batches [default: on; measured faster on CPU and CUDA]."),
     option("--compile", "compile_model", is_flag=True, section=ENGINE,
            help="torch.compile the base model (falls back to eager, with a warning, if it fails)."),
-    option("--sound-float", "sound_float", is_flag=True, default=None, section=SOUND,
-           help="Floating-point-sound certificates for inputs on the grid k/L (discretized Gaussian noise from "
-                "fair coins, added in integers; one forward shape). Voracek and Hein 2023."),
-    option("--quantization", type=float, default=None, metavar="L", section=SOUND,
-           help="--sound-float: the input grid, L levels (default 255, 8-bit images; the bundled digits: 16 "
-                "or 256) or the step 1/L."),
     option("--distributed", is_flag=True, section=ENGINE,
            help="Shard inputs across torch.distributed ranks (automatic under torchrun, WORLD_SIZE > 1)."),
 ])
 
-method_and_denoiser_options = add_options([
-    option("--method", type=click.Choice(sorted(METHOD_BUILDERS)), default="cohen", show_default=True,
-           section=CERTIFICATION, help="cohen: Cohen et al. 2019 (any --noise); dual: Xia et al. 2024 (two branch "
-                                       "models on two sub-images); lvm: Delattre et al. 2024 (soft outputs through "
-                                       "a simplex map); ablation: l0, pixels changed (needs --keep)."),
-    option("--noise", type=click.Choice(["gaussian", "laplace", "uniform"]), default=None, section=CERTIFICATION,
-           help="cohen: the noise, and so the norm of the radius: gaussian (l2) [default], laplace or "
-                "uniform (l1). --sigma is its per-coordinate standard deviation."),
-    option("--keep", type=click.IntRange(min=1), default=None, section=ABLATION,
-           help="Pixels kept in each ablated sample (Levine and Feizi: 45 of 784 on MNIST)."),
-    option("--model2", default=None, section=DUAL, help="Base model of sub-image b (--model is sub-image a's)."),
-    option("--arch2", default=None, section=DUAL, help="Architecture of --model2 when it is a plain state_dict."),
-    option("--sigma2", type=float, default=None, section=DUAL, help="Noise level of branch b (default: --sigma)."),
-    option("--dual-split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]), section=DUAL,
-           help="How images are cut into two sub-images (default: checkerboard)."),
+def method_option(declared: MethodOption):
+    """The click option of a declared method option (:class:`robustcert.runs.build.MethodOption`)."""
+    kwargs = {"default": None, "section": method_option_section(declared), "help": declared.help}
+    if declared.type is bool:
+        kwargs["is_flag"] = True
+    elif not isinstance(declared.type, type):  # a function giving the choices
+        kwargs["type"] = click.Choice(list(declared.type()))
+    elif declared.minimum is not None:
+        kwargs["type"] = click.IntRange(min=declared.minimum)
+    else:
+        kwargs["type"] = declared.type
+    if declared.metavar is not None:
+        kwargs["metavar"] = declared.metavar
+    return option(option_name(declared.name), declared.name, **kwargs)
+
+
+def method_options(command: str) -> list:
+    """``--method`` and the options of every method that ``command`` takes, generated from the
+    registry, in registry order (each option once)."""
+    declared = [OPTIONS[name] for name in dict.fromkeys(name for spec in METHODS.values() for name in spec.options)
+                if command in OPTIONS[name].commands]
+    summaries = "; ".join(f"{name}: {spec.summary}" for name, spec in METHODS.items())
+    return [option("--method", type=click.Choice(method_names()), default="cohen", show_default=True,
+                   section=CERTIFICATION, help=summaries + ".")] + [method_option(d) for d in declared]
+
+
+DENOISER_OPTIONS = [
     option("--denoiser", default=None, section=DENOISER,
            help="Diffusion denoiser in front of the model (Carlini et al. 2023): bundled:digits-ddpm "
                 "or a local diffusers folder (needs pip install robustcert[diffusion])."),
     option("--denoiser-steps", type=click.IntRange(min=1), default=None, section=DENOISER,
            help="Run the deterministic DDIM chain from t* in this many model calls "
                 "instead of one-shot denoising (costs that many times more)."),
-    option("--maps", default=None, section=LVM,
-           help="The simplex map (default hardmax); a list such as softmax,sparsemax,hardmax is a grid for "
-                "--lvm-select-on."),
-    option("--temperatures", default=None, section=LVM,
-           help="The logit multiplier t (default 1); a list such as 0.25,0.5,1,2 is a grid for --lvm-select-on."),
-    option("--lipschitz", type=float, default=None, section=LVM,
-           help="l2 Lipschitz constant of the model's logits (enables the Lipschitz-margin radius)."),
-    option("--lvm-selection", default=None, type=click.Choice(["holdout", "union"]), section=LVM,
-           help="Choose the radius formula on the n0 selection samples, or union-bound the formulas."),
-    option("--lvm-select-on", default=None, metavar="SPLIT[:COUNT]", section=LVM,
-           help="Choose one (map, temperature) of --maps x --temperatures on COUNT (default 100) held-out "
-                "inputs of this split (never a certified input), with the run's n0/n/alpha; recorded in the "
-                "sidecar."),
-])
+]
 
-sequential_options = add_options([
-    option("--sequential", is_flag=True, default=None, section=SEQUENTIAL,
-           help="Stop each input as soon as the answer is decided (anytime-valid confidence sequence; "
-                "Gaussian noise only)."),
-    option("--target-radius", type=float, default=None, section=SEQUENTIAL,
-           help="Decide 'certified at radius R?' (stops when known at 1-alpha)."),
-    option("--tolerance", type=float, default=None, section=SEQUENTIAL,
-           help="Stop when more samples cannot raise the radius by more than T."),
-    option("--n-max", type=int, default=None, section=SEQUENTIAL,
-           help="Most estimation samples per input (default: --n)."),
-    option("--stop-alpha", type=float, default=None, section=SEQUENTIAL,
-           help="Level of the decisions to stop without a certificate ('not certifiable', 'within tolerance'; "
-                "default 0.05). The certificate itself always holds at 1-alpha."),
-    option("--stop-test", type=click.Choice(["clopper-pearson", "betting"]), default=None, section=SEQUENTIAL,
-           help="How 'not certifiable' is decided (default clopper-pearson)."),
-])
+
+def method_option_names(command: str) -> tuple[str, ...]:
+    """The keywords that ``command``'s method and denoiser options hand to build_smoothed."""
+    names = dict.fromkeys(name for spec in METHODS.values() for name in spec.options if command in OPTIONS[name].commands)
+    return (*names, "denoiser", "denoiser_steps")
 
 
 def invocation_command() -> str:
@@ -324,7 +338,10 @@ def dataset_run(run, model_spec, arch, trust_checkpoint, data_spec, split, sigma
             click.echo(f"wrote {out_path} ({len(frame)} rows) and {sidecar_path(out_path).name}")
 
 
-@main.command()
+ROWS_KEPT = "rows already written are kept; --resume continues"
+
+
+@main.command(interrupted=ROWS_KEPT)
 @model_and_data_options
 @engine_options
 @option("--n0", type=int, default=DEFAULT_N0, show_default=True, section=CERTIFICATION,
@@ -332,27 +349,23 @@ def dataset_run(run, model_spec, arch, trust_checkpoint, data_spec, split, sigma
 @option("--n", "n", type=int, default=DEFAULT_N, show_default=True, section=CERTIFICATION,
         help="Estimation samples per input (bound its probability; the largest radius is sigma * "
              "Phi^-1(alpha^(1/n))).")
-@method_and_denoiser_options
-@sequential_options
-def certify(n0, n, alpha, batch_size, seed, method, sequential, target_radius, tolerance, n_max, stop_alpha, stop_test,
-            **options):
+@add_options(method_options("certify") + DENOISER_OPTIONS)
+def certify(n0, n, alpha, batch_size, seed, method, **options):
     """Certify the inputs of a dataset, one TSV row each.
 
     Columns: idx, label, predict, radius, correct, time (the reference format).
     """
-    method_options = {name: options.pop(name) for name in METHOD_OPTION_NAMES}
-    method_options.update(sequential=sequential, target_radius=target_radius, tolerance=tolerance, n_max=n_max,
-                          stop_alpha=stop_alpha, stop_test=stop_test)
+    method_options = {name: options.pop(name) for name in method_option_names("certify")}
     dataset_run(certify_dataset, method=method, method_options=method_options, n0=n0, n=n, alpha=alpha,
                 batch_size=batch_size, seed=seed, **options)
 
 
-@main.command()
+@main.command(interrupted=ROWS_KEPT)
 @model_and_data_options
 @engine_options
 @option("--n", "n", type=int, default=DEFAULT_N, show_default=True, section=CERTIFICATION,
         help="Samples per input.")
-@method_and_denoiser_options
+@add_options(method_options("predict") + DENOISER_OPTIONS)
 def predict(n, alpha, batch_size, seed, method, **options):
     """Predict with the smoothed classifier (may abstain) on the inputs of a dataset.
 
@@ -360,12 +373,12 @@ def predict(n, alpha, batch_size, seed, method, **options):
     and spends alpha: its predict_batch (cohen and dual: Cohen et al.'s binomial test; lvm:
     simultaneous Bernstein / Clopper-Pearson bounds on every class, with the first map).
     """
-    method_options = {name: options.pop(name) for name in METHOD_OPTION_NAMES}
+    method_options = {name: options.pop(name) for name in method_option_names("predict")}
     dataset_run(predict_dataset, method=method, method_options=method_options, n=n, alpha=alpha,
                 batch_size=batch_size, seed=seed, **options)
 
 
-@main.command()
+@main.command(interrupted=ROWS_KEPT)
 @model_and_data_options
 @option("--eps", type=float, required=True, section=ATTACK,
         help="l2 radius of the attack (pixel units, [0,1] space).")
@@ -375,7 +388,7 @@ def predict(n, alpha, batch_size, seed, method, **options):
         help="Noise draws of the Monte Carlo soft smoothed classifier the attack differentiates (fixed over the steps).")
 @option("--n", "n", type=int, default=DEFAULT_N, show_default=True, section=CERTIFICATION,
         help="Samples of each PREDICT (at the input and at the adversarial point).")
-@option("--noise", type=click.Choice(["gaussian", "laplace", "uniform"]), default=None, section=CERTIFICATION,
+@option("--noise", type=click.Choice(list(NOISES)), default=None, section=CERTIFICATION,
         help="The smoothing noise (default gaussian); the attack's ball is l2 whatever the noise.")
 def attack(eps, steps, m, n, alpha, batch_size, seed, noise, **options):
     """Attack the smoothed classifier (PGD of Salman et al. 2019, SmoothAdv) and PREDICT at the
@@ -397,20 +410,14 @@ def attack(eps, steps, m, n, alpha, batch_size, seed, noise, **options):
                 seed=seed, precision="fp32", channels_last=None, compile_model=False, distributed=False, **options)
 
 
-#: The method and denoiser options that certify and predict hand to build_smoothed.
-METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "denoiser_steps", "maps",
-                       "temperatures", "lipschitz", "lvm_selection", "lvm_select_on", "noise", "keep", "sound_float",
-                       "quantization")
-
-
 # --------------------------------------------------------------------------- training
-@main.command()
+@main.command(interrupted="the checkpoint and sidecar of the last finished epoch are kept; --resume continues")
 @option("--data", "data_spec", default="digits", show_default=True,
         help="Training data: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or "
              "npz:PATH (its train split; per-epoch accuracy on its val split).", section=MODEL_AND_DATA)
 @option("--sigma", type=float, default=None,
         help="Noise level to train at (pixel units, [0,1] space). Required, except with --keep.", section=TRAINING)
-@option("--noise", type=click.Choice(["gaussian", "laplace", "uniform"]), default=None,
+@option("--noise", type=click.Choice(list(NOISES)), default=None,
         help="The noise to train with: the one certify --noise will certify with (--sigma is its per-coordinate "
              "standard deviation) [default: gaussian].", section=TRAINING)
 @option("--keep", type=click.IntRange(min=1), default=None,
@@ -442,24 +449,27 @@ METHOD_OPTION_NAMES = ("model2", "arch2", "sigma2", "dual_split", "denoiser", "d
 @option("--attack-steps", type=int, default=None,
         help="--adversarial: PGD steps per training step [default: 2]; the attack and the loss share the "
              "--noise-copies draws.", section=TRAINING)
-@option("--split", "--dual-split", "split", default=None, type=click.Choice(["checkerboard", "rows", "columns"]),
+@option("--dual-split", "dual_split", default=None, type=click.Choice(list(SPLITS)),
         help="Train a dual smoothing branch model on the sub-images of this pixel split (needs --branch; the "
              "same as certify's --dual-split; training always reads the train split of --data).",
         section=MODEL_AND_DATA)
-@option("--branch", default=None, type=click.Choice(["a", "b"]), help="--split: which sub-image.", section=MODEL_AND_DATA)
+@option("--split", "deprecated_split", default=None, type=click.Choice(list(SPLITS)), hidden=True,
+        help="Deprecated name of --dual-split (certify's --split is the dataset split).", section=MODEL_AND_DATA)
+@option("--branch", default=None, type=click.Choice(["a", "b"]), help="--dual-split: which sub-image.",
+        section=MODEL_AND_DATA)
 @option("--augment", default="auto", show_default=True, type=click.Choice(["auto", "none", "crop-flip"]),
         help="Clean-image augmentation before the noise (auto: crop-flip for 32x32 colour, else none).", section=TRAINING)
 @option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.", section=ENGINE)
 @option("--threads", type=int, default=None, help=THREADS_HELP, section=ENGINE)
-@option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+@option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32", show_default=True,
         help="Autocast precision of the forward pass.", section=ENGINE)
 @option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
         help="Checkpoint to write (reference format; a JSON sidecar FILE.json is written beside it).", section=OUTPUT)
 @option("--resume", is_flag=True, help="Continue an interrupted run from its last finished epoch.", section=OUTPUT)
 @option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.", section=OUTPUT)
 def train(data_spec, sigma, noise, keep, arch, epochs, batch_size, lr, momentum, weight_decay, lr_step, seed, consistency, eta,
-          noise_copies, adversarial, attack_steps, split, branch, augment, device, threads, precision, out_path, resume,
-          quiet):
+          noise_copies, adversarial, attack_steps, dual_split, deprecated_split, branch, augment, device, threads,
+          precision, out_path, resume, quiet):
     """Train a base classifier with Gaussian noise augmentation (Cohen et al. 2019), consistency
     regularization (Jeong and Shin 2020) or SmoothAdv (Salman et al. 2019, --adversarial), for
     certification at --sigma.
@@ -471,11 +481,17 @@ def train(data_spec, sigma, noise, keep, arch, epochs, batch_size, lr, momentum,
 
     if eta is not None and consistency is None:
         raise CLIError("--eta needs --consistency")
+    if deprecated_split is not None:
+        if dual_split is not None:
+            raise CLIError("give --dual-split only (--split is its deprecated name)")
+        click.echo("robustcert: note: train --split is deprecated: it is the dual pixel split, now --dual-split "
+                   "(certify's --split is the dataset split)", err=True)
+        dual_split = deprecated_split
     result = train_model(
         data_spec, out_path, sigma=sigma, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
         weight_decay=weight_decay, lr_step=lr_step, seed=seed, consistency=consistency,
         eta=0.5 if eta is None else eta, noise_copies=noise_copies, adversarial=adversarial,
-        attack_steps=attack_steps, split=split, branch=branch, augment=augment,
+        attack_steps=attack_steps, dual_split=dual_split, branch=branch, augment=augment,
         device=device, threads=threads, precision=precision, resume=resume, progress=not quiet,
         log=None if quiet else click.echo, command=invocation_command(), noise=noise, keep=keep)
     click.echo(f"wrote {out_path} ({result.arch}, {len(result.history)} epochs) and {sidecar_path(out_path).name}")
@@ -495,14 +511,14 @@ def split_labels(labels: str | None, count: int) -> list[str] | None:
 RESULT_FILES = click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 LABELS = click.option("--labels", default=None,
                       help="Comma-separated names, one per file (default: the shortest distinct path ends).")
-NORM = click.option("--norm", type=click.Choice(["l2", "l1", "linf", "l0"]), default=None,
+NORM = click.option("--norm", type=click.Choice(list(NORMS)), default=None,
                     help="Show radii in this norm: linf converts l2 and l1 radii (R/sqrt(d), R/d; weak bounds); "
                          "default: the files' own norm.")
 MIXED_NORMS = click.option("--mixed-norms", is_flag=True,
                            help="Allow files whose radii are in different norms (each label then names its norm).")
 
 
-@main.command()
+@main.command(interrupted=WRITES_AT_THE_END)
 @RESULT_FILES
 @click.option("--radii", default=None,
               help="Radii as 0,0.25,0.5 or START:STOP:STEP (default: 0 up to the largest certified radius, at most "
@@ -549,7 +565,7 @@ def table(files, radii, fmt, labels, decimals, mark, out_path, norm, mixed_norms
         click.echo(f"wrote {write_derived_file(out_path, text, list(files), 'table')}")
 
 
-@main.command()
+@main.command(interrupted=WRITES_AT_THE_END)
 @RESULT_FILES
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Figure file: .png, .pdf or .svg (never over a result file or an input).")
@@ -576,7 +592,7 @@ def plot(files, out_path, labels, max_radius, title, mixed_norms):
     click.echo(f"wrote {written}")
 
 
-@main.command()
+@main.command(interrupted="the demo's earlier output, if any, is unchanged")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DEMO_DIR,
               show_default=True,
               help="Folder for the demo's files. The demo replaces only files it wrote there itself, unchanged "
@@ -621,7 +637,7 @@ def parse_float_list(text: str, name: str) -> list[float]:
         raise CLIError(f"bad {name} {text!r}: use e.g. 0,0.1,0.2 or 0:0.8:0.1 (numbers >= 0)") from None
 
 
-@main.command("certify-policy")
+@main.command("certify-policy", interrupted=WRITES_AT_THE_END)
 @click.option("--env", "env_id", required=True, help="Gymnasium id (CartPole-v1, ...) or pong / freeway / an ALE id.")
 @click.option("--policy", "policy_spec", required=True,
               help="Bundled policy (cartpole-0.2), built-in controller (cartpole-pd), .pt state_dict / "
@@ -680,11 +696,11 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
     click.echo(f"wrote {out_path} ({len(table)} rows) and {sidecar_path(out_path).name}")
 
 
-@main.command()
+@main.command(interrupted="nothing was written to --out-dir (a new one may be left empty)")
 @click.option("--models", default="digits,cifar_resnet110,resnet50", show_default=True,
               help="Comma-separated: digits (bundled CNN), cifar_resnet110 (32x32), resnet50 (224x224).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32", show_default=True,
               help="Autocast precision for (a) and (b).")
 @click.option("--channels-last/--no-channels-last", "channels_last", default=None,
               help="Layout for (a) and (b) [default: the engine's measured default].")

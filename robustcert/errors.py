@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 
 class RobustCertError(Exception):
@@ -94,3 +95,14 @@ def check_count(value: int, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def renamed_argument(value, old_value, old: str, new: str, owner: str):
+    """The value of an argument renamed from ``old`` to ``new``: ``value``, or ``old_value`` (with a
+    FutureWarning) when only the old name was given; InvalidArgumentError when both were."""
+    if old_value is None:
+        return value
+    if value is not None:
+        raise InvalidArgumentError(f"{owner}: give {new} only ({old} is its deprecated name)")
+    warnings.warn(f"{owner}: the argument {old} is deprecated, call it {new}", FutureWarning, stacklevel=3)
+    return old_value

@@ -165,5 +165,5 @@ def test_every_method_abstains_when_p_lower_is_exactly_one_half(monkeypatch):
     for noise in ("laplace", "uniform"):
         assert Smooth(model, 2, sigma=0.5, noise=noise).certify(x, n0=1, n=1, alpha=0.5).prediction == ABSTAIN
     monkeypatch.setattr(dual, "clopper_pearson_lower", lambda k, n, alpha: 0.5)
-    two = DualSmooth(model, model, 2, sigma_a=0.5, split="rows").certify(torch.zeros(1, 2, 2), n0=1, n=1, alpha=0.5)
+    two = DualSmooth(model, model, 2, sigma=0.5, split="rows").certify(torch.zeros(1, 2, 2), n0=1, n=1, alpha=0.5)
     assert two.details["a"] == 0.0 and two.details["b"] == 0.0 and two.prediction == ABSTAIN

@@ -250,7 +250,7 @@ def test_sequential_dual_holds_at_the_stopping_time_and_alpha_per_branch_fails(m
     stopping time (either running lower bound above its true probability) and the certificate
     (radius beyond the exact one) fail at most alpha of the time; spending alpha_j per branch (2
     alpha in all) fails the bound check."""
-    import robustcert.methods.sequential as sequential
+    import robustcert.methods.sequential_design as sequential_design
 
     threshold = ALPHA + binomial_slack(ALPHA, REPS)
     model, x, certs = _sequential_run()
@@ -260,8 +260,8 @@ def test_sequential_dual_holds_at_the_stopping_time_and_alpha_per_branch_fails(m
                for c in certs[:5])
     assert {c.details["sequential"]["stop"] for c in certs} <= {"certified", "not certifiable", "n_max"}
     assert all(c.samples_used == 2 * (c.n0 + c.n) for c in certs[:5])
-    levels = sequential.checkpoint_levels
-    monkeypatch.setattr(sequential, "checkpoint_levels",
+    levels = sequential_design.checkpoint_levels
+    monkeypatch.setattr(sequential_design, "checkpoint_levels",
                         lambda grid, alpha, share=None: [2 * a for a in levels(grid, alpha, share)])
     _, _, loose = _sequential_run()
     assert _bound_failures(loose) > threshold
@@ -395,14 +395,16 @@ def test_bundled_branches_certify_digits_and_results_do_not_depend_on_batching(b
 
 def test_bad_arguments_are_reported():
     a, b = LinearBinary(torch.ones(32)), LinearBinary(torch.ones(32))
-    with pytest.raises(InvalidArgumentError, match="sigma_b"):
-        DualSmooth(a, b, 2, 0.25, sigma_b=-1)
+    with pytest.raises(InvalidArgumentError, match="sigma2"):
+        DualSmooth(a, b, 2, 0.25, sigma2=-1)
     with pytest.raises(InvalidArgumentError, match="sigma"):
         DualSmooth(a, b, 2, 0.0)
     with pytest.raises(InvalidArgumentError, match="unknown split"):
         DualSmooth(a, b, 2, 0.25, split="diagonal")
-    with pytest.raises(InvalidArgumentError, match="model_b"):
+    with pytest.raises(InvalidArgumentError, match="model2"):
         DualSmooth(a, None, 2, 0.25)
+    with pytest.raises(InvalidArgumentError, match="give sigma2 only"):
+        DualSmooth(a, b, 2, 0.25, sigma2=0.5, sigma_b=0.5)
     with pytest.raises(ShapeError, match="even image width"):
         DualSmooth(a, b, 2, 0.25, input_shape=(1, 8, 7))
     with pytest.raises(ShapeError, match="even image width"):
@@ -454,7 +456,7 @@ def test_cli_sequential_dual(tmp_path):
     ([], "--method dual needs --model2"),
     (["--model2", "bundled:digits-dual-a-0.25"], "trained for branch a of the checkerboard split, but is used as branch b"),
     (["--model2", "bundled:digits-dual-b-0.25", "--dual-split", "rows"], "feeds it (1, 4, 8)"),
-    (["--model2", "bundled:digits-dual-b-0.25", "--sigma2", "0"], "sigma_b must be"),
+    (["--model2", "bundled:digits-dual-b-0.25", "--sigma2", "0"], "sigma2 (branch b's noise level) must be"),
 ])
 def test_cli_reports_bad_dual_arguments(tmp_path, args, message):
     result = CliRunner().invoke(main, ["certify", *DUAL, *args, "--n", "10", "--out", str(tmp_path / "x.tsv")])
@@ -470,3 +472,15 @@ def test_cli_refuses_full_size_model_and_dual_options_for_other_methods(tmp_path
     result = CliRunner().invoke(main, ["certify", "--model", "bundled:digits-0.25", "--model2",
                                        "bundled:digits-dual-b-0.25", "--sigma", "0.25", "--out", str(tmp_path / "y.tsv")])
     assert result.exit_code == 2 and "--model2 is an option of --method dual, not cohen" in result.output
+
+
+def test_the_earlier_argument_names_still_work_with_a_warning():
+    """DualSmooth's arguments are named as the command line names them (model2, sigma2); the
+    earlier names (model_a, model_b, sigma_a, sigma_b) give the same classifier and a FutureWarning."""
+    a, b = LinearBinary(torch.ones(32)), LinearBinary(-torch.ones(32))
+    with pytest.warns(FutureWarning) as caught:
+        old = DualSmooth(model_a=a, model_b=b, num_classes=2, sigma_a=0.25, sigma_b=0.5)
+    assert sorted(str(w.message).split()[3] for w in caught) == ["model_a", "model_b", "sigma_a", "sigma_b"]
+    new = DualSmooth(a, b, 2, 0.25, 0.5)
+    assert (old.model_a, old.model_b, old.sigma_a, old.sigma_b) == (new.model_a, new.model_b, 0.25, 0.5)
+    assert old.settings() == new.settings() == {"dual_split": "checkerboard", "sigma2": 0.5}

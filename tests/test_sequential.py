@@ -14,6 +14,7 @@ from scipy.stats import beta, binom, norm
 from scipy.special import betaln
 
 import robustcert.methods.sequential as sequential
+import robustcert.methods.sequential_design as sequential_design
 from robustcert import ABSTAIN, SequentialSmooth, Smooth
 from robustcert.errors import InvalidArgumentError
 from robustcert.methods.sequential import (
@@ -424,11 +425,11 @@ def test_sequential_certificates_hold_at_1_minus_alpha_and_loosened_ones_do_not(
     many = dict(n=3000, n_first=30, growth=1.3)  # 18 looks
     assert _sequential_failures(smoothed, model, 0.8, reps, **many) <= threshold
 
-    levels = sequential.checkpoint_levels
-    monkeypatch.setattr(sequential, "checkpoint_levels",
+    levels = sequential_design.checkpoint_levels
+    monkeypatch.setattr(sequential_design, "checkpoint_levels",
                         lambda grid, alpha, share=None: [2 * a for a in levels(grid, alpha, share)])
     assert _sequential_failures(smoothed, model, 0.8, reps, **spaced) > threshold
-    monkeypatch.setattr(sequential, "checkpoint_levels", lambda grid, alpha, share=None: [alpha] * len(grid))
+    monkeypatch.setattr(sequential_design, "checkpoint_levels", lambda grid, alpha, share=None: [alpha] * len(grid))
     assert _sequential_failures(smoothed, model, 0.8, reps, **many) > 2 * ALPHA
 
 

@@ -25,6 +25,7 @@ from robustcert import (
 from robustcert.cli import main
 from robustcert.engine import AblationNoise, LaplaceNoise, UniformNoise, ablate
 from robustcert.engine.sampling import fill_symmetric_grid
+from robustcert.models.closed_form import SubsetIndex
 from robustcert.plotting import radius_axis
 from robustcert.radius import ablation_delta, ablation_radius, laplace_l1_radius, uniform_l1_radius
 from robustcert.results import ResultsError, linf_radii, read_results, table_from_files
@@ -184,33 +185,6 @@ def test_ablation_radius_is_the_largest_certified_rho():
 
 
 # --------------------------------------------------------------------------- ablation: the sampler
-class SubsetIndex(torch.nn.Module):
-    """Classifies an ablated input by WHICH pixels were kept (one class per subset, through the
-    bit pattern of the kept set), after checking the encoding: a kept pixel holds (x, 1 - x) in its
-    2C channels, an ablated one zeros; anything else is the extra last class. Works on any device
-    (experiments/gpu_threat_models_check.py runs it on CUDA)."""
-
-    def __init__(self, clean: torch.Tensor, keep: int):
-        super().__init__()
-        self.clean, self.keep = clean, keep
-        pixels = clean[0].numel()
-        self.subsets = list(itertools.combinations(range(pixels), keep))
-        lookup = torch.full((2 ** pixels,), len(self.subsets), dtype=torch.long)
-        for i, subset in enumerate(self.subsets):
-            lookup[sum(1 << p for p in subset)] = i
-        self.lookup = lookup.to(clean.device)
-        self.powers = (2 ** torch.arange(pixels, device=clean.device)).long()
-
-    def forward(self, z):
-        channels = self.clean.shape[0]
-        x = self.clean.reshape(1, channels, -1)
-        first, second = z[:, :channels].reshape(len(z), channels, -1), z[:, channels:].reshape(len(z), channels, -1)
-        kept = (first + second).sum(1) > 0.5 * channels
-        good = torch.where(kept[:, None], (first == x) & (second == 1 - x), (first == 0) & (second == 0)).all(dim=(1, 2))
-        index = torch.where(good, self.lookup[(kept.long() * self.powers).sum(1)], len(self.subsets))
-        return torch.nn.functional.one_hot(index, len(self.subsets) + 1).float()
-
-
 @pytest.mark.parametrize("channels, channels_last", [(1, False), (1, True), (3, False), (3, True)])
 def test_ablation_draws_uniform_subsets_in_the_papers_encoding(channels, channels_last, one_thread):
     """Every 2-subset of the 6 pixels of a (C, 2, 3) input is equally likely, whatever the memory

@@ -294,7 +294,7 @@ def test_train_then_certify_on_idx_files(fashion_root, tmp_path, one_thread):
 
 def test_dual_branches_train_on_sub_images_and_certify(tmp_path, one_thread):
     for branch in "ab":
-        train_model("digits", tmp_path / f"{branch}.pt", sigma=0.25, split="checkerboard", branch=branch,
+        train_model("digits", tmp_path / f"{branch}.pt", sigma=0.25, dual_split="checkerboard", branch=branch,
                     **{**FAST, "epochs": 1})
     loaded = load_checkpoint(tmp_path / "a.pt")
     assert loaded.arch == "digits_sub_8x4" and loaded.metadata["dual_split"] == "checkerboard"
@@ -327,7 +327,7 @@ TRAIN_ERRORS = [
     (["--consistency", "-1"], "consistency (lambda) must be in"),
     (["--eta", "0.5"], "--eta needs --consistency"),
     (["--branch", "a"], "needs both the split"),
-    (["--split", "rows"], "needs both the split"),
+    (["--dual-split", "rows"], "needs both the split"),
     (["--arch", "cifar_resnet20"], "architecture cifar_resnet20 takes inputs (3, 32, 32)"),
     (["--arch", "nope"], "unknown architecture 'nope'"),
     (["--data", "fashion-mnist:/does/not/exist"], "fashion-mnist root folder not found"),
@@ -358,8 +358,19 @@ def test_help_lists_train_and_its_options():
     result = invoke("--help")
     assert result.exit_code == 0 and "  train " in result.stdout
     result = invoke("train", "--help")
-    for option in ("--consistency", "--noise-copies", "--split", "--branch", "--resume", "--precision", "--arch"):
+    for option in ("--consistency", "--noise-copies", "--dual-split", "--branch", "--resume", "--precision", "--arch"):
         assert option in result.stdout
+
+
+def test_train_split_is_the_deprecated_name_of_dual_split(tmp_path):
+    """train --split (the dual pixel split, not certify's dataset split) still works, with a note."""
+    out = tmp_path / "m.pt"
+    result = invoke("train", "--sigma", "0.25", "--epochs", "1", "--out", out, "--quiet", "--split", "rows")
+    assert result.exit_code == 2 and "train --split is deprecated" in result.stderr
+    assert "needs both the split (--dual-split) and the branch" in result.stderr  # read as --dual-split rows
+    with pytest.warns(FutureWarning, match="split is deprecated"):
+        with pytest.raises(InvalidArgumentError, match="needs both the split"):
+            train_model("digits", None, sigma=0.25, split="rows", epochs=1)
 
 
 class CountingNoise:
@@ -425,3 +436,18 @@ def test_ablation_and_noise_arguments_are_checked(tmp_path, arguments, message):
     with pytest.raises(InvalidArgumentError, match=message):
         train_model("digits", tmp_path / "x.pt", **arguments, **FAST)
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_an_interrupted_train_says_its_checkpoint_is_kept(tmp_path, monkeypatch):
+    """Ctrl-C during training: the message says what train leaves (the last finished epoch's
+    checkpoint and sidecar), not "nothing was written"."""
+    import robustcert.runs.train as train_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train_model", interrupted)
+    result = invoke("train", "--sigma", "0.25", "--out", tmp_path / "m.pt", "--quiet")
+    assert result.exit_code == 130
+    assert "interrupted (the checkpoint and sidecar of the last finished epoch are kept; --resume continues)" \
+        in result.stderr and "nothing was written" not in result.stderr

@@ -18,14 +18,14 @@ from .device import (
 from .monte_carlo import MonteCarloEngine
 from .runner import PRECISIONS, ModelRunner, compiled_model
 from .sampling import (
-    AblationNoise, AdditiveNoise, GaussianNoise, LaplaceNoise, Segment, UniformNoise, ablate, derive_seed, fresh_seed,
-    input_generator, plan_batches, plan_blocks,
+    AblationNoise, AdditiveNoise, GaussianNoise, LaplaceNoise, Noise, Segment, UniformNoise, ablate, derive_seed,
+    fresh_seed, input_generator, plan_batches, plan_blocks,
 )
 from .sound import DiscreteGaussianNoise, as_levels, grid_indices
 
 __all__ = [
     "AUTO", "AblationNoise", "Accumulator", "AdditiveNoise", "DiscreteGaussianNoise", "GaussianNoise", "LaplaceNoise",
-    "ModelRunner", "MonteCarloEngine", "PRECISIONS", "Segment", "UniformNoise", "ablate",
+    "ModelRunner", "MonteCarloEngine", "Noise", "PRECISIONS", "Segment", "UniformNoise", "ablate",
     "VoteCounter", "as_device", "as_levels", "auto_batch_size", "compiled_model", "configure_cpu", "default_threads",
     "derive_seed", "first_line", "fresh_seed", "grid_indices", "input_generator", "inputs_per_call", "is_out_of_memory",
     "model_device",

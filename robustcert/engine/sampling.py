@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -50,6 +51,34 @@ def input_generator(device: torch.device, seed: int, index: int, stage: str) -> 
     generator = torch.Generator(device=device)
     generator.manual_seed(derive_seed(seed, index, stage))
     return generator
+
+
+@runtime_checkable
+class Noise(Protocol):
+    """What the engine needs of a noise distribution: the sampler side of every noise.
+
+    :class:`GaussianNoise`, :class:`LaplaceNoise`, :class:`UniformNoise` (additive, any layout),
+    :class:`AblationNoise` and :class:`robustcert.engine.DiscreteGaussianNoise` implement it; the
+    radius and norm a noise certifies are the method's (:mod:`robustcert.methods.noises`).
+
+    Attributes:
+        name: recorded as the run's ``noise`` (``gaussian``).
+        sigma: the level a noise-conditioned model is given (``model(x, sigma)``); None if none.
+
+    A noise that treats several values together (ablation keeps a pixel's channels together) also
+    defines ``laid_out(input_shape, channels_last)``: a copy for one input shape and buffer layout,
+    which the engine makes before sampling.
+    """
+
+    name: str
+    sigma: float | None
+
+    def sample_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one noisy sample (what the model receives) for an input of ``input_shape``."""
+
+    def perturb(self, out: torch.Tensor, clean: torch.Tensor, generator: torch.Generator) -> None:
+        """Fill ``out`` (count, per_sample), contiguous, with ``count`` noisy samples of the flat input
+        ``clean``, drawn from the input's ``generator``."""
 
 
 class AdditiveNoise:

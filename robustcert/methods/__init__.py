@@ -1,4 +1,5 @@
-"""Smoothing methods: each one file that reads like its paper's algorithm box."""
+"""Smoothing methods: each one file that reads like its paper's algorithm box, each implementing
+the abstract :class:`SmoothedClassifier` contract (:mod:`.base`)."""
 from .base import SmoothedClassifier
 from .cohen import Smooth
 

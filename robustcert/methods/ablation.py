@@ -4,7 +4,7 @@ Feizi, AAAI 2020, "Robustness certificates for sparse adversarial attacks by ran
 Smoothed classifier g(x) = argmax_c P(f(ablate(x, T)) = c), T a uniformly random set of k of the d
 pixels of x; ablate keeps the pixels in T and marks the others absent (:class:`AblationNoise`: an
 input (C, H, W) becomes (2C, H, W), a kept pixel (x, 1 - x), an ablated one all zeros), so the base
-model f takes 2C channels and is trained on ablated inputs (experiments/train_ablation.py).
+model f takes 2C channels and is trained on ablated inputs (experiments/weights/train_ablation.py).
 
 CERTIFY(f, k, x, n0, n, alpha): Cohen et al.'s algorithm with ablation in place of noise:
     counts0 <- votes of f on n0 ablated copies of x;  cA <- top index     # selection samples
@@ -32,32 +32,40 @@ Example::
 from __future__ import annotations
 
 from ..engine import AblationNoise
-from ..errors import InvalidArgumentError, check_count
+from ..errors import check_count
 from ..radius import ablation_radius
-from .base import SmoothedClassifier
-from .cohen import Smooth
+from .cohen import VoteSmoothing
 
 
-class AblationSmooth(Smooth):
+class AblationSmooth(VoteSmoothing):
     """Randomized ablation keeping ``keep`` pixels (Levine and Feizi 2020); see the module docstring.
 
-    ``input_shape`` (optional, checked on every call) is the shape of the inputs, (C, H, W); the
-    base model receives (2C, H, W). Other options as for :class:`SmoothedClassifier`.
+    Cohen et al.'s CERTIFY and PREDICT (:class:`robustcert.methods.cohen.VoteSmoothing`) with
+    ablation in place of noise: no noise level (``sigma`` is None in every certificate).
+
+    Args:
+        model: the base model; it receives the ablated encoding (2C, H, W) of inputs (C, H, W).
+        num_classes: number of classes.
+        keep: pixels kept in each ablated sample (k).
+        options: ``device``, ``input_shape`` (of the inputs, (C, H, W); checked on every call),
+            ``precision``, ``channels_last``, ``compile`` as for :class:`~robustcert.SmoothedClassifier`.
     """
 
     method = "ablation"
     norm = "l0"
+    needs_sigma = False
 
     def __init__(self, model, num_classes, keep: int, **options):
-        # no noise level: the shared plumbing checks one, so it gets a placeholder that is then removed
-        SmoothedClassifier.__init__(self, model, num_classes, 1.0, **options)
-        self.sigma = None
+        super().__init__(model, num_classes, None, **options)
         self.keep = check_count(keep, "keep")
         if self.input_shape is not None:
             AblationNoise(self.keep, self.input_shape)  # refuse keep > pixels now, not at the first input
 
-    def make_noise(self, sigma):
+    def make_noise(self, sigma=None):
         return AblationNoise(self.keep)
+
+    def describe_noise(self) -> str:
+        return "randomized ablation"
 
     def settings(self):
         return {"keep": self.keep}
@@ -67,7 +75,3 @@ class AblationSmooth(Smooth):
 
     def certificate_details(self, input_shape) -> dict:
         return {"keep": self.keep, "pixels": AblationNoise.pixels(tuple(input_shape))}
-
-    def check_sequential(self) -> None:
-        raise InvalidArgumentError("sequential certification uses the Gaussian l2 radius; it does not support "
-                                   "randomized ablation")

@@ -1,13 +1,16 @@
-"""Shared plumbing of every smoothed classifier: argument checks, devices, seeds, sampling.
+"""The contract every smoothing method implements, and the plumbing they share.
 
-A method subclasses :class:`SmoothedClassifier` and writes only its algorithm box
-(``certify_batch`` / ``predict_batch``); sampling always goes through
-:class:`robustcert.engine.MonteCarloEngine`.
+:class:`SmoothedClassifier` is an abstract base class: a method subclasses it and writes its
+algorithm box (``certify_batch``, ``predict_batch``, ``alpha_spending``); the rest of what the
+runs layer calls (argument checks, devices, seeds, batch sizes, the engine, the run record) has a
+default here. Sampling always goes through :class:`robustcert.engine.MonteCarloEngine`.
+This module imports no specific method.
 """
 from __future__ import annotations
 
+import abc
 import time
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +21,11 @@ from ..engine import (
     grid_indices, inputs_per_call, model_device,
 )
 from ..errors import InvalidArgumentError, ShapeError, check_alpha, check_count, check_sigma
-from .sequential import sequential_inputs_per_call
+
+
+#: Defaults shared by every method's certify/predict and the dataset runs (Cohen et al.'s settings:
+#: n0 = 100 selection samples, n = 100,000 estimation samples, alpha = 0.001).
+DEFAULT_N0, DEFAULT_N, DEFAULT_ALPHA, DEFAULT_BATCH = 100, 100_000, 0.001, 1000
 
 
 def as_input_batch(xs, device: torch.device, input_shape: tuple[int, ...] | None) -> torch.Tensor:
@@ -36,24 +43,45 @@ def as_input_batch(xs, device: torch.device, input_shape: tuple[int, ...] | None
     return tensor.to(device)
 
 
-class SmoothedClassifier:
-    """Base class: a base model smoothed with isotropic Gaussian noise of level ``sigma``.
+class SmoothedClassifier(abc.ABC):
+    """A base model smoothed by a noise (by default isotropic Gaussian noise of level ``sigma``).
+
+    The contract with the runs layer (:mod:`robustcert.runs`: dataset runs, attacks, LVM
+    selection, the sidecar). A method must implement:
+
+    * :meth:`certify_batch` and :meth:`predict_batch`: its CERTIFY and PREDICT algorithm boxes;
+    * :meth:`alpha_spending`: how CERTIFY spends alpha (the shares sum to alpha).
+
+    and may override (each has a default here):
+
+    * :attr:`method` (its name in results), :attr:`norm` (of its radii), :attr:`needs_sigma`;
+    * :meth:`make_noise` (the engine noise it samples), :meth:`threat_model` (noise and norm, for
+      the sidecar), :meth:`settings` (options a run records and compares on resume),
+      :meth:`base_models` (by role, for provenance), :meth:`resolve_batch_size` (``"auto"``),
+      :meth:`certify_inputs_per_call` (inputs per ``certify_batch`` call of a dataset run),
+      :meth:`engine_report` (what the engines did).
 
     Args:
         model: base classifier, any callable mapping (B, *input_shape) in [0,1] pixel space to
             (B, num_classes) scores. Normalisation belongs inside the model (first layer), so
             noise is added in pixel space and radii are in pixel units.
         num_classes: number of classes the model scores.
-        sigma: noise standard deviation (pixel units), > 0.
+        sigma: noise standard deviation (pixel units), > 0; None for a method without a noise
+            level (:attr:`needs_sigma` False, e.g. randomized ablation).
         device: where to sample; None means the model's device.
         input_shape: optional shape of one input, checked on every call.
-        precision / channels_last / compile: engine options (see MonteCarloEngine): autocast
-            "fp32" | "bf16" | "fp16", channels-last layout (None: measured default),
-            torch.compile with an eager fallback. Change them later with set_engine_options.
+        precision: autocast precision of the base model, "fp32" | "bf16" | "fp16".
+        channels_last: channels-last layout of 4-D batches (None: the measured default).
+        compile: torch.compile the base model, with an eager fallback. Change the engine options
+            later with :meth:`set_engine_options`.
     """
 
-    method = "base"
-    norm = "l2"  # the norm of the certified radius (Gaussian noise: l2)
+    #: The method's name, recorded in every certificate and run.
+    method: ClassVar[str] = "base"
+    #: The norm of the certified radius (Gaussian noise: l2); a property where the noise decides.
+    norm = "l2"
+    #: Whether the method has a noise level ``sigma`` (randomized ablation has none).
+    needs_sigma: ClassVar[bool] = True
     #: Floating-point-sound mode (methods that support it set these; :mod:`robustcert.engine.sound`):
     #: discretized Gaussian noise on the input grid k / quantization, one forward shape.
     sound_float = False
@@ -63,7 +91,7 @@ class SmoothedClassifier:
         self,
         model: Callable,
         num_classes: int,
-        sigma: float,
+        sigma: float | None,
         device: torch.device | str | None = None,
         input_shape: Sequence[int] | None = None,
         precision: str = "fp32",
@@ -74,7 +102,12 @@ class SmoothedClassifier:
             raise InvalidArgumentError("model must be a callable (e.g. a torch.nn.Module)")
         self.model = model
         self.num_classes = check_count(num_classes, "num_classes", minimum=2)
-        self.sigma = check_sigma(sigma)
+        if self.needs_sigma:
+            self.sigma = check_sigma(sigma)
+        elif sigma is not None:
+            raise InvalidArgumentError(f"{type(self).__name__} has no noise level: sigma must be None, got {sigma!r}")
+        else:
+            self.sigma = None
         self.device = as_device(device, model_device(model))
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.precision = precision
@@ -246,41 +279,97 @@ class SmoothedClassifier:
         )
 
     def certify_inputs_per_call(self, n0: int, n: int, batch_size: int, **certify_options) -> int:
-        """How many inputs a dataset run gives each ``certify_batch`` call (``certify_options``: the
-        call's method options): several when all their samples fit in one batch; in sequential
-        mode enough that the rounds of many inputs fill the batches."""
-        if certify_options.get("sequential"):
-            return sequential_inputs_per_call(batch_size, certify_options.get("n_first"))
+        """How many inputs a dataset run gives each ``certify_batch`` call: several when all their
+        samples fit in one batch (:func:`robustcert.engine.inputs_per_call`).
+
+        Args:
+            n0, n: selection and estimation samples per input.
+            batch_size: the resolved batch size.
+            certify_options: the call's method options (``sequential=True``, ...).
+
+        Returns:
+            The number of inputs per call (>= 1).
+        """
         return inputs_per_call(n0 + n, batch_size)
 
-    def alpha_spending(self, alpha: float) -> dict[str, float]:
-        """How CERTIFY spends alpha: each bound it uses and its share (the shares sum to alpha)."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def alpha_spending(self, alpha: float, **certify_options) -> dict[str, float]:
+        """How CERTIFY spends alpha.
+
+        Args:
+            alpha: the certificate's failure probability.
+            certify_options: the options of the ``certify_batch`` call (e.g. ``sequential=True``):
+                what a dataset run records is the spending of the calls it makes.
+
+        Returns:
+            Each bound CERTIFY uses and its share of alpha (the shares sum to alpha).
+        """
 
     # ------------------------------------------------------------------ the API
-    def certify(self, x, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
-                seed: int | None = 0, index: int = 0, **options) -> Certificate:
-        """Certify one input ``x`` (no batch dimension, [0,1] pixel space); ``options`` go to certify_batch."""
+    def certify(self, x, n0: int = DEFAULT_N0, n: int = DEFAULT_N, alpha: float = DEFAULT_ALPHA,
+                batch_size: int = DEFAULT_BATCH, seed: int | None = 0, index: int = 0, **options) -> Certificate:
+        """Certify one input.
+
+        Args:
+            x: one input (no batch dimension, [0,1] pixel space).
+            n0, n, alpha, batch_size, seed: as for :meth:`certify_batch`.
+            index: the input's index for seeding.
+            options: the method's certify options (e.g. ``sequential=True``).
+
+        Returns:
+            Its :class:`~robustcert.Certificate`.
+        """
         return self.certify_batch(self.prepare_one(x), n0, n, alpha, batch_size, seed, [index], **options)[0]
 
-    def predict(self, x, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
+    def predict(self, x, n: int = DEFAULT_N, alpha: float = DEFAULT_ALPHA, batch_size: int = DEFAULT_BATCH,
                 seed: int | None = 0, index: int = 0) -> Prediction:
-        """Predict at one input ``x`` (no batch dimension); may abstain."""
+        """Predict at one input (may abstain).
+
+        Args:
+            x: one input (no batch dimension).
+            n, alpha, batch_size, seed: as for :meth:`predict_batch`.
+            index: the input's index for seeding.
+
+        Returns:
+            Its :class:`~robustcert.Prediction`.
+        """
         return self.predict_batch(self.prepare_one(x), n, alpha, batch_size, seed, [index])[0]
 
-    def certify_batch(self, xs, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
-                      seed: int | None = 0, indices: Sequence[int] | None = None) -> list[Certificate]:
-        """Certify a batch of inputs (num_inputs, *input_shape); one Certificate each.
+    @abc.abstractmethod
+    def certify_batch(self, xs, n0: int = DEFAULT_N0, n: int = DEFAULT_N, alpha: float = DEFAULT_ALPHA,
+                      batch_size: int = DEFAULT_BATCH, seed: int | None = 0, indices: Sequence[int] | None = None,
+                      **certify_options) -> list[Certificate]:
+        """CERTIFY a batch of inputs.
 
-        ``indices`` (default 0..num_inputs-1) name the inputs for seeding: an input certified
-        with the same seed and index gives the same result whatever else is in the batch.
+        Args:
+            xs: inputs (num_inputs, *input_shape) in [0,1] pixel space.
+            n0: selection samples per input.
+            n: estimation samples per input.
+            alpha: each certificate's failure probability.
+            batch_size: noisy samples per forward pass, or ``"auto"``.
+            seed: the noise seed (None: a fresh one, recorded).
+            indices: the inputs' indices for seeding (default 0..num_inputs-1): an input
+                certified with the same seed and index gives the same result whatever else is
+                in the batch.
+            certify_options: the method's own options (e.g. ``sequential=True``).
+
+        Returns:
+            One :class:`~robustcert.Certificate` per input.
         """
-        raise NotImplementedError
 
-    def predict_batch(self, xs, n: int = 1000, alpha: float = 0.001, batch_size: int = 1000,
+    @abc.abstractmethod
+    def predict_batch(self, xs, n: int = DEFAULT_N, alpha: float = DEFAULT_ALPHA, batch_size: int = DEFAULT_BATCH,
                       seed: int | None = 0, indices: Sequence[int] | None = None) -> list[Prediction]:
-        """Predict at a batch of inputs; one Prediction each."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement predict")
+        """PREDICT at a batch of inputs (may abstain).
+
+        Args:
+            xs, batch_size, seed, indices: as for :meth:`certify_batch`.
+            n: samples per input.
+            alpha: the probability of returning a class other than the smoothed classifier's.
+
+        Returns:
+            One :class:`~robustcert.Prediction` per input.
+        """
 
 
 class Stopwatch:

@@ -45,6 +45,7 @@ Example::
 """
 from __future__ import annotations
 
+import abc
 
 import numpy as np
 
@@ -52,9 +53,9 @@ from ..certificate import ABSTAIN, Certificate, Prediction
 from ..engine import VoteCounter, as_levels
 from ..errors import InvalidArgumentError
 from ..stats import binomial_test_pvalue, clopper_pearson_lower
-from .base import SmoothedClassifier
+from .base import DEFAULT_ALPHA, DEFAULT_BATCH, DEFAULT_N, DEFAULT_N0, SmoothedClassifier
 from .noises import noise_model
-from .sequential import SEQUENCE_BOUND, certify_sequential, check_sequential_options
+from .sequential import SEQUENCE_BOUND, SequentialCertification, certify_sequential
 
 CERTIFY_BOUND = "Clopper-Pearson one-sided lower bound on pA"
 PREDICT_TEST = "two-sided binomial test of nA against nA + nB"
@@ -69,21 +70,135 @@ def top_two(counts: np.ndarray) -> tuple[int, int]:
 
 
 def predict_from_counts(counts: np.ndarray, alpha: float) -> tuple[int, float]:
-    """PREDICT's decision from vote counts: (top class, or ABSTAIN when the two-sided binomial
-    test of nA against nA + nB has p-value > alpha; the p-value)."""
+    """PREDICT's decision from vote counts.
+
+    Args:
+        counts: the votes of each class.
+        alpha: the test's level.
+
+    Returns:
+        (the top class, or ABSTAIN when the two-sided binomial test of nA against nA + nB has
+        p-value > alpha; the p-value).
+    """
     c_a, c_b = top_two(counts)
     n_a, n_b = int(counts[c_a]), int(counts[c_b])
     p_value = binomial_test_pvalue(n_a, n_a + n_b, 0.5)
     return (ABSTAIN if p_value > alpha else c_a), p_value
 
 
-class Smooth(SmoothedClassifier):
+class VoteSmoothing(SmoothedClassifier):
+    """Cohen et al.'s CERTIFY and PREDICT (module docstring) on the votes of any noise.
+
+    A subclass says what is sampled (:meth:`make_noise`) and what radius a lower bound pA_lower
+    certifies (:meth:`certified_radius`, in :attr:`norm`): :class:`Smooth` for additive noises,
+    :class:`robustcert.AblationSmooth` for randomized ablation. alpha is spent on one
+    Clopper-Pearson bound (CERTIFY) or one binomial test (PREDICT).
+    """
+
+    @abc.abstractmethod
+    def certified_radius(self, p_a_lower: float, input_shape) -> float:
+        """The radius (in :attr:`norm`) that a lower bound ``p_a_lower`` > 1/2 on pA certifies for
+        inputs of ``input_shape``."""
+
+    def certificate_details(self, input_shape) -> dict:
+        """Method details every certificate of inputs of ``input_shape`` records (default none)."""
+        return {}
+
+    def alpha_spending(self, alpha, **certify_options):
+        return {CERTIFY_BOUND: alpha}
+
+    def predict_spending(self, alpha: float, n: int, input_shape) -> dict[str, float]:
+        """PREDICT's test at alpha (sound mode: at alpha - n eps, the rest on the sampler's slack)."""
+        slack = n * self.float_correction(input_shape)
+        if slack >= alpha:
+            raise InvalidArgumentError(f"n = {n} samples carry a sampler slack n*eps = {slack:.3g} >= alpha")
+        return {PREDICT_TEST: alpha - slack, SAMPLER_SLACK: slack} if slack else {PREDICT_TEST: alpha}
+
+    def certify_batch(self, xs, n0=DEFAULT_N0, n=DEFAULT_N, alpha=DEFAULT_ALPHA, batch_size=DEFAULT_BATCH, seed=0,
+                      indices=None, **certify_options):
+        """CERTIFY (module docstring); arguments as for :meth:`SmoothedClassifier.certify_batch`.
+        This method has no certify options: ``sequential=True`` is refused (one clear error)."""
+        if certify_options.get("sequential"):
+            raise InvalidArgumentError(f"sequential certification uses the Gaussian l2 radius; it does not support "
+                                       f"{self.describe_noise()}")
+        certify_options.pop("sequential", None)
+        if certify_options:
+            raise InvalidArgumentError(f"{', '.join(sorted(certify_options))}: only with sequential=True")
+        n0, n, alpha, batch_size = self.check_certify_args(n0, n, alpha, batch_size)
+        xs, seed, indices, clock = self.begin(xs, seed, indices)
+        common = dict(seed=seed, indices=indices, batch_size=batch_size)
+        selection = self.sample(xs, n0, VoteCounter(len(xs), self.num_classes, self.device), "selection", **common,
+                                bounded=False)
+        estimation = self.sample(xs, n, VoteCounter(len(xs), self.num_classes, self.device), "estimation", **common)
+        selection_counts, counts = selection.result(), estimation.result()
+        seconds = clock.per_input(len(xs))
+        sound = self.sound_record(xs.shape[1:]) if self.sound_float else None
+        return [
+            self._certificate(selection_counts[i], counts[i], n0, n, alpha, seed, index, seconds, xs.shape[1:], sound)
+            for i, index in enumerate(indices)
+        ]
+
+    def describe_noise(self) -> str:
+        """The noise in words, for messages (``randomized ablation``, ``noise='laplace'``)."""
+        return self.method
+
+    def _certificate(self, selection_counts, counts, n0, n, alpha, seed, index, seconds, input_shape,
+                     sound=None) -> Certificate:
+        c_a = int(np.argmax(selection_counts))
+        p_raw = clopper_pearson_lower(int(counts[c_a]), n, alpha)
+        # sound mode: a bound on the sampler's pA, moved by at most eps to the exact discretized Gaussian's
+        p_a_lower = max(0.0, p_raw - sound["correction"]) if sound else p_raw
+        abstain = p_a_lower <= 0.5  # at 1/2 another class may tie with cA: no class is certified
+        details = {"selected_class": c_a, "selection_counts": [int(c) for c in selection_counts]}
+        if sound:
+            details["sound_float"] = {**sound, "p_lower_sampler": p_raw}
+        return Certificate(
+            prediction=ABSTAIN if abstain else c_a,
+            radius=0.0 if abstain else self.certified_radius(p_a_lower, input_shape),
+            p_lower=p_a_lower,
+            counts=[int(c) for c in counts],
+            n0=n0, n=n, alpha=alpha, sigma=self.sigma, method=self.method, seed=seed, index=index,
+            alpha_spending={CERTIFY_BOUND: alpha},  # not self.alpha_spending: SequentialSmooth(sequential=False) lands here
+            samples_used=n0 + n,
+            time=seconds,
+            details={**details, **self.certificate_details(input_shape)},
+            norm=self.norm,
+        )
+
+    def predict_batch(self, xs, n=DEFAULT_N, alpha=DEFAULT_ALPHA, batch_size=DEFAULT_BATCH, seed=0, indices=None):
+        """PREDICT (module docstring); arguments as for :meth:`SmoothedClassifier.predict_batch`."""
+        _, n, alpha, batch_size = self.check_certify_args(1, n, alpha, batch_size)
+        xs, seed, indices, clock = self.begin(xs, seed, indices)
+        spending = self.predict_spending(alpha, n, xs.shape[1:])
+        counts = self.sample(
+            xs, n, VoteCounter(len(xs), self.num_classes, self.device), "prediction", seed, indices, batch_size
+        ).result()
+        seconds = clock.per_input(len(xs))
+        details = {"sound_float": self.sound_record(xs.shape[1:])} if self.sound_float else {}
+        predictions = []
+        for row, index in enumerate(indices):
+            prediction, p_value = predict_from_counts(counts[row], spending[PREDICT_TEST])
+            predictions.append(Prediction(
+                prediction=prediction,
+                counts=[int(c) for c in counts[row]],
+                n=n, alpha=alpha, sigma=self.sigma, method=self.method, seed=seed, index=index,
+                p_value=p_value, alpha_spending=spending, samples_used=n, time=seconds, details=details,
+            ))
+        return predictions
+
+
+class Smooth(SequentialCertification, VoteSmoothing):
     """Randomized smoothing of a hard classifier (Cohen et al. 2019). See the module docstring.
 
-    ``noise``: "gaussian" (l2 radii), "laplace" or "uniform" (l1 radii); ``sigma`` is the noise's
-    per-coordinate standard deviation whichever it is. ``sound_float``: the floating-point-sound
-    mode (Gaussian noise only) for inputs on the grid k / ``quantization`` (levels L, default 255,
-    or the step 1/L).
+    Args:
+        model, num_classes, sigma, device, input_shape, precision, channels_last, compile: as for
+            :class:`~robustcert.SmoothedClassifier`.
+        noise: a name in :data:`robustcert.methods.noises.NOISES`: "gaussian" (l2 radii),
+            "laplace" or "uniform" (l1 radii); ``sigma`` is the noise's per-coordinate standard
+            deviation whichever it is.
+        sound_float: the floating-point-sound mode (Gaussian noise only) for inputs on the grid
+            k / ``quantization``.
+        quantization: the input grid of the sound mode: levels L (default 255) or the step 1/L.
     """
 
     method = "cohen"
@@ -112,6 +227,9 @@ class Smooth(SmoothedClassifier):
             return super().make_noise(sigma)  # the discretized Gaussian in the sound mode
         return self.noise_model.sampler(sigma)
 
+    def describe_noise(self) -> str:
+        return f"noise={self.noise_model.name!r}"
+
     def settings(self):
         settings = {} if self.noise_model.name == "gaussian" else {"noise": self.noise_model.name}
         if self.sound_float:
@@ -124,26 +242,18 @@ class Smooth(SmoothedClassifier):
         return self.noise_model.radius(self.sigma, p_a_lower)
 
     def certificate_details(self, input_shape) -> dict:
-        """Method details every certificate of inputs of ``input_shape`` records."""
         return {} if self.noise_model.name == "gaussian" else {"noise": self.noise_model.name}
 
     def check_sequential(self) -> None:
         if self.noise_model.name != "gaussian":
             raise InvalidArgumentError(f"sequential certification uses the Gaussian l2 radius; it does not support "
-                                       f"noise={self.noise_model.name!r}")
+                                       f"{self.describe_noise()}")
 
-    def alpha_spending(self, alpha, sequential=False, **sequential_options):
+    def alpha_spending(self, alpha, sequential=False, **certify_options):
         return {SEQUENCE_BOUND if sequential else CERTIFY_BOUND: alpha}
 
-    def predict_spending(self, alpha: float, n: int, input_shape) -> dict[str, float]:
-        """PREDICT's test at alpha (sound mode: at alpha - n eps, the rest on the sampler's slack)."""
-        slack = n * self.float_correction(input_shape)
-        if slack >= alpha:
-            raise InvalidArgumentError(f"n = {n} samples carry a sampler slack n*eps = {slack:.3g} >= alpha")
-        return {PREDICT_TEST: alpha - slack, SAMPLER_SLACK: slack} if slack else {PREDICT_TEST: alpha}
-
-    def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None,
-                      sequential=False, **sequential_options):
+    def certify_batch(self, xs, n0=DEFAULT_N0, n=DEFAULT_N, alpha=DEFAULT_ALPHA, batch_size=DEFAULT_BATCH, seed=0,
+                      indices=None, sequential=False, **sequential_options):
         """CERTIFY; ``sequential=True`` stops each input early instead (methods/sequential.py): pass
         ``target_radius=`` or ``tolerance=``, optionally ``n_max=`` (default n), ``growth=``, ``n_first=``,
         ``final_share=``, ``stop_alpha=``, ``stop_test=``, ``selection_lead_votes=``
@@ -151,101 +261,5 @@ class Smooth(SmoothedClassifier):
         if sequential:
             self.check_sequential()
             return certify_sequential(self, xs, n0, n, alpha, batch_size, seed, indices, **sequential_options)
-        if sequential_options:
-            raise InvalidArgumentError(f"{', '.join(sorted(sequential_options))}: only with sequential=True")
-        n0, n, alpha, batch_size = self.check_certify_args(n0, n, alpha, batch_size)
-        xs, seed, indices, clock = self.begin(xs, seed, indices)
-        common = dict(seed=seed, indices=indices, batch_size=batch_size)
-        selection = self.sample(xs, n0, VoteCounter(len(xs), self.num_classes, self.device), "selection", **common,
-                                bounded=False)
-        estimation = self.sample(xs, n, VoteCounter(len(xs), self.num_classes, self.device), "estimation", **common)
-        selection_counts, counts = selection.result(), estimation.result()
-        seconds = clock.per_input(len(xs))
-        sound = self.sound_record(xs.shape[1:]) if self.sound_float else None
-        return [
-            self._certificate(selection_counts[i], counts[i], n0, n, alpha, seed, index, seconds, xs.shape[1:], sound)
-            for i, index in enumerate(indices)
-        ]
+        return super().certify_batch(xs, n0, n, alpha, batch_size, seed, indices, **sequential_options)
 
-    def _certificate(self, selection_counts, counts, n0, n, alpha, seed, index, seconds, input_shape,
-                     sound=None) -> Certificate:
-        c_a = int(np.argmax(selection_counts))
-        p_raw = clopper_pearson_lower(int(counts[c_a]), n, alpha)
-        # sound mode: a bound on the sampler's pA, moved by at most eps to the exact discretized Gaussian's
-        p_a_lower = max(0.0, p_raw - sound["correction"]) if sound else p_raw
-        abstain = p_a_lower <= 0.5  # at 1/2 another class may tie with cA: no class is certified
-        details = {"selected_class": c_a, "selection_counts": [int(c) for c in selection_counts]}
-        if sound:
-            details["sound_float"] = {**sound, "p_lower_sampler": p_raw}
-        return Certificate(
-            prediction=ABSTAIN if abstain else c_a,
-            radius=0.0 if abstain else self.certified_radius(p_a_lower, input_shape),
-            p_lower=p_a_lower,
-            counts=[int(c) for c in counts],
-            n0=n0, n=n, alpha=alpha, sigma=self.sigma, method=self.method, seed=seed, index=index,
-            alpha_spending={CERTIFY_BOUND: alpha},  # not self.alpha_spending: SequentialSmooth(sequential=False) lands here
-            samples_used=n0 + n,
-            time=seconds,
-            details={**details, **self.certificate_details(input_shape)},
-            norm=self.norm,
-        )
-
-    def predict_batch(self, xs, n=1000, alpha=0.001, batch_size=1000, seed=0, indices=None):
-        _, n, alpha, batch_size = self.check_certify_args(1, n, alpha, batch_size)
-        xs, seed, indices, clock = self.begin(xs, seed, indices)
-        spending = self.predict_spending(alpha, n, xs.shape[1:])
-        counts = self.sample(
-            xs, n, VoteCounter(len(xs), self.num_classes, self.device), "prediction", seed, indices, batch_size
-        ).result()
-        seconds = clock.per_input(len(xs))
-        details = {"sound_float": self.sound_record(xs.shape[1:])} if self.sound_float else {}
-        predictions = []
-        for row, index in enumerate(indices):
-            prediction, p_value = predict_from_counts(counts[row], spending[PREDICT_TEST])
-            predictions.append(Prediction(
-                prediction=prediction,
-                counts=[int(c) for c in counts[row]],
-                n=n, alpha=alpha, sigma=self.sigma, method=self.method, seed=seed, index=index,
-                p_value=p_value, alpha_spending=spending, samples_used=n, time=seconds, details=details,
-            ))
-        return predictions
-
-
-class SequentialSmooth(Smooth):
-    """Smooth whose ``certify`` / ``certify_batch`` run SEQUENTIAL-CERTIFY by default.
-
-    The sequential options are fixed at construction (what ``robustcert certify --sequential``
-    builds); ``Smooth(...).certify_batch(..., sequential=True, target_radius=...)`` is the same call.
-    """
-
-    def __init__(self, model, num_classes, sigma, target_radius: float | None = None,
-                 tolerance: float | None = None, n_max: int | None = None, growth: float | None = None,
-                 n_first: int | None = None, final_share: float | None = None, stop_alpha: float | None = None,
-                 stop_test: str | None = None, selection_lead_votes: int | None = None, **smooth_options):
-        super().__init__(model, num_classes, sigma, **smooth_options)
-        self.check_sequential()
-        self.sequential_options = {"target_radius": target_radius, "tolerance": tolerance, "n_max": n_max,
-                                   "growth": growth, "n_first": n_first, "final_share": final_share,
-                                   "stop_alpha": stop_alpha, "stop_test": stop_test,
-                                   "selection_lead_votes": selection_lead_votes}
-        check_sequential_options(self.sigma, **self.given_options())  # refuse bad options now, not at the first input
-
-    def given_options(self) -> dict:
-        return {k: v for k, v in self.sequential_options.items() if v is not None}
-
-    def alpha_spending(self, alpha, sequential=True, **sequential_options):
-        return super().alpha_spending(alpha, sequential)
-
-    def settings(self):
-        return {**super().settings(), "sequential": True, **self.given_options()}
-
-    def certify_inputs_per_call(self, n0, n, batch_size, sequential=True, **options):
-        return super().certify_inputs_per_call(n0, n, batch_size, sequential=sequential,
-                                               **{**self.given_options(), **options})
-
-    def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None,
-                      sequential=True, **options):
-        if not sequential:
-            return super().certify_batch(xs, n0, n, alpha, batch_size, seed, indices)
-        return super().certify_batch(xs, n0, n, alpha, batch_size, seed, indices, sequential=True,
-                                     **{**self.given_options(), **options})

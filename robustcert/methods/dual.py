@@ -63,7 +63,7 @@ Example::
 
     from robustcert import DualSmooth, load_model
     smoothed = DualSmooth(load_model("bundled:digits-dual-a-0.25"), load_model("bundled:digits-dual-b-0.25"),
-                          num_classes=10, sigma_a=0.25)
+                          num_classes=10, sigma=0.25)      # model, model2: branches a and b
     cert = smoothed.certify(x, n0=100, n=10_000, alpha=0.001, seed=0)   # x: 1x8x8 image in [0,1]
     cert.prediction, cert.radius, cert.details["a"], cert.details["b"]
 """
@@ -76,14 +76,16 @@ import torch
 
 from ..certificate import ABSTAIN, Certificate, Prediction
 from ..engine import VoteCounter, derive_seed
-from ..errors import InvalidArgumentError, check_sigma
+from ..errors import InvalidArgumentError, check_sigma, renamed_argument
 from ..radius import _probit as probit
 from ..radius import dual_gaussian_radius
 from ..splits import Split, get_split
 from ..stats import clopper_pearson_lower
-from .base import SmoothedClassifier
+from .base import DEFAULT_ALPHA, DEFAULT_BATCH, DEFAULT_N, DEFAULT_N0, SmoothedClassifier
 from .cohen import predict_from_counts
-from .sequential import SEQUENCE_BOUND, Branch, SequentialRun, check_sequential_options, run_sequential
+from .sequential import (
+    SEQUENCE_BOUND, Branch, SequentialCertification, SequentialRun, check_sequential_options, run_sequential,
+)
 
 BRANCHES = ("a", "b")
 PREDICT_TEST = "two-sided binomial test of nA against nA + nB on the pooled votes of 2n coin-allocated draws"
@@ -97,14 +99,18 @@ def branch_sequence(branch: str) -> str:
     return f"{SEQUENCE_BOUND}, on P(f_{branch}(x_{branch} + noise) = cA), branch {branch}"
 
 
-class DualSmooth(SmoothedClassifier):
+class DualSmooth(SequentialCertification, SmoothedClassifier):
     """Dual randomized smoothing (Xia et al. 2024): two sub-images, two smoothed branches, one radius.
 
+    The arguments are named as the command line names them (``--model``/``--model2``,
+    ``--sigma``/``--sigma2``); the earlier names ``model_a``, ``model_b``, ``sigma_a``,
+    ``sigma_b`` are accepted with a FutureWarning.
+
     Args:
-        model_a, model_b: base classifiers of sub-images a and b (compact sub-images of the shape
-            ``split.sub_shapes(image_shape)``, in [0,1] pixel space) -> (B, num_classes) scores.
+        model: base classifier of sub-image a; model2: of sub-image b (compact sub-images of the
+            shape ``split.sub_shapes(image_shape)``, in [0,1] pixel space) -> (B, num_classes) scores.
         num_classes: number of classes (both branches).
-        sigma_a: noise level of branch a (pixel units); sigma_b: of branch b (default sigma_a).
+        sigma: noise level of branch a (pixel units); sigma2: of branch b (default sigma).
         split: a name in :data:`robustcert.splits.SPLITS` ("checkerboard", "rows", "columns") or a Split.
         device, input_shape (of the full image), precision, channels_last: as for SmoothedClassifier.
 
@@ -118,16 +124,21 @@ class DualSmooth(SmoothedClassifier):
 
     method = "dual"
 
-    def __init__(self, model_a: Callable, model_b: Callable, num_classes: int, sigma_a: float,
-                 sigma_b: float | None = None, split: str | Split = "checkerboard",
+    def __init__(self, model: Callable | None = None, model2: Callable | None = None, num_classes: int | None = None,
+                 sigma: float | None = None, sigma2: float | None = None, split: str | Split = "checkerboard",
                  device: torch.device | str | None = None, input_shape: Sequence[int] | None = None,
-                 precision: str = "fp32", channels_last: bool = False):
-        super().__init__(model_a, num_classes, sigma_a, device, input_shape, precision, channels_last)
-        if not callable(model_b):
-            raise InvalidArgumentError("model_b must be a callable (e.g. a torch.nn.Module)")
-        self.model_a, self.model_b = model_a, model_b
+                 precision: str = "fp32", channels_last: bool = False, *, model_a: Callable | None = None,
+                 model_b: Callable | None = None, sigma_a: float | None = None, sigma_b: float | None = None):
+        model = renamed_argument(model, model_a, "model_a", "model", "DualSmooth")
+        model2 = renamed_argument(model2, model_b, "model_b", "model2", "DualSmooth")
+        sigma = renamed_argument(sigma, sigma_a, "sigma_a", "sigma", "DualSmooth")
+        sigma2 = renamed_argument(sigma2, sigma_b, "sigma_b", "sigma2", "DualSmooth")
+        super().__init__(model, num_classes, sigma, device, input_shape, precision, channels_last)
+        if not callable(model2):
+            raise InvalidArgumentError("model2 (branch b's model) must be a callable (e.g. a torch.nn.Module)")
+        self.model_a, self.model_b = model, model2
         self.sigma_a = self.sigma
-        self.sigma_b = check_sigma(sigma_a if sigma_b is None else sigma_b, "sigma_b")
+        self.sigma_b = check_sigma(sigma if sigma2 is None else sigma2, "sigma2 (branch b's noise level)")
         self.split = get_split(split)
         if self.input_shape is not None:
             self.split.sub_shapes(self.input_shape)  # fail early on a shape the split cannot cut
@@ -159,13 +170,13 @@ class DualSmooth(SmoothedClassifier):
         """Each branch's Clopper-Pearson bound gets alpha/2 (union bound over the two bounds)."""
         return alpha / 2
 
-    def alpha_spending(self, alpha, sequential=False, **sequential_options):
+    def alpha_spending(self, alpha, sequential=False, **certify_options):
         bound = branch_sequence if sequential else branch_bound
         return {bound(name): self.branch_alpha(alpha) for name in BRANCHES}
 
     # ----------------------------------------------------------------- CERTIFY
-    def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None,
-                      sequential=False, **sequential_options):
+    def certify_batch(self, xs, n0=DEFAULT_N0, n=DEFAULT_N, alpha=DEFAULT_ALPHA, batch_size=DEFAULT_BATCH, seed=0,
+                      indices=None, sequential=False, **sequential_options):
         """CERTIFY; ``sequential=True`` stops each input early instead (see the module docstring and
         :func:`robustcert.methods.sequential.certify_sequential` for the options; no betting test)."""
         n0, n, alpha, batch_size = self.check_certify_args(n0, n, alpha, batch_size)
@@ -253,7 +264,7 @@ class DualSmooth(SmoothedClassifier):
         """Draws of branch a among 2n fair-coin allocated draws: Binomial(2n, 1/2), own stage."""
         return int(np.random.default_rng(derive_seed(seed, index, "mix")).binomial(2 * n, 0.5))
 
-    def predict_batch(self, xs, n=1000, alpha=0.001, batch_size=1000, seed=0, indices=None):
+    def predict_batch(self, xs, n=DEFAULT_N, alpha=DEFAULT_ALPHA, batch_size=DEFAULT_BATCH, seed=0, indices=None):
         _, n, alpha, batch_size = self.check_certify_args(1, n, alpha, batch_size)
         xs, seed, indices, clock = self.begin(xs, seed, indices)
         pooled = np.zeros((len(xs), self.num_classes), dtype=np.int64)

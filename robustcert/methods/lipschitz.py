@@ -80,7 +80,7 @@ from ..stats import (
     bernstein_lower, bernstein_upper, clopper_pearson_lower, clopper_pearson_upper, hoeffding_lower,
     hoeffding_upper,
 )
-from .base import SmoothedClassifier
+from .base import DEFAULT_ALPHA, DEFAULT_BATCH, DEFAULT_N, DEFAULT_N0, SmoothedClassifier
 
 
 # ----------------------------------------------------------------------------- bounds on means
@@ -272,7 +272,7 @@ class LipschitzSmooth(SmoothedClassifier):
             return self.bound
         return "clopper-pearson" if get_simplex_map(candidate.map).binary else "bernstein"
 
-    def alpha_spending(self, alpha):
+    def alpha_spending(self, alpha, **certify_options):
         if len(self.pairs) == 1:
             candidate = self.candidates[0]
             return formula_spending(self.formulas[0], self.bound_for(candidate), self.num_classes, alpha,
@@ -333,7 +333,8 @@ class LipschitzSmooth(SmoothedClassifier):
         return self._certificate(result, k, formula, class_a, predicted, means[i][k], means0[i][k], votes[i],
                                  spending, n0, n, alpha, seed, index, seconds, len(pairs))
 
-    def certify_batch(self, xs, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0, indices=None):
+    def certify_batch(self, xs, n0=DEFAULT_N0, n=DEFAULT_N, alpha=DEFAULT_ALPHA, batch_size=DEFAULT_BATCH, seed=0,
+                      indices=None):
         n0, n, alpha, batch_size = self.check_certify_args(n0, n, alpha, batch_size)
         xs, seed, indices, clock = self.begin(xs, seed, indices)
         holdout = self.selection == "holdout"
@@ -412,7 +413,7 @@ class LipschitzSmooth(SmoothedClassifier):
         f_c, since the class A is picked from the same samples): alpha / (2C)."""
         return alpha / (2 * self.num_classes)
 
-    def predict_batch(self, xs, n=1000, alpha=0.001, batch_size=1000, seed=0, indices=None):
+    def predict_batch(self, xs, n=DEFAULT_N, alpha=DEFAULT_ALPHA, batch_size=DEFAULT_BATCH, seed=0, indices=None):
         """PREDICT with the first candidate (maps[0] at temperatures[0]): returns the class A with the
         largest sample mean when lower_A > min(1/2, max_{c != A} upper_c), else ABSTAIN.
 

@@ -17,34 +17,64 @@ classifier f(x) = 1[x_0 > 0] (tests/test_threat_models.py checks that the certif
 the exact distance and never exceeds it beyond alpha). An l-infinity radius follows from any of
 them (``robustcert table --norm linf``): ||v||_2 <= sqrt(d) ||v||_inf and ||v||_1 <= d ||v||_inf,
 so R_2 / sqrt(d) and R_1 / d are certified l-infinity radii, weak ones for large d.
+
+Adding a noise is one :func:`register_noise` call: an engine sampler (the
+:class:`robustcert.engine.Noise` protocol: ``sample_shape``, ``perturb``), the radius a lower bound
+on pA certifies and its norm (a name of :data:`robustcert.results.NORMS`). ``certify --noise``,
+``train --noise`` and ``attack --noise`` list it, :class:`robustcert.Smooth` certifies with it
+and ``robustcert train`` trains with it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from ..engine import GaussianNoise, LaplaceNoise, UniformNoise
+from ..engine import GaussianNoise, LaplaceNoise, Noise, UniformNoise
 from ..errors import InvalidArgumentError
 from ..radius import gaussian_radius, laplace_l1_radius, uniform_l1_radius
+from ..results import NORMS
 
 
 @dataclass(frozen=True)
 class NoiseModel:
-    """A noise of the engine, the radius it certifies from pA_lower, and that radius's norm."""
+    """A noise of the engine, the radius it certifies from pA_lower, and that radius's norm.
+
+    Attributes:
+        name: as ``--noise`` and the sidecar's ``noise`` spell it.
+        sampler: sigma -> the engine noise (:class:`robustcert.engine.Noise`) of per-coordinate
+            standard deviation sigma.
+        radius: (sigma, pA_lower) -> the certified radius, for pA_lower > 1/2.
+        norm: the norm of that radius (registered in :data:`robustcert.results.NORMS`).
+        paper: where the radius comes from.
+    """
 
     name: str
-    sampler: Callable  # sigma -> an engine noise (sample_shape, perturb)
-    radius: Callable[[float, float], float]  # (sigma, pA_lower) -> radius
+    sampler: Callable[[float], Noise]
+    radius: Callable[[float, float], float]
     norm: str
     paper: str
 
 
-NOISES: dict[str, NoiseModel] = {
-    "gaussian": NoiseModel("gaussian", GaussianNoise, gaussian_radius, "l2",
-                           "Cohen, Rosenfeld and Kolter, ICML 2019"),
-    "laplace": NoiseModel("laplace", LaplaceNoise, laplace_l1_radius, "l1", "Teng, Lee and Yuan, ICLR 2020"),
-    "uniform": NoiseModel("uniform", UniformNoise, uniform_l1_radius, "l1", "Yang et al., ICML 2020"),
-}
+#: The noises :class:`robustcert.Smooth` certifies with, by name (:func:`register_noise`).
+NOISES: dict[str, NoiseModel] = {}
+
+
+def register_noise(model: NoiseModel) -> NoiseModel:
+    """Add (or replace) a noise: ``Smooth(noise=name)``, ``--noise`` and training know it from then on.
+
+    Raises:
+        InvalidArgumentError: its norm is not registered (:func:`robustcert.results.register_norm`).
+    """
+    if model.norm not in NORMS:
+        raise InvalidArgumentError(f"noise {model.name!r} certifies {model.norm!r} radii, an unknown norm: "
+                                   f"register it first (robustcert.results.register_norm)")
+    NOISES[model.name] = model
+    return model
+
+
+register_noise(NoiseModel("gaussian", GaussianNoise, gaussian_radius, "l2", "Cohen, Rosenfeld and Kolter, ICML 2019"))
+register_noise(NoiseModel("laplace", LaplaceNoise, laplace_l1_radius, "l1", "Teng, Lee and Yuan, ICLR 2020"))
+register_noise(NoiseModel("uniform", UniformNoise, uniform_l1_radius, "l1", "Yang et al., ICML 2020"))
 
 
 def noise_model(name: str) -> NoiseModel:
@@ -52,3 +82,9 @@ def noise_model(name: str) -> NoiseModel:
     if name not in NOISES:
         raise InvalidArgumentError(f"unknown noise {name!r}; choose from {', '.join(NOISES)}")
     return NOISES[name]
+
+
+def noise_help() -> str:
+    """The noises and their norms in words, the first the default: ``gaussian (l2) [default], laplace (l1), ...``."""
+    return ", ".join(f"{name} ({model.norm})" + (" [default]" if i == 0 else "") for i, (name, model)
+                     in enumerate(NOISES.items()))

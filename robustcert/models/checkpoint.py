@@ -1,13 +1,20 @@
-"""Architectures by name and safe checkpoint loading.
+"""Architectures by name, model sources, and safe checkpoint loading.
 
-Supported model specifications (``load_checkpoint`` / ``load_model``):
+A model specification (``load_checkpoint`` / ``load_model``, ``--model``) is ``SCHEME:NAME`` for
+a registered model source (:data:`MODEL_SOURCES`), else a file, read by the first registered file
+format that recognises it (:data:`FILE_FORMATS`):
 
 * ``bundled:NAME``: weights shipped inside the package (``robustcert/models/weights/NAME.pt``),
   e.g. ``bundled:digits-0.25``;
-* a reference checkpoint (Cohen et al. 2019): ``torch.save({'epoch', 'arch', 'state_dict',
-  'optimizer'})`` with ``arch`` in :data:`ARCHITECTURES` and keys ``1.`` / ``1.module.``;
-* a plain state_dict, with the architecture given explicitly (``arch=...`` / ``--arch``);
-* a TorchScript file (``torch.jit.save``).
+* a TorchScript file (``torch.jit.save``);
+* a ``torch.save`` file: a reference checkpoint (Cohen et al. 2019): ``{'epoch', 'arch',
+  'state_dict', 'optimizer'}`` with ``arch`` in :data:`ARCHITECTURES` and keys ``1.`` /
+  ``1.module.``; a plain state_dict, with the architecture given explicitly (``arch=...`` /
+  ``--arch``); a pickled module (``--trust-checkpoint``).
+
+Each source and format returns a :class:`LoadedModel`, with the input shape the source knows
+(an architecture's, a checkpoint's; None when unknown): another source (a model zoo) or file
+format plugs in with one :func:`register_model_source` or :func:`register_file_format` call.
 
 Security: checkpoints are read with ``torch.load(weights_only=True)``, which cannot run code.
 A checkpoint that needs full unpickling (a pickled ``nn.Module``, custom classes) is refused
@@ -264,44 +271,88 @@ def torch_load_safely(path: Path, trust_checkpoint: bool):
         raise CheckpointError(f"cannot read checkpoint {path}: {message} (a damaged or truncated file?)") from None
 
 
-def load_checkpoint(spec: str | Path, arch: str | None = None, device: torch.device | str = "cpu",
-                    trust_checkpoint: bool = False) -> LoadedModel:
-    """Load a base model from a specification (see the module docstring); eval mode, on ``device``.
-    The module's specification and file hash are recorded (:mod:`robustcert.models.provenance`)."""
-    loaded = _load_checkpoint(spec, arch, device, trust_checkpoint)
-    record_provenance(loaded.module, loaded.source, loaded.sha256, loaded.arch)
-    return loaded
+# --------------------------------------------------------------------------- model sources and file formats
+@dataclass(frozen=True)
+class FileFormat:
+    """A kind of model file.
+
+    Attributes:
+        name: a short name (``torchscript``).
+        detect: path -> whether this format reads the file (by suffix or content).
+        load: ``load(path, spec, arch, trust_checkpoint)`` -> a :class:`LoadedModel` on the CPU
+            (``spec``: the specification as given, recorded as the model's source).
+        help: the format in words, for ``--model`` help.
+    """
+
+    name: str
+    detect: Callable[[Path], bool]
+    load: Callable[[Path, str, str | None, bool], "LoadedModel"]
+    help: str
 
 
-def _load_checkpoint(spec, arch, device, trust_checkpoint) -> LoadedModel:
-    device = as_device(device)
-    spec = str(spec)
-    if spec.startswith("bundled:"):
-        name = spec.split(":", 1)[1]
-        path = WEIGHTS_DIR / f"{name}.pt"
-        if not path.is_file():
-            raise CheckpointError(f"no bundled model {name!r}; available: {', '.join(bundled_names()) or 'none'}")
-    else:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint not found: {spec}")
-    digest = file_sha256(path)
+@dataclass(frozen=True)
+class ModelSource:
+    """A scheme of model specifications, ``SCHEME:NAME``.
 
-    if is_torchscript(path):
-        try:
-            with warnings.catch_warnings():  # torch's deprecation notice is for library authors, not users
-                warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", FutureWarning)
-                module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise CheckpointError(f"cannot read TorchScript file {path}: {str(exc).splitlines()[0]}") from None
-        return LoadedModel(module.to(device).eval(), spec, arch, sha256=digest)
+    Attributes:
+        scheme: the part before the colon (``bundled``).
+        load: ``load(name, spec, arch, trust_checkpoint)`` -> a :class:`LoadedModel` on the CPU,
+            with the input shape (and preprocessing, inside the module) the source defines.
+        help: the source in words, for ``--model`` help (``bundled:NAME``).
+    """
 
+    scheme: str
+    load: Callable[[str, str, str | None, bool], "LoadedModel"]
+    help: str
+
+
+#: Model file formats, checked in order; the last, ``torch.save``, reads every other file.
+FILE_FORMATS: dict[str, FileFormat] = {}
+#: Model sources by scheme.
+MODEL_SOURCES: dict[str, ModelSource] = {}
+
+
+def register_file_format(file_format: FileFormat, before: str | None = "torch.save") -> FileFormat:
+    """Add (or replace) a model file format, checked before ``before`` (default: before the
+    ``torch.save`` fallback; None: last)."""
+    items = [(k, v) for k, v in FILE_FORMATS.items() if k != file_format.name]
+    names = [k for k, _ in items]
+    position = names.index(before) if before in names else len(items)
+    items.insert(position, (file_format.name, file_format))
+    FILE_FORMATS.clear()
+    FILE_FORMATS.update(items)
+    return file_format
+
+
+def register_model_source(source: ModelSource) -> ModelSource:
+    """Add (or replace) a model source: ``SCHEME:NAME`` specifications load through it from then on."""
+    MODEL_SOURCES[source.scheme] = source
+    return source
+
+
+def model_spec_help() -> str:
+    """What ``--model`` accepts, from the registries."""
+    return ", ".join([*(s.help for s in MODEL_SOURCES.values()), *(f.help for f in FILE_FORMATS.values())]) + "."
+
+
+def _load_torchscript(path: Path, spec: str, arch: str | None, trust_checkpoint: bool) -> "LoadedModel":
+    try:
+        with warnings.catch_warnings():  # torch's deprecation notice is for library authors, not users
+            warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"cannot read TorchScript file {path}: {str(exc).splitlines()[0]}") from None
+    return LoadedModel(module, spec, arch)
+
+
+def _load_torch_save(path: Path, spec: str, arch: str | None, trust_checkpoint: bool) -> "LoadedModel":
+    """A pickled module, a reference checkpoint or a plain state_dict (with ``arch``); the input
+    shape is the architecture's."""
     payload = torch_load_safely(path, trust_checkpoint)
     if isinstance(payload, nn.Module):
-        return LoadedModel(payload.to(device).eval(), spec, arch, sha256=digest)
+        return LoadedModel(payload, spec, arch)
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a model or state_dict")
-
     metadata = {k: v for k, v in payload.items() if k not in ("state_dict", "optimizer")}
     if "state_dict" in payload:
         state_dict = payload["state_dict"]
@@ -317,10 +368,74 @@ def _load_checkpoint(spec, arch, device, trust_checkpoint) -> LoadedModel:
             f"({', '.join(sorted(ARCHITECTURES))})"
         )
     model, num_classes = model_from_state_dict(state_dict, arch)
-    return LoadedModel(
-        model.to(device).eval(), spec, arch, num_classes, ARCHITECTURES[arch].input_shape, digest,
-        {k: v for k, v in metadata.items() if isinstance(v, (str, int, float, bool, list, dict))},
-    )
+    return LoadedModel(model, spec, arch, num_classes, ARCHITECTURES[arch].input_shape, None,
+                       {k: v for k, v in metadata.items() if isinstance(v, (str, int, float, bool, list, dict))})
+
+
+def load_model_file(path: str | Path, spec: str | None = None, arch: str | None = None,
+                    trust_checkpoint: bool = False) -> "LoadedModel":
+    """Read a model file with the first registered format that recognises it (on the CPU).
+
+    Args:
+        path: the file.
+        spec: the specification to record as its source (default: the path).
+        arch: the architecture of a plain state_dict.
+        trust_checkpoint: allow full unpickling.
+
+    Returns:
+        The :class:`LoadedModel`, with the file's SHA-256 unless the format set one.
+    """
+    path = Path(path)
+    spec = str(path) if spec is None else spec
+    file_format = next(f for f in FILE_FORMATS.values() if f.detect(path))
+    loaded = file_format.load(path, spec, arch, trust_checkpoint)
+    if loaded.sha256 is None:
+        loaded.sha256 = file_sha256(path)
+    return loaded
+
+
+def _load_bundled(name: str, spec: str, arch: str | None, trust_checkpoint: bool) -> "LoadedModel":
+    path = WEIGHTS_DIR / f"{name}.pt"
+    if not path.is_file():
+        raise CheckpointError(f"no bundled model {name!r}; available: {', '.join(bundled_names()) or 'none'}")
+    return load_model_file(path, spec, arch, trust_checkpoint)
+
+
+register_file_format(FileFormat("torchscript", is_torchscript, _load_torchscript, "a TorchScript file"), before=None)
+register_file_format(FileFormat("torch.save", lambda path: True, _load_torch_save,
+                                "a reference checkpoint or a state_dict (with --arch)"), before=None)
+register_model_source(ModelSource("bundled", _load_bundled, "bundled:NAME"))
+
+
+def load_checkpoint(spec: str | Path, arch: str | None = None, device: torch.device | str = "cpu",
+                    trust_checkpoint: bool = False) -> LoadedModel:
+    """Load a base model from a specification (see the module docstring).
+
+    Args:
+        spec: ``SCHEME:NAME`` of a registered model source, or a file.
+        arch: the architecture of a plain state_dict.
+        device: where the model goes (eval mode).
+        trust_checkpoint: allow full unpickling (runs code from the file).
+
+    Returns:
+        The :class:`LoadedModel`; its module's specification and file hash are recorded
+        (:mod:`robustcert.models.provenance`).
+    """
+    device = as_device(device)
+    spec = str(spec)
+    scheme, colon, name = spec.partition(":")
+    if colon and scheme in MODEL_SOURCES:
+        loaded = MODEL_SOURCES[scheme].load(name, spec, arch, trust_checkpoint)
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            hint = (f" (and {scheme}: is no model source; known: {', '.join(f'{s}:' for s in MODEL_SOURCES)})"
+                    if colon and re.fullmatch(r"[a-z][a-z0-9+.-]+", scheme) else "")
+            raise CheckpointError(f"checkpoint not found: {spec}{hint}")
+        loaded = load_model_file(path, spec, arch, trust_checkpoint)
+    loaded.module = loaded.module.to(device).eval()
+    record_provenance(loaded.module, loaded.source, loaded.sha256, loaded.arch)
+    return loaded
 
 
 def load_model(spec: str | Path, arch: str | None = None, device: torch.device | str = "cpu",

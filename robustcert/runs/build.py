@@ -6,16 +6,20 @@ with their ``--model``, ``--data``, ``--method`` and method options, as one Pyth
     build_smoothed("cohen", "bundled:digits-0.25", sigma=0.25, noise="laplace")      # l1 certificates
     build_smoothed("ablation", "bundled:digits-ablation-k16", keep=16)                 # l0 (pixels)
 
-``build_smoothed`` loads the model and the dataset, checks that they fit (classes, input shape),
-puts a diffusion denoiser in front when asked, and builds the method with
-``METHOD_BUILDERS[method]``. Each method owns its options (``METHOD_OPTIONS``): giving one to
-another method is an error, not silently ignored. It returns the options that belong to the
-certify call itself (cohen's ``sequential=True, target_radius=...``), so that the CLI and a
-Python user running ``certify_dataset(Smooth(...), ..., sequential=True, ...)`` record the same
-parameters.
+The methods are one registry (:data:`METHODS`, :func:`register_method`): each
+:class:`MethodSpec` holds the method's builder, its options (:class:`MethodOption`, declared
+once in :data:`OPTIONS`, from which the command line makes its options and help), the options
+it cannot run without, how its base model's input shape follows from the data's, whether it has
+a noise level, and the line ``--method`` help gives it. ``build_smoothed`` loads the model and
+the dataset, checks that they fit (classes, input shape), puts a diffusion denoiser in front
+when asked, and calls the builder. Each method owns its options: giving one to another method is
+an error, not silently ignored. It returns the options that belong to the certify call itself
+(cohen's ``sequential=True, target_radius=...``), so that the CLI and a Python user running
+``certify_dataset(Smooth(...), ..., sequential=True, ...)`` record the same parameters.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from ..data import load_dataset
@@ -25,17 +29,123 @@ from ..methods.ablation import AblationSmooth
 from ..methods.cohen import Smooth
 from ..methods.diffusion import with_denoiser
 from ..methods.dual import DualSmooth
-from ..methods.lipschitz import DEFAULT_MAPS, DEFAULT_TEMPERATURES, GRID_MAPS, GRID_TEMPERATURES, LipschitzSmooth
+from ..methods.lipschitz import (
+    DEFAULT_MAPS, DEFAULT_TEMPERATURES, GRID_MAPS, GRID_TEMPERATURES, SELECTIONS, LipschitzSmooth,
+)
+from ..methods.noises import NOISES, noise_help
+from ..methods.sequential import STOP_TESTS
 from ..models import load_checkpoint
 from ..simplex import candidate_grid
-from ..splits import get_split
+from ..splits import SPLITS, get_split
 from .dataset import selected_indices
 from .lvm_select import select_on_spec
+
+
+# --------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class MethodOption:
+    """One method option, declared once: the command line makes a ``--flag`` of it (cli.py), and
+    :func:`build_smoothed` takes it as a keyword.
+
+    Attributes:
+        name: the keyword (``target_radius``); the flag is :func:`option_name` of it.
+        help: the ``--help`` text.
+        type: ``str``, ``int``, ``float`` or ``bool`` (a flag), or a function returning the choices.
+        group: the ``--help`` section after the methods' names (``sequential`` gives
+            ``--method cohen, dual: sequential``); None: ``--method NAME`` alone.
+        section: a fixed ``--help`` section instead (e.g. ``Certification``).
+        metavar: the value's name in ``--help``.
+        minimum: the smallest value of an ``int`` option.
+        commands: the commands that take it.
+    """
+
+    name: str
+    help: str
+    type: type | Callable[[], Sequence[str]] = str
+    group: str | None = None
+    section: str | None = None
+    metavar: str | None = None
+    minimum: int | None = None
+    commands: tuple[str, ...] = ("certify", "predict")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the runs and the command line need to know about a method.
+
+    Attributes:
+        name: ``--method NAME``.
+        builder: ``builder(loaded, num_classes, sigma, device, options, trust_checkpoint)`` ->
+            ``(smoothed, certify_options)``: the smoothed classifier of a loaded base model
+            (:class:`robustcert.models.LoadedModel`), and the options of its certify calls.
+        summary: its line in ``--method`` help (paper and what it needs).
+        options: the names of its options in :data:`OPTIONS`.
+        required: the options it cannot run without, and what each is (checked before any model
+            is loaded, so that a missing one is reported as missing, not as a misfit model).
+        input_shape: ``rule(dataset_shape, options)`` -> the input shape its base model must take
+            (None: the dataset's).
+        needs_sigma: whether it has a noise level (``--sigma``).
+    """
+
+    name: str
+    builder: Callable
+    summary: str
+    options: tuple[str, ...] = ()
+    required: dict[str, str] = field(default_factory=dict)
+    input_shape: Callable | None = None
+    needs_sigma: bool = True
+
+
+#: Every method option, by keyword (:func:`register_option`).
+OPTIONS: dict[str, MethodOption] = {}
+#: Every method, by name, in ``--method`` help order (:func:`register_method`).
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_option(*options: MethodOption) -> None:
+    """Declare method options (a name declared twice keeps the last declaration)."""
+    for declared in options:
+        OPTIONS[declared.name] = declared
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add (or replace) a method: ``build_smoothed``, ``--method`` and its options know it from then on.
+
+    Raises:
+        InvalidArgumentError: it names an undeclared option.
+    """
+    unknown = [name for name in (*spec.options, *spec.required) if name not in OPTIONS]
+    if unknown:
+        raise InvalidArgumentError(f"method {spec.name!r} names undeclared options {', '.join(unknown)}: "
+                                   "declare them with register_option")
+    METHODS[spec.name] = spec
+    return spec
+
+
+def method_names() -> list[str]:
+    """The registered methods' names, sorted."""
+    return sorted(METHODS)
+
+
+def methods_with(option: str) -> list[str]:
+    """The methods that take ``option``, in registry order."""
+    return [name for name, spec in METHODS.items() if option in spec.options]
 
 
 def option_name(name: str) -> str:
     """A method option as the command line spells it (``target_radius`` -> ``--target-radius``)."""
     return "--" + name.replace("_", "-")
+
+
+def method_spec(method: str) -> MethodSpec:
+    """The registered method ``method`` (InvalidArgumentError if unknown)."""
+    if method not in METHODS:
+        raise InvalidArgumentError(f"unknown method {method!r}; choose from {', '.join(sorted(METHODS))}")
+    return METHODS[method]
+
+
+# --------------------------------------------------------------------------- the methods' builders
+SEQUENTIAL_OPTIONS = ("sequential", "target_radius", "tolerance", "n_max", "stop_alpha", "stop_test")
 
 
 def sequential_certify_options(options: dict) -> dict:
@@ -73,8 +183,6 @@ def build_ablation(loaded, num_classes, sigma, device, options, trust_checkpoint
     """Randomized ablation (Levine and Feizi 2020) keeping ``keep`` pixels (``--keep``): the base
     model takes the ablated encoding, twice the data's channels (checked by
     :func:`ablation_model_input_shape`)."""
-    if options.get("keep") is None:
-        raise InvalidArgumentError("--method ablation needs --keep K (how many pixels each ablated sample keeps)")
     shape = loaded.input_shape
     data_shape = None if shape is None else (shape[0] // 2, *shape[1:])
     return AblationSmooth(loaded.module, num_classes, options["keep"], device=device, input_shape=data_shape), {}
@@ -95,7 +203,6 @@ def build_dual(loaded, num_classes, sigma, device, options, trust_checkpoint):
     """
     certify_options = sequential_certify_options(options)  # --sequential: both branches stop early
     split = get_split(options.get("dual_split"))
-    check_required_options("dual", options)
     second = load_checkpoint(options["model2"], arch=options.get("arch2"), device=device,
                              trust_checkpoint=trust_checkpoint)
     if second.num_classes is not None and second.num_classes != num_classes:
@@ -152,36 +259,75 @@ def build_lvm(loaded, num_classes, sigma, device, options, trust_checkpoint):
                            per_input_grid=grid, **kwargs), {}
 
 
-METHOD_BUILDERS: dict[str, Callable] = {"cohen": build_cohen, "dual": build_dual, "lvm": build_lvm,
-                                         "ablation": build_ablation}
-SEQUENTIAL_OPTIONS = ("sequential", "target_radius", "tolerance", "n_max", "stop_alpha", "stop_test")
-METHOD_OPTIONS = {
-    "cohen": (*SEQUENTIAL_OPTIONS, "noise", "sound_float", "quantization"),
-    "dual": ("model2", "arch2", "sigma2", "dual_split", *SEQUENTIAL_OPTIONS),
-    "lvm": ("maps", "temperatures", "lipschitz", "lvm_selection", "lvm_select_on"),
-    "ablation": ("keep",),
-}
-#: Options a method cannot run without, and what each one is (checked before any model is loaded,
-#: so that a missing one is reported as missing rather than as a model that does not fit).
-METHOD_REQUIRED_OPTIONS = {"dual": {"model2": "the base model of sub-image b; --model is sub-image a's"}}
+# --------------------------------------------------------------------------- the declarations
+register_option(
+    MethodOption("sequential", "Stop each input as soon as the answer is decided (anytime-valid confidence "
+                 "sequence; Gaussian noise only).", bool, group="sequential", commands=("certify",)),
+    MethodOption("target_radius", "Decide 'certified at radius R?' (stops when known at 1-alpha).", float,
+                 group="sequential", commands=("certify",)),
+    MethodOption("tolerance", "Stop when more samples cannot raise the radius by more than T.", float,
+                 group="sequential", commands=("certify",)),
+    MethodOption("n_max", "Most estimation samples per input (default: --n).", int, group="sequential",
+                 commands=("certify",)),
+    MethodOption("stop_alpha", "Level of the decisions to stop without a certificate ('not certifiable', "
+                 "'within tolerance'; default 0.05). The certificate itself always holds at 1-alpha.", float,
+                 group="sequential", commands=("certify",)),
+    MethodOption("stop_test", "How 'not certifiable' is decided (default clopper-pearson).", lambda: STOP_TESTS,
+                 group="sequential", commands=("certify",)),
+    MethodOption("noise", f"cohen: the noise, and so the norm of the radius: {noise_help()}. --sigma is "
+                 "its per-coordinate standard deviation.", lambda: tuple(NOISES), section="Certification"),
+    MethodOption("sound_float", "Floating-point-sound certificates for inputs on the grid k/L (discretized "
+                 "Gaussian noise from fair coins, added in integers; one forward shape). Voracek and Hein 2023.",
+                 bool, group="floating-point-sound certificates"),
+    MethodOption("quantization", "--sound-float: the input grid, L levels (default 255, 8-bit images; the bundled "
+                 "digits: 16 or 256) or the step 1/L.", float, group="floating-point-sound certificates",
+                 metavar="L"),
+    MethodOption("model2", "Base model of sub-image b (--model is sub-image a's)."),
+    MethodOption("arch2", "Architecture of --model2 when it is a plain state_dict."),
+    MethodOption("sigma2", "Noise level of branch b (default: --sigma).", float),
+    MethodOption("dual_split", "How images are cut into two sub-images (default: checkerboard).", lambda: tuple(SPLITS)),
+    MethodOption("maps", "The simplex map (default hardmax); a list such as softmax,sparsemax,hardmax is a grid "
+                 "for --lvm-select-on."),
+    MethodOption("temperatures", "The logit multiplier t (default 1); a list such as 0.25,0.5,1,2 is a grid for "
+                 "--lvm-select-on."),
+    MethodOption("lipschitz", "l2 Lipschitz constant of the model's logits (enables the Lipschitz-margin radius).",
+                 float),
+    MethodOption("lvm_selection", "Choose the radius formula on the n0 selection samples, or union-bound the "
+                 "formulas.", lambda: SELECTIONS),
+    MethodOption("lvm_select_on", "Choose one (map, temperature) of --maps x --temperatures on COUNT (default "
+                 "100) held-out inputs of this split (never a certified input), with the run's n0/n/alpha; "
+                 "recorded in the sidecar.", metavar="SPLIT[:COUNT]"),
+    MethodOption("keep", "Pixels kept in each ablated sample (Levine and Feizi: 45 of 784 on MNIST).", int,
+                 minimum=1),
+)
+register_method(MethodSpec(
+    "cohen", build_cohen, "Cohen et al. 2019 (any --noise)",
+    options=(*SEQUENTIAL_OPTIONS, "noise", "sound_float", "quantization")))
+register_method(MethodSpec(
+    "dual", build_dual, "Xia et al. 2024 (two branch models on two sub-images)",
+    options=("model2", "arch2", "sigma2", "dual_split", *SEQUENTIAL_OPTIONS),
+    required={"model2": "the base model of sub-image b; --model is sub-image a's"}, input_shape=dual_model_input_shape))
+register_method(MethodSpec(
+    "lvm", build_lvm, "Delattre et al. 2024 (soft outputs through a simplex map)",
+    options=("maps", "temperatures", "lipschitz", "lvm_selection", "lvm_select_on")))
+register_method(MethodSpec(
+    "ablation", build_ablation, "l0, pixels changed (needs --keep)", options=("keep",),
+    required={"keep": "how many pixels each ablated sample keeps"}, input_shape=ablation_model_input_shape,
+    needs_sigma=False))
 
 
+# --------------------------------------------------------------------------- checks and the build
 def check_required_options(method: str, options: dict) -> None:
     """InvalidArgumentError naming the first required option of ``method`` that ``options`` lacks."""
-    for name, meaning in METHOD_REQUIRED_OPTIONS.get(method, {}).items():
+    for name, meaning in method_spec(method).required.items():
         if not options.get(name):
             raise InvalidArgumentError(f"--method {method} needs {option_name(name)} ({meaning})")
 
 
-# How ``model``'s input shape follows from the dataset's (default: the dataset's own shape).
-METHOD_INPUT_SHAPES = {"dual": dual_model_input_shape, "ablation": ablation_model_input_shape}
-# Methods without a noise level (every other method needs sigma).
-METHODS_WITHOUT_SIGMA = ("ablation",)
-
-
 def check_sigma_given(method: str, sigma, denoiser) -> None:
-    """``--sigma`` is required by every noise method and meaningless for ablation (so is a denoiser)."""
-    if method in METHODS_WITHOUT_SIGMA:
+    """``--sigma`` is required by every noise method and meaningless for one without a noise
+    level (ablation; so is a denoiser)."""
+    if not method_spec(method).needs_sigma:
         if sigma is not None:
             raise InvalidArgumentError(f"--method {method} has no noise level: drop --sigma (--keep sets how many "
                                        f"pixels each sample keeps)")
@@ -193,16 +339,15 @@ def check_sigma_given(method: str, sigma, denoiser) -> None:
 
 def options_for(method: str, options: dict) -> dict:
     """``options`` without other methods' options (None: not given); refuses one given for another method."""
-    if method not in METHOD_BUILDERS:
-        raise InvalidArgumentError(f"unknown method {method!r}; choose from {', '.join(sorted(METHOD_BUILDERS))}")
+    own = method_spec(method).options
     kept = dict(options)
-    for owner, names in METHOD_OPTIONS.items():
+    for owner, spec in METHODS.items():
         if owner == method:
             continue
-        for name in names:
-            if name not in METHOD_OPTIONS[method] and kept.pop(name, None) is not None:
+        for name in spec.options:
+            if name not in own and kept.pop(name, None) is not None:
                 raise InvalidArgumentError(f"{option_name(name)} is an option of --method {owner}, not {method}")
-    unknown = sorted(set(kept) - set(METHOD_OPTIONS[method]))
+    unknown = sorted(set(kept) - set(own))
     if unknown:
         raise InvalidArgumentError(f"unknown option(s) {', '.join(unknown)} for --method {method}")
     return kept
@@ -251,10 +396,11 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
     for the held-out certifications and to know the certified inputs.
     """
     device = as_device(device)
+    spec = method_spec(method)
     options = options_for(method, {k: v for k, v in method_options.items() if v is not None})
     check_sigma_given(method, sigma, denoiser)
     check_required_options(method, options)
-    shape_rule = METHOD_INPUT_SHAPES.get(method)
+    shape_rule = spec.input_shape
     loaded, dataset = load_model_and_data(
         model, data, split, arch, trust_checkpoint, device,
         None if shape_rule is None else (lambda dataset_shape: shape_rule(dataset_shape, options)))
@@ -262,8 +408,7 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
         raise InvalidArgumentError("--denoiser-steps needs --denoiser")
     loaded = with_denoiser(loaded, denoiser, sigma, dataset.input_shape, device,
                            multistep=denoiser_steps is not None, steps=denoiser_steps)
-    smoothed, certify_options = METHOD_BUILDERS[method](loaded, dataset.num_classes, sigma, device, options,
-                                                        trust_checkpoint)
+    smoothed, certify_options = spec.builder(loaded, dataset.num_classes, sigma, device, options, trust_checkpoint)
     smoothed.set_engine_options(precision=precision, channels_last=channels_last, compile=compile)
     if options.get("lvm_select_on") is not None:
         run = dict(selection_run or {})
@@ -271,6 +416,3 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
         smoothed = select_on_spec(smoothed, options["lvm_select_on"], dataset, certified, **run).smoothed
     return smoothed, dataset, certify_options
 
-
-def method_names() -> Sequence[str]:
-    return sorted(METHOD_BUILDERS)

@@ -15,7 +15,7 @@ Shin (2020). With ``adversarial=eps`` (SmoothAdv, Salman et al. 2019) each clean
 replaced by the PGD adversarial example of the soft smoothed classifier of the current model
 (:mod:`robustcert.methods.attack`), on the same noise draws the loss then uses. SGD with momentum
 and weight decay; the learning rate is multiplied by ``lr_gamma`` every ``lr_step`` epochs (default: a third of the epochs, so 90 epochs step at 30 and 60 as in
-Cohen et al.'s CIFAR-10 recipe). Dual smoothing branch models (``split``, ``branch``) train on
+Cohen et al.'s CIFAR-10 recipe). Dual smoothing branch models (``dual_split``, ``branch``) train on
 the compact sub-image of their branch (:mod:`robustcert.splits`).
 
 Files: ``out`` is a reference checkpoint (``{'epoch', 'arch', 'state_dict', 'optimizer', ...}``,
@@ -49,7 +49,9 @@ import torch
 from ..augment import AUGMENTATIONS
 from ..data import CertDataset, load_dataset
 from ..engine import PRECISIONS, AblationNoise, AdditiveNoise, as_device, configure_cpu, derive_seed, input_generator
-from ..errors import CheckpointError, InvalidArgumentError, RunError, ShapeError, check_count, check_sigma
+from ..errors import (
+    CheckpointError, InvalidArgumentError, RunError, ShapeError, check_count, check_sigma, renamed_argument,
+)
 from ..losses import consistency_loss, gaussian_augmentation_loss
 from ..methods.attack import check_eps, pgd_on_smoothed
 from ..methods.noises import noise_model
@@ -108,7 +110,7 @@ def recipe_parameters(*, sigma, arch, epochs, batch_size, lr, momentum, weight_d
     if branch is not None and branch not in ("a", "b"):
         raise InvalidArgumentError(f"branch must be 'a' or 'b', got {branch!r}")
     if (split is None) != (branch is None):
-        raise InvalidArgumentError("a dual smoothing branch model needs both the split (--split) and the branch "
+        raise InvalidArgumentError("a dual smoothing branch model needs both the split (--dual-split) and the branch "
                                    "(--branch a|b)")
     if augment not in (*AUGMENTATIONS, "auto"):
         raise InvalidArgumentError(f"augment must be one of {', '.join([*AUGMENTATIONS, 'auto'])}, got {augment!r}")
@@ -409,11 +411,11 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
                 epochs: int = 90, batch_size: int = 256, lr: float = 0.1, momentum: float = 0.9,
                 weight_decay: float = 1e-4, lr_step: int | None = None, lr_gamma: float = 0.1, seed: int = 0,
                 consistency: float | None = None, eta: float = 0.5, noise_copies: int | None = None,
-                split: str | None = None, branch: str | None = None, augment: str = "auto", validation="auto",
+                dual_split: str | None = None, branch: str | None = None, augment: str = "auto", validation="auto",
                 adversarial: float | None = None, attack_steps: int | None = None,
                 device="auto", threads: int | None = None, precision: str = "fp32", resume: bool = False,
                 progress: bool = True, log: Callable[[str], None] | None = None, command: str | None = None,
-                noise=None, keep: int | None = None) -> TrainingResult:
+                noise=None, keep: int | None = None, split: str | None = None) -> TrainingResult:
     """Train a base classifier on noisy inputs (see the module docstring).
 
     Args:
@@ -432,8 +434,8 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
             radius ``adversarial`` (eps) of each image instead of the image (see
             :meth:`_Trainer.adversarial_noisy_batch`); ``attack_steps`` PGD steps (default 2), on
             the ``noise_copies`` draws the loss then uses (default 1; Salman et al. use 1 to 8).
-        split, branch: train the dual smoothing branch model of ``branch`` ("a" or "b") of
-            ``split`` (checkerboard, rows, columns); recorded as ``dual_split`` / ``dual_branch``.
+        dual_split, branch: train the dual smoothing branch model of ``branch`` ("a" or "b") of
+            ``dual_split`` (checkerboard, rows, columns); recorded as ``dual_split`` / ``dual_branch``.
         augment: "none", "crop-flip" (random 4-pixel crop and flip) or "auto" (crop-flip for
             3x32x32 inputs, the CIFAR-10 recipe; none otherwise).
         validation: data for the per-epoch clean and noisy accuracy; "auto": the ``val`` split of
@@ -451,10 +453,13 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
             model (:class:`robustcert.engine.AblationNoise`: (C, H, W) -> (2C, H, W)); no sigma. The
             default architecture then follows the ablated shape (``digits_cnn_ablation``,
             ``mnist_cnn_ablation``).
+        split: the deprecated name of ``dual_split`` (a FutureWarning; ``split`` elsewhere is the
+            dataset split).
 
     Returns:
         A :class:`TrainingResult` (model in eval mode, history as a DataFrame).
     """
+    split = renamed_argument(dual_split, split, "split", "dual_split", "train_model")
     out = None if out is None else Path(out)
     if resume and out is None:
         raise InvalidArgumentError("resume needs the checkpoint to continue (out)")
