@@ -1,0 +1,160 @@
+"""Summaries for results/fashion-mnist/ from the files that experiments/fashion-mnist/fashion_mnist.sh wrote.
+
+    python experiments/fashion-mnist/fashion_mnist_report.py            # writes training.md and runs.md
+
+training.md: one row per trained model (from each checkpoint's JSON sidecar, which is copied into
+results/fashion-mnist/training/ so that it is kept when the checkpoints are not): recipe, final
+validation accuracy (clean and under the training noise), mean time per epoch (training pass,
+wall and process CPU). runs.md: one row per certify run: images, samples per image (sequential
+runs stop early), certified accuracy at r = 0 and ACR, and the process CPU time from times.txt
+(/usr/bin/time) and the wall time from the sidecars; then paired comparisons on the same images:
+the mean difference of the per-image certified radius (radius if correct, else 0; its mean is the ACR) with a 95% normal
+interval (1.96 standard errors of the paired differences), and how many images gain or lose; then
+the sequential target-radius runs against the fixed-n run of the same model (certified accuracy at
+r, mean samples, CPU time).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from robustcert.results import read_results
+
+
+def training_table(out_dir: Path) -> str:
+    keep = out_dir / "training"
+    keep.mkdir(exist_ok=True)
+    for sidecar in sorted((out_dir / "models").glob("*.pt.json")):
+        shutil.copyfile(sidecar, keep / sidecar.name)
+    lines = ["| model | loss | M | images/step | epochs | val clean acc | val noisy acc | s/epoch (wall) "
+             "| s/epoch (CPU) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for sidecar in sorted(keep.glob("*.pt.json")):
+        record = json.loads(sidecar.read_text())
+        p, epochs = record["parameters"], record["epochs"]
+        loss = "gaussian" if p["loss"] == "gaussian" else f"consistency (lambda {p['consistency_lambda']:g}, " \
+                                                            f"eta {p['consistency_eta']:g})"
+        if p.get("adversarial_eps"):
+            loss += f" + SmoothAdv (eps {p['adversarial_eps']:g}, {p['attack_steps']} PGD steps)"
+        if p.get("dual_split"):
+            loss += f", {p['dual_split']} branch {p['dual_branch']}"
+        last = epochs[-1]
+        wall = sum(e["seconds"] for e in epochs) / len(epochs)
+        cpu = sum(e["cpu_seconds"] for e in epochs) / len(epochs)
+        lines.append(f"| {sidecar.name[:-len('.pt.json')]} (sigma {p['sigma']:g}, {p['arch']}) | {loss} | "
+                     f"{p['noise_copies']} | {p['batch']} | {len(epochs)} | {last['val_clean_accuracy']:.4f} | "
+                     f"{last['val_noisy_accuracy']:.4f} | {wall:.1f} | {cpu:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def cpu_times(out_dir: Path) -> dict[str, tuple[float, float]]:
+    """job -> (user + system CPU seconds, wall seconds), the last entry per job in times.txt."""
+    times = {}
+    path = out_dir / "times.txt"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            match = re.match(r"(\S+): ([\d.]+) s user, ([\d.]+) s system, ([\d.]+) s wall", line)
+            if match:
+                times[match[1]] = (float(match[2]) + float(match[3]), float(match[4]))
+    return times
+
+
+def sidecar_wall_seconds(record: dict) -> float:
+    """Wall seconds of a run from its sidecar: the sum over its (resumed) runs of end - start."""
+    total = 0.0
+    for run in record["runs"]:
+        end = run.get("finished") or run.get("interrupted")
+        if end and run.get("started"):
+            total += (datetime.fromisoformat(end) - datetime.fromisoformat(run["started"])).total_seconds()
+    return total
+
+
+def runs_table(out_dir: Path) -> str:
+    """CPU seconds from times.txt (/usr/bin/time; "-" where it was not recorded, e.g. for the part of a
+    run before an interruption), wall seconds from the sidecars (every part of a resumed run)."""
+    times = cpu_times(out_dir)
+    lines = ["| run | method | images | n | samples per image (mean) | certified acc r=0 | ACR | CPU s | wall s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for tsv in sorted(out_dir.glob("*.tsv")):
+        record = json.loads(Path(f"{tsv}.json").read_text())
+        if record.get("kind") != "certify":  # attack TSVs: attack-table.md
+            continue
+        frame = read_results(tsv)
+        used = record["runs"][-1].get("samples_used", {})
+        cpu = f"{times[tsv.stem][0]:.0f}" if tsv.stem in times else "-"
+        acr = float((frame["radius"] * frame["correct"]).mean())
+        method = record["method"] + (" sequential" if record["parameters"].get("sequential") else "")
+        lines.append(f"| {tsv.stem} | {method} | {len(frame)} | {record['parameters']['n']} | "
+                     f"{used.get('mean_per_input', float('nan')):.0f} | {frame['correct'].mean():.3f} | {acr:.3f} | "
+                     f"{cpu} | {sidecar_wall_seconds(record):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+PAIRS = [("cohen-consistency-0.25", "cohen-gaussian-0.25"), ("cohen-consistency-0.50", "cohen-gaussian-0.50"),
+         ("cohen-consistency-0.50", "cohen-gaussian2-0.50"), ("cohen-gaussian2-0.50", "cohen-gaussian-0.50"),
+         ("sequential-gaussian-0.50", "cohen-gaussian-0.50"), ("sequential-consistency-0.50", "cohen-consistency-0.50"),
+         ("lvm-gaussian-0.50", "cohen-gaussian-0.50"), ("dual-0.50", "cohen-gaussian-0.50"),
+         ("cohen-smoothadv-0.50", "cohen-gaussian-0.50"), ("cohen-smoothadv-0.50", "cohen-consistency-0.50")]
+
+
+def paired_table(out_dir: Path) -> str:
+    lines = ["| run A | run B | images | ACR A - ACR B (95% interval) | A larger | B larger |",
+             "|---|---|---:|---|---:|---:|"]
+    for first, second in PAIRS:
+        paths = [out_dir / f"{name}.tsv" for name in (first, second)]
+        if not all(p.is_file() for p in paths):
+            continue
+        a, b = (read_results(p) for p in paths)
+        both = a.merge(b, on="idx", suffixes=("_a", "_b"))
+        delta = both["radius_a"] * both["correct_a"] - both["radius_b"] * both["correct_b"]
+        half = 1.96 * delta.std(ddof=1) / len(delta) ** 0.5
+        lines.append(f"| {first} | {second} | {len(both)} | {delta.mean():+.3f} ({delta.mean() - half:+.3f}, "
+                     f"{delta.mean() + half:+.3f}) | {(delta > 0).sum()} | {(delta < 0).sum()} |")
+    return "\n".join(lines) + "\n"
+
+
+def target_table(out_dir: Path) -> str:
+    """Sequential target-radius runs against the fixed-n run of the same model on the same images:
+    certified accuracy at r (correct and radius >= r), images certified by only one of them, mean
+    samples per image, CPU time."""
+    times = cpu_times(out_dir)
+    lines = ["| run | r | certified acc., fixed n | certified acc., sequential | only fixed / only sequential "
+             "| mean samples, fixed / sequential | fewer samples | CPU s, fixed / sequential |",
+             "|---|---:|---:|---:|---|---|---:|---|"]
+    for tsv in sorted(out_dir.glob("target-*.tsv")):
+        record = json.loads(Path(f"{tsv}.json").read_text())
+        r = record["parameters"]["target_radius"]
+        model = tsv.stem[len("target-"):].rsplit("-r", 1)[0]
+        fixed_path = out_dir / f"cohen-{model}.tsv"
+        fixed_record = json.loads(Path(f"{fixed_path}.json").read_text())
+        both = read_results(fixed_path).merge(read_results(tsv), on="idx", suffixes=("_f", "_s"))
+        certified_f = (both["correct_f"] == 1) & (both["radius_f"] >= r)
+        certified_s = (both["correct_s"] == 1) & (both["radius_s"] >= r)
+        samples_f = fixed_record["runs"][-1]["samples_used"]["mean_per_input"]
+        samples_s = record["runs"][-1]["samples_used"]["mean_per_input"]
+        cpu_f, cpu_s = (f"{times[name][0]:.0f}" if name in times else "-" for name in (fixed_path.stem, tsv.stem))
+        lines.append(f"| {tsv.stem} | {r:g} | {certified_f.mean():.3f} | {certified_s.mean():.3f} | "
+                     f"{(certified_f & ~certified_s).sum()} / {(certified_s & ~certified_f).sum()} | "
+                     f"{samples_f:,.0f} / {samples_s:,.0f} | {samples_f / samples_s:.0f}x | {cpu_f} / {cpu_s} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", type=Path, default=Path("results/fashion-mnist"))
+    args = parser.parse_args()
+    (args.out_dir / "training.md").write_text(training_table(args.out_dir))
+    (args.out_dir / "runs.md").write_text(runs_table(args.out_dir) + "\n" + paired_table(args.out_dir) + "\n"
+                                          + target_table(args.out_dir))
+    print((args.out_dir / "training.md").read_text())
+    print((args.out_dir / "runs.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
