@@ -95,7 +95,7 @@ import torch
 
 from ..certificate import ABSTAIN, Certificate
 from ..engine import VoteCounter
-from ..errors import InvalidArgumentError, check_count
+from ..errors import check_count
 from ..radius import gaussian_radius
 from .sequential_design import (  # noqa: F401  (the design's names, re-exported: one import for users)
     BETTING_TEST, DEFAULT_FINAL_SHARE, DEFAULT_GROWTH, DEFAULT_N_FIRST, DEFAULT_STOP_ALPHA, DEFAULT_STOP_TEST,
@@ -104,6 +104,15 @@ from .sequential_design import (  # noqa: F401  (the design's names, re-exported
     probit_sum, radius_scale, reach_share, round_blocks, selection_lead, selection_looks, sequential_inputs_per_call,
     sigma_radius, stopping_rule,
 )
+
+__all__ = [  # the run, and the design's names (one import for users of either)
+    "BETTING_TEST", "Branch", "DEFAULT_FINAL_SHARE", "DEFAULT_GROWTH", "DEFAULT_N_FIRST", "DEFAULT_STOP_ALPHA",
+    "DEFAULT_STOP_TEST", "ESTIMATION_BLOCK", "RadiusTolerance", "SELECTION_ERROR", "SELECTION_FIRST_LOOK",
+    "SEQUENCE_BOUND", "STOPPING_BOUND", "STOP_TESTS", "SequenceStates", "SequentialCertification", "SequentialDesign",
+    "SequentialRun", "TargetRadius", "certify_sequential", "check_sequential_options", "checkpoint_schedule",
+    "probit_sum", "radius_scale", "reach_share", "round_blocks", "run_sequential", "select_classes",
+    "selection_lead", "selection_looks", "sequential_inputs_per_call", "sigma_radius", "stopping_rule",
+]
 
 
 # --------------------------------------------------------------------------- methods that certify sequentially

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ResultsError
-from ..files import ATTACK_COLUMNS, CERTIFY_COLUMNS, PREDICT_COLUMNS, existing_result_kind, result_kind
+from ..files import ATTACK_COLUMNS, CERTIFY_COLUMNS, existing_result_kind, result_kind
 
 
 def format_radius(radius: float) -> str:

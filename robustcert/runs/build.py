@@ -386,14 +386,26 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
                    **method_options):
     """A smoothed classifier from specifications (see the module docstring).
 
-    Returns ``(smoothed, dataset, certify_options)``; ``certify_options`` go to
-    :func:`robustcert.certify_dataset` (empty for every method but sequential cohen).
-    Checkpoints load with ``torch.load(weights_only=True)`` unless ``trust_checkpoint``.
+    Args:
+        method: a registered method (:data:`METHODS`).
+        model: the base model's specification (``bundled:NAME``, a file; ``--model``).
+        sigma: the noise level (None for a method without one, e.g. ablation).
+        data, split: the dataset (a specification or a loaded dataset) and its split.
+        arch: the architecture of a plain state_dict.
+        trust_checkpoint: allow full unpickling (checkpoints load with
+            ``torch.load(weights_only=True)`` otherwise).
+        device: where to run.
+        denoiser, denoiser_steps: a diffusion denoiser in front of the model.
+        precision, channels_last, compile: engine options.
+        selection_run: with ``lvm_select_on="SPLIT[:COUNT]"`` (lvm), the run's ``n0, n, alpha,
+            batch_size, seed, skip, max_inputs``: the (map, temperature) pair is chosen on COUNT
+            held-out inputs of that split, none of them one the run certifies
+            (:mod:`robustcert.runs.lvm_select`).
+        method_options: the method's options (:data:`OPTIONS`; None: not given).
 
-    ``lvm_select_on="SPLIT[:COUNT]"`` (lvm): choose the (map, temperature) pair on COUNT held-out
-    inputs of that split, none of them one the run certifies (:mod:`robustcert.runs.lvm_select`);
-    ``selection_run`` holds the run's ``n0, n, alpha, batch_size, seed, skip, max_inputs``, used
-    for the held-out certifications and to know the certified inputs.
+    Returns:
+        ``(smoothed, dataset, certify_options)``; ``certify_options`` go to
+        :func:`robustcert.certify_dataset` (empty for every method but sequential cohen and dual).
     """
     device = as_device(device)
     spec = method_spec(method)

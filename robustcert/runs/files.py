@@ -18,10 +18,15 @@ from __future__ import annotations
 import signal
 import threading
 
-from ..files import (  # noqa: F401  (re-exported: the runs' file rules)
+from ..files import (
     RowWriter, check_output, ending_fields, finish_last_run, previous_runs, run_status, sidecar_path, timestamp,
     update_last_run, write_sidecar,
 )
+
+__all__ = [
+    "RowWriter", "Stopped", "check_output", "ending_fields", "finish_last_run", "previous_runs", "run_status",
+    "sidecar_path", "stop_on_termination_signals", "timestamp", "update_last_run", "write_sidecar",
+]
 
 
 class Stopped(KeyboardInterrupt):
