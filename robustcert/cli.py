@@ -31,7 +31,7 @@ def fail(message: str) -> None:
 
 
 #: What each command leaves behind when it is interrupted (Ctrl-C, SIGTERM, SIGHUP), by command:
-#: every command declares it with :func:`command`, so the message after an interruption is true.
+#: every command declares it with ``@main.command(interrupted=...)``, so the message is true.
 INTERRUPTED_NOTES: dict[str, str] = {}
 #: The note of a command that writes its files at the end, atomically.
 WRITES_AT_THE_END = "nothing was written"
