@@ -215,12 +215,19 @@ SEED_HELP = "Noise seed: the same seed gives the same samples, hence the same re
 
 model_and_data_options = add_options([
     option("--model", "model_spec", required=True, section=MODEL_AND_DATA, help=model_spec_help()),
+    option("--weights", default=None, section=MODEL_AND_DATA,
+           help="Weights of torchvision:NAME / timm:NAME: a state_dict file (.pth, .pt, .safetensors), or a "
+                "torchvision weights name (IMAGENET1K_V2) whose file is in the local torch hub cache."),
     option("--arch", default=None, section=MODEL_AND_DATA,
            help="Architecture of a plain state_dict (e.g. cifar_resnet110)."),
+    option("--num-classes", type=int, default=None, section=MODEL_AND_DATA,
+           help="Class count where neither the model nor the labels tell (npz data with a TorchScript model) "
+                "[default: the model's, else the dataset's]."),
     option("--trust-checkpoint", is_flag=True, section=MODEL_AND_DATA,
            help="Allow full unpickling of the checkpoint. DANGEROUS: runs code from the file."),
     option("--data", "data_spec", default="digits", show_default=True, section=MODEL_AND_DATA,
-           help="digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or npz:PATH."),
+           help="digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT (resized and cropped to "
+                "the model's resolution before the noise) or npz:PATH."),
     option("--split", default="test", show_default=True, type=click.Choice(["train", "test", "val"]),
            section=MODEL_AND_DATA, help="Which split of the dataset."),
     option("--skip", type=int, default=1, show_default=True, section=MODEL_AND_DATA,
@@ -316,9 +323,9 @@ def check_selection(skip: int, max_inputs: int) -> None:
         raise CLIError(f"--max must be >= 1, or -1 for all inputs, got {max_inputs}")
 
 
-def dataset_run(run, model_spec, arch, trust_checkpoint, data_spec, split, sigma, out_path, skip, max_inputs,
-                device, resume, quiet, threads, precision, channels_last, compile_model, distributed, method,
-                method_options, **run_options):
+def dataset_run(run, model_spec, weights, arch, num_classes, trust_checkpoint, data_spec, split, sigma, out_path, skip,
+                max_inputs, device, resume, quiet, threads, precision, channels_last, compile_model, distributed,
+                method, method_options, **run_options):
     """certify / predict: check the output, join the process group (torchrun), build, run, report."""
     if sharded.is_first_rank(distributed):
         check_output(out_path, resume)  # fail before loading anything; never touch existing results
@@ -328,8 +335,8 @@ def dataset_run(run, model_spec, arch, trust_checkpoint, data_spec, split, sigma
                          "batch_size": run_options["batch_size"], "seed": run_options["seed"], "skip": skip,
                          "max_inputs": max_inputs}
         smoothed, dataset, certify_options = build_smoothed(
-            method, model_spec, sigma=sigma, data=data_spec, split=split, arch=arch,
-            trust_checkpoint=trust_checkpoint, device=device, precision=precision, channels_last=channels_last,
+            method, model_spec, sigma=sigma, data=data_spec, split=split, arch=arch, weights=weights,
+            num_classes=num_classes, trust_checkpoint=trust_checkpoint, device=device, precision=precision, channels_last=channels_last,
             compile=compile_model, selection_run=selection_run, **method_options)
         frame = run(smoothed, dataset, out_path, skip=skip, max_inputs=max_inputs, resume=resume,
                     progress=not quiet, threads=threads, command=invocation_command(), **run_options,

@@ -17,10 +17,19 @@ Specifications accepted by :func:`load_dataset` (and the CLI's ``--data``):
   otherwise the python layout (``ROOT/cifar-10-batches-py``) through torchvision, which checks
   the files' md5 sums and unpickles them.
 * ``imagefolder:ROOT``: an ImageNet-style class-per-folder tree (``ROOT/SPLIT`` if it exists,
-  else ROOT), with the reference preprocessing Resize(256), CenterCrop(224) (val/test), or
-  RandomResizedCrop(224) + flip (train).
+  else ROOT). Images are resized and centre-cropped BEFORE the noise, as part of the data (Cohen
+  et al. certify ImageNet this way): at the model's resolution with its interpolation when the
+  model brings its preprocessing (``preprocessing=``, a torchvision/timm/Hugging Face model:
+  e.g. resize 248, crop 224, bicubic), else the reference Resize(256), CenterCrop(224)
+  (val/test); RandomResizedCrop + flip for train. Labels: the folders in sorted order (ImageNet's
+  synset folders give ImageNet's class indices), or, when every folder is named by a number,
+  that number (``ROOT/417/...`` has label 417, so a few classes of a 1000-class model work).
 * ``npz:PATH``: a NumPy ``.npz`` holding ``x`` (N, C, H, W floats in [0,1]) and ``y`` (N ints);
   one set of inputs whatever the split.
+
+The class count of npz data and of numbered folders is only a lower bound (the largest label +
+1, ``CertDataset.classes_known`` False): a run takes the model's class count, or
+``--num-classes``.
 
 Splits of the file datasets (mnist, fashion-mnist, cifar10): ``test`` is the test file; the
 training file is cut into ``val``, a held-out validation split (every 12th image of MNIST /
@@ -40,6 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .engine import first_line
 from .errors import DataError
 
 DIGITS_TEST_EVERY = 5
@@ -75,6 +85,10 @@ class CertDataset:
     input_shape: tuple[int, ...]
     source: Any  # a (x, y) pair of tensors, or a torchvision dataset
     split: str | None = None  # the split it was loaded as (train, test, ...), recorded by dataset runs
+    #: False when num_classes is only the largest label + 1 (npz, numbered folders): the model decides
+    classes_known: bool = True
+    #: how image files were resized / cropped into inputs, before the noise (recorded by dataset runs)
+    transform: dict | None = None
 
     def __len__(self) -> int:
         if isinstance(self.source, tuple):
@@ -151,7 +165,8 @@ def _npz(path: str) -> CertDataset:
         raise DataError(f"npz file {path}: y must hold non-negative integer labels")
     num_classes = int(y.max()) + 1 if len(y) else 0
     return CertDataset(f"npz:{path}", num_classes, tuple(x.shape[1:]),
-                       (torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))))
+                       (torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))),
+                       classes_known=False)
 
 
 def _root_folder(kind: str, root: str) -> Path:
@@ -290,49 +305,82 @@ def _cifar_binary(folder: Path, root: str, split: str) -> CertDataset:
 def _cifar10(root: str, split: str) -> CertDataset:
     """The binary layout if it is there (read here, no pickle), else torchvision's python layout."""
     binary = cifar_binary_folder(_root_folder("cifar10", root))
-    return _torchvision("cifar10", root, split) if binary is None else _cifar_binary(binary, root, split)
+    return _cifar10_python(root, split) if binary is None else _cifar_binary(binary, root, split)
 
 
-def _torchvision(kind: str, root: str, split: str) -> CertDataset:
+#: The reference ImageNet preprocessing of imagefolder data when the model brings none.
+REFERENCE_IMAGE_TRANSFORM = {"resize": 256, "crop": [224, 224], "interpolation": "bilinear", "size": [3, 224, 224]}
+
+
+def _imagefolder(root: str, split: str, preprocessing=None) -> CertDataset:
+    """An ImageNet-style folder, resized and cropped at the model's resolution (see the module docstring)."""
+    from torchvision import datasets, transforms
+    from torchvision.datasets.folder import find_classes
+
+    folder = _root_folder("imagefolder", root)
+    subfolder = folder / split if (folder / split).is_dir() else folder
+    record = dict(REFERENCE_IMAGE_TRANSFORM) if preprocessing is None else preprocessing.data_record()
+    size = tuple(record["size"][1:])
+    try:
+        classes, _ = find_classes(str(subfolder))
+        numbered = all(name.isdigit() for name in classes)
+        labels = [int(name) for name in classes] if numbered else list(range(len(classes)))
+        if split == "train":
+            mode = transforms.InterpolationMode(record["interpolation"])
+            transform = transforms.Compose([transforms.RandomResizedCrop(size, interpolation=mode),
+                                            transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+            record = {"random_resized_crop": list(size), "flip": True, "interpolation": record["interpolation"],
+                      "size": record["size"]}
+        elif preprocessing is None:
+            transform = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+        else:
+            transform = preprocessing.data_transform()
+        data = datasets.ImageFolder(str(subfolder), transform=transform, target_transform=labels.__getitem__)
+    except Exception as exc:  # torchvision raises FileNotFoundError on an empty tree, OSError on bad files
+        raise DataError(f"cannot read imagefolder data from {root}: {first_line(exc)}") from None
+    return CertDataset(f"imagefolder:{root}", max(labels) + 1, (record["size"][0], *size),
+                       data, classes_known=not numbered, transform=record)
+
+
+def _cifar10_python(root: str, split: str) -> CertDataset:
+    """CIFAR-10's python layout through torchvision (which checks the md5 sums and unpickles)."""
     from torchvision import datasets, transforms
 
-    folder = _root_folder(kind, root)
+    folder = _root_folder("cifar10", root)
+    if split == "all":
+        raise DataError("split 'all' is not defined for cifar10 (train, val or test)")
     train = split in ("train", "val")
     try:
-        if kind == "cifar10":
-            if split == "all":
-                raise DataError("split 'all' is not defined for cifar10 (train, val or test)")
-            data = datasets.CIFAR10(str(folder), train=train, download=False, transform=transforms.ToTensor())
-            if train:
-                data = torch.utils.data.Subset(data, _training_part(kind, split, len(data)).tolist())
-            return CertDataset(f"cifar10:{root}", 10, (3, 32, 32), data)
-        subfolder = folder / split if (folder / split).is_dir() else folder
-        if split == "train":
-            transform = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
-                                            transforms.ToTensor()])
-        else:
-            transform = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
-        data = datasets.ImageFolder(str(subfolder), transform=transform)
-        return CertDataset(f"imagefolder:{root}", len(data.classes), (3, 224, 224), data)
-    except DataError:
-        raise
+        data = datasets.CIFAR10(str(folder), train=train, download=False, transform=transforms.ToTensor())
     except Exception as exc:  # torchvision raises RuntimeError / FileNotFoundError on missing files
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read {kind} data from {root}: {message}") from None
+        raise DataError(f"cannot read cifar10 data from {root}: {first_line(exc)}") from None
+    if train:
+        data = torch.utils.data.Subset(data, _training_part("cifar10", split, len(data)).tolist())
+    return CertDataset(f"cifar10:{root}", 10, (3, 32, 32), data)
 
 
-def load_dataset(spec: str, split: str = "test") -> CertDataset:
-    """Load a dataset from a specification (see the module docstring)."""
+def load_dataset(spec: str, split: str = "test", preprocessing=None) -> CertDataset:
+    """Load a dataset from a specification (see the module docstring).
+
+    Args:
+        spec: the dataset specification.
+        split: train, test, val or all.
+        preprocessing: the model's :class:`robustcert.models.preprocess.Preprocessing`, when it
+            has one: ``imagefolder:`` images are resized and cropped to its resolution.
+
+    Returns:
+        The CertDataset.
+    """
     if not isinstance(spec, str):
         raise DataError(f"a dataset specification is a string such as 'digits' or 'npz:PATH', got {spec!r}")
     if split not in ("train", "test", "val", "all"):
         raise DataError(f"unknown split {split!r} (train, test, val or all)")
-    dataset = _load(spec, split)
+    dataset = _load(spec, split, preprocessing)
     dataset.split = split
     return dataset
 
 
-def _load(spec: str, split: str) -> CertDataset:
+def _load(spec: str, split: str, preprocessing=None) -> CertDataset:
     if spec == "digits":
         return _digits("test" if split == "val" else split)
     scheme, sep, location = spec.partition(":")
@@ -348,6 +396,6 @@ def _load(spec: str, split: str) -> CertDataset:
     if scheme == "cifar10":
         return _cifar10(location, split)
     if scheme == "imagefolder":
-        return _torchvision(scheme, location, split)
+        return _imagefolder(location, split, preprocessing)
     raise DataError(f"unknown dataset scheme {scheme!r}: use digits, mnist, fashion-mnist, cifar10, imagefolder "
                     "or npz")

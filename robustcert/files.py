@@ -324,7 +324,7 @@ def previous_runs(path: str | Path, record: dict) -> list:
     old, new = previous.get("parameters", {}), record["parameters"]
     differing = [k for k in sorted(set(old) | set(new))
                  if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str)]
-    for section, key in (("model", "sha256"), ("data", "spec")):
+    for section, key in (("model", "sha256"), ("model", "preprocessing"), ("data", "spec"), ("data", "transform")):
         if (previous.get(section) or {}).get(key) != (record.get(section) or {}).get(key):
             differing.append(f"{section} {key}")
     if previous.get("kind") != record.get("kind"):

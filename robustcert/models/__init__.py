@@ -4,6 +4,7 @@ from .checkpoint import (
     build_model, bundled_names, default_architecture, load_checkpoint, load_model, load_model_file, model_spec_help,
     register_file_format, register_model_source,
 )
+from . import exported, zoo  # noqa: F401  (they register their file formats and model sources)
 from .cifar_resnet import CifarResNet
 from .digits import DigitsCNN
 from .mnist import MnistCNN

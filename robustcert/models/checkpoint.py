@@ -12,6 +12,10 @@ format that recognises it (:data:`FILE_FORMATS`):
   ``1.module.``; a plain state_dict, with the architecture given explicitly (``arch=...`` /
   ``--arch``); a pickled module (``--trust-checkpoint``).
 
+Registered elsewhere: ``torchvision:NAME``, ``timm:NAME`` (with ``weights=FILE`` / ``--weights``)
+and ``hf:DIR``, pretrained classifiers with their preprocessing, and ``.safetensors`` state_dicts
+(:mod:`robustcert.models.zoo`); ``torch.export`` programs (``.pt2``, :mod:`robustcert.models.exported`).
+
 Each source and format returns a :class:`LoadedModel`, with the input shape the source knows
 (an architecture's, a checkpoint's; None when unknown): another source (a model zoo) or file
 format plugs in with one :func:`register_model_source` or :func:`register_file_format` call.
@@ -40,6 +44,7 @@ from ..files import file_sha256
 from .cifar_resnet import CifarResNet
 from .digits import DigitsCNN
 from .mnist import MnistCNN
+from .preprocess import Preprocessing
 from .provenance import record_provenance
 from .normalize import (
     CIFAR10_MEAN, CIFAR10_STD, DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD,
@@ -129,6 +134,10 @@ class LoadedModel:
     input_shape: tuple[int, ...] | None = None
     sha256: str | None = None
     metadata: dict = field(default_factory=dict)
+    #: the resize / crop / normalisation inside ``module`` (pretrained zoo models): inputs of any
+    #: height and width with ``preprocessing.input_size[0]`` channels
+    preprocessing: Preprocessing | None = None
+    weights: str | None = None  # the weights given with the specification (a file or a weights name)
 
 
 def bundled_names() -> list[str]:
@@ -149,7 +158,7 @@ def is_torchscript(path: Path) -> bool:
 _PREFIX = re.compile(r"(^|\.)module\.")
 
 
-def _clean_keys(state_dict: dict) -> dict:
+def clean_keys(state_dict: dict) -> dict:
     """Drop DataParallel's ``module.`` segments (reference ImageNet keys are ``1.module.``)."""
     return {_PREFIX.sub(r"\1", key): value for key, value in state_dict.items()}
 
@@ -173,7 +182,7 @@ def _load_into(arch: str, state_dict: dict) -> tuple[nn.Sequential, int]:
 
 def matching_architectures(state_dict: dict, exclude: str | None = None) -> list[str]:
     """The registered architectures whose parameter names and shapes are exactly those of a state_dict."""
-    state_dict = _clean_keys(state_dict)
+    state_dict = clean_keys(state_dict)
     matches = []
     for name in sorted(ARCHITECTURES):
         if name == exclude:
@@ -186,17 +195,22 @@ def matching_architectures(state_dict: dict, exclude: str | None = None) -> list
     return matches
 
 
-def _mismatch(state_dict: dict, model: nn.Module) -> str:
-    """A short, whole-name summary of how a state_dict's keys differ from a model's."""
-    expected = model.state_dict()
-    keys = set(state_dict) if all(k.startswith("1.") for k in state_dict) else {f"1.{k}" for k in state_dict}
-    missing, unexpected = sorted(set(expected) - keys), sorted(keys - set(expected))
-    wrong_shape = sorted(k for k in keys & set(expected) if state_dict.get(k, state_dict.get(k[2:])).shape
-                         != expected[k].shape)
+def mismatch_summary(state_dict: dict, expected: dict) -> str:
+    """A short, whole-name summary of how a state_dict's keys differ from a model's: counts and
+    one example of each kind (missing, unexpected, of another shape)."""
+    missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
+    wrong_shape = sorted(k for k in set(state_dict) & set(expected) if state_dict[k].shape != expected[k].shape)
     parts = [f"{len(items)} {what}{'s' if len(items) > 1 else ''}{suffix} (e.g. {items[0]})"
              for items, what, suffix in ((missing, "missing key", ""), (unexpected, "unexpected key", ""),
                                          (wrong_shape, "key", " of another shape")) if items]
     return ", ".join(parts)
+
+
+def _mismatch(state_dict: dict, model: nn.Module) -> str:
+    """:func:`mismatch_summary` against ``Sequential(NormalizeLayer, net)`` (bare keys get ``1.``)."""
+    if not all(k.startswith("1.") for k in state_dict):
+        state_dict = {f"1.{k}": v for k, v in state_dict.items()}
+    return mismatch_summary(state_dict, model.state_dict())
 
 
 def model_from_state_dict(state_dict: dict, arch: str) -> tuple[nn.Sequential, int]:
@@ -208,7 +222,7 @@ def model_from_state_dict(state_dict: dict, arch: str) -> tuple[nn.Sequential, i
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"the checkpoint's state_dict is a {type(state_dict).__name__}, "
                               "not a mapping of parameter names to tensors")
-    state_dict = _clean_keys(state_dict)
+    state_dict = clean_keys(state_dict)
     architecture(arch)
     try:
         return _load_into(arch, state_dict)
@@ -297,13 +311,16 @@ class ModelSource:
     Attributes:
         scheme: the part before the colon (``bundled``).
         load: ``load(name, spec, arch, trust_checkpoint)`` -> a :class:`LoadedModel` on the CPU,
-            with the input shape (and preprocessing, inside the module) the source defines.
+            with the input shape (and preprocessing, inside the module) the source defines; with
+            ``takes_weights``, also ``weights=`` (``--weights``: the weights of a named architecture).
         help: the source in words, for ``--model`` help (``bundled:NAME``).
+        takes_weights: whether the source reads ``weights`` (``torchvision:NAME``, ``timm:NAME``).
     """
 
     scheme: str
-    load: Callable[[str, str, str | None, bool], "LoadedModel"]
+    load: Callable[..., "LoadedModel"]
     help: str
+    takes_weights: bool = False
 
 
 #: Model file formats, checked in order; the last, ``torch.save``, reads every other file.
@@ -408,7 +425,7 @@ register_model_source(ModelSource("bundled", _load_bundled, "bundled:NAME"))
 
 
 def load_checkpoint(spec: str | Path, arch: str | None = None, device: torch.device | str = "cpu",
-                    trust_checkpoint: bool = False) -> LoadedModel:
+                    trust_checkpoint: bool = False, weights: str | Path | None = None) -> LoadedModel:
     """Load a base model from a specification (see the module docstring).
 
     Args:
@@ -416,16 +433,23 @@ def load_checkpoint(spec: str | Path, arch: str | None = None, device: torch.dev
         arch: the architecture of a plain state_dict.
         device: where the model goes (eval mode).
         trust_checkpoint: allow full unpickling (runs code from the file).
+        weights: the weights of a ``torchvision:`` / ``timm:`` model (a state_dict file, or a
+            torchvision weights name cached locally).
 
     Returns:
-        The :class:`LoadedModel`; its module's specification and file hash are recorded
-        (:mod:`robustcert.models.provenance`).
+        The :class:`LoadedModel`; its module's specification, file hash and (pretrained models)
+        weights and preprocessing are recorded (:mod:`robustcert.models.provenance`).
     """
     device = as_device(device)
     spec = str(spec)
     scheme, colon, name = spec.partition(":")
-    if colon and scheme in MODEL_SOURCES:
-        loaded = MODEL_SOURCES[scheme].load(name, spec, arch, trust_checkpoint)
+    source = MODEL_SOURCES.get(scheme) if colon else None
+    if weights is not None and (source is None or not source.takes_weights):
+        takers = " and ".join(f"{s.scheme}:NAME" for s in MODEL_SOURCES.values() if s.takes_weights)
+        raise CheckpointError(f"--weights is for {takers or 'named architectures'}; {spec} holds its own weights")
+    if source is not None:
+        loaded = source.load(name, spec, arch, trust_checkpoint, **({"weights": weights} if source.takes_weights
+                                                                   else {}))
     else:
         path = Path(spec).expanduser()
         if not path.is_file():
@@ -434,11 +458,17 @@ def load_checkpoint(spec: str | Path, arch: str | None = None, device: torch.dev
             raise CheckpointError(f"checkpoint not found: {spec}{hint}")
         loaded = load_model_file(path, spec, arch, trust_checkpoint)
     loaded.module = loaded.module.to(device).eval()
-    record_provenance(loaded.module, loaded.source, loaded.sha256, loaded.arch)
+    extra = {} if loaded.preprocessing is None else {"weights": loaded.weights,
+                                                     "preprocessing": loaded.preprocessing.record()}
+    record_provenance(loaded.module, loaded.source, loaded.sha256, loaded.arch, **extra)
     return loaded
 
 
 def load_model(spec: str | Path, arch: str | None = None, device: torch.device | str = "cpu",
-               trust_checkpoint: bool = False) -> nn.Module:
-    """The base model of a specification, ready for :class:`robustcert.Smooth`."""
-    return load_checkpoint(spec, arch, device, trust_checkpoint).module
+               trust_checkpoint: bool = False, weights: str | Path | None = None) -> nn.Module:
+    """The base model of a specification, ready for :class:`robustcert.Smooth`: a module mapping
+    [0, 1] inputs to logits, its normalisation (and a pretrained model's resize and crop) inside.
+
+    ``load_model("timm:convnext_tiny", weights="convnext.safetensors")(x)`` equals the timm
+    network on ``x`` resized, cropped and normalised per its ``pretrained_cfg``."""
+    return load_checkpoint(spec, arch, device, trust_checkpoint, weights).module

@@ -19,7 +19,7 @@ an error, not silently ignored. It returns the options that belong to the certif
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from ..data import load_dataset
@@ -353,18 +353,54 @@ def options_for(method: str, options: dict) -> dict:
     return kept
 
 
+def dataset_for_model(dataset, num_classes: int | None, model_spec: str, given: int | None = None):
+    """The dataset with the class count of the model (``num_classes``, None if it does not say)
+    or of ``given`` (``--num-classes``), checked against the labels.
+
+    A dataset whose labels define its classes (digits, IDX, CIFAR-10, named folders) must have
+    exactly that count; one whose count is only its largest label + 1 (npz, numbered folders:
+    ``classes_known`` False) takes it when no label exceeds it.
+    """
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+            raise InvalidArgumentError(f"--num-classes must be a whole number >= 1, got {given!r}")
+        if num_classes is not None and given != num_classes:
+            raise ShapeError(f"class-count mismatch: --num-classes {given}, but model {model_spec} has "
+                             f"{num_classes} classes")
+    count = given if given is not None else num_classes
+    if count is None or count == dataset.num_classes:
+        return dataset
+    if dataset.classes_known:
+        what = f"--num-classes {count}" if given is not None else f"model {model_spec} has {count} classes"
+        raise ShapeError(f"class-count mismatch: {what}, dataset {dataset.name} has {dataset.num_classes}")
+    if count < dataset.num_classes:
+        raise ShapeError(f"class-count mismatch: dataset {dataset.name} has label {dataset.num_classes - 1}, "
+                         f"but {'--num-classes' if given is not None else f'model {model_spec} has'} {count} "
+                         "classes")
+    return replace(dataset, num_classes=count)
+
+
 def load_model_and_data(model_spec: str, data, split: str = "test", arch: str | None = None,
-                        trust_checkpoint: bool = False, device="cpu", model_input_shape=None):
+                        trust_checkpoint: bool = False, device="cpu", model_input_shape=None, weights=None,
+                        num_classes: int | None = None):
     """Load the base model and the dataset, and check that they fit together.
 
     ``model_input_shape(dataset_shape)``, when given, is the input shape the model must take
-    (dual smoothing's branch models take sub-images); by default the dataset's.
+    (dual smoothing's branch models take sub-images); by default the dataset's. A model with its
+    own preprocessing (torchvision:, timm:, hf:) takes any height and width (it resizes after
+    the noise) and sets the resolution of ``imagefolder:`` data. ``weights``: a zoo model's
+    weights; ``num_classes``: the class count where neither model nor labels tell (see
+    :func:`dataset_for_model`).
     """
-    dataset = load_dataset(data, split) if isinstance(data, str) else data
-    loaded = load_checkpoint(model_spec, arch=arch, device=device, trust_checkpoint=trust_checkpoint)
-    if loaded.num_classes is not None and loaded.num_classes != dataset.num_classes:
-        raise ShapeError(f"class-count mismatch: model {model_spec} has {loaded.num_classes} classes, "
-                         f"dataset {dataset.name} has {dataset.num_classes}")
+    loaded = load_checkpoint(model_spec, arch=arch, device=device, trust_checkpoint=trust_checkpoint, weights=weights)
+    dataset = load_dataset(data, split, loaded.preprocessing) if isinstance(data, str) else data
+    dataset = dataset_for_model(dataset, loaded.num_classes, model_spec, num_classes)
+    if loaded.preprocessing is not None:
+        channels = loaded.preprocessing.input_size[0]
+        if dataset.input_shape[0] != channels:
+            raise ShapeError(f"shape mismatch: model {model_spec} takes {channels}-channel images, dataset "
+                             f"{dataset.name} has {dataset.input_shape[0]} channel(s)")
+        return loaded, dataset
     if loaded.input_shape is None:
         return loaded, dataset
     if model_input_shape is not None:
@@ -383,7 +419,7 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
                    arch: str | None = None, trust_checkpoint: bool = False, device="auto",
                    denoiser: str | None = None, denoiser_steps: int | None = None, precision: str | None = None,
                    channels_last: bool | None = None, compile: bool | None = None, selection_run: dict | None = None,
-                   **method_options):
+                   weights=None, num_classes: int | None = None, **method_options):
     """A smoothed classifier from specifications (see the module docstring).
 
     Args:
@@ -392,6 +428,9 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
         sigma: the noise level (None for a method without one, e.g. ablation).
         data, split: the dataset (a specification or a loaded dataset) and its split.
         arch: the architecture of a plain state_dict.
+        weights: the weights of a ``torchvision:`` / ``timm:`` model (``--weights``).
+        num_classes: the class count where neither the model nor the labels tell (npz data with a
+            TorchScript model; ``--num-classes``).
         trust_checkpoint: allow full unpickling (checkpoints load with
             ``torch.load(weights_only=True)`` otherwise).
         device: where to run.
@@ -415,7 +454,8 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
     shape_rule = spec.input_shape
     loaded, dataset = load_model_and_data(
         model, data, split, arch, trust_checkpoint, device,
-        None if shape_rule is None else (lambda dataset_shape: shape_rule(dataset_shape, options)))
+        None if shape_rule is None else (lambda dataset_shape: shape_rule(dataset_shape, options)), weights,
+        num_classes)
     if denoiser_steps is not None and denoiser is None:
         raise InvalidArgumentError("--denoiser-steps needs --denoiser")
     loaded = with_denoiser(loaded, denoiser, sigma, dataset.input_shape, device,

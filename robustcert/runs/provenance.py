@@ -40,8 +40,9 @@ def python_command() -> str:
 def describe_models(smoothed) -> tuple[dict, dict]:
     """``(model record, parameters)`` of a smoothed classifier's base models.
 
-    The record of the main base model (``{"spec", "arch", "sha256"}``) is the sidecar's ``model``
-    section; further models (dual's ``model2``) and a denoiser in front of the classifier
+    The record of the main base model (``{"spec", "arch", "sha256"}``, and for a pretrained zoo
+    model its ``weights`` and ``preprocessing``: mean, std, size, interpolation, resize, crop) is
+    the sidecar's ``model`` section; further models (dual's ``model2``) and a denoiser in front of the classifier
     (``denoiser``, t*, its weights hash) become run parameters, compared on resume.
     """
     record, parameters = {}, {}
@@ -51,7 +52,8 @@ def describe_models(smoothed) -> tuple[dict, dict]:
             model = model.classifier
         known = provenance(model)
         if role == "model":
-            record = {"spec": known["spec"], "arch": known["arch"], "sha256": known["sha256"]}
+            record = {"spec": known["spec"], "arch": known["arch"], "sha256": known["sha256"],
+                      **{k: known[k] for k in ("weights", "preprocessing") if known.get(k) is not None}}
         else:
             parameters.update({role: known["spec"], f"{role}_sha256": known["sha256"]})
     return record, parameters
@@ -68,7 +70,8 @@ def run_record(kind: str, smoothed, dataset, parameters: dict, model: dict, devi
         **smoothed.threat_model(),
         "parameters": parameters,
         "model": model,
-        "data": {"spec": dataset.name, "num_classes": dataset.num_classes, "input_shape": list(dataset.input_shape)},
+        "data": {"spec": dataset.name, "num_classes": dataset.num_classes, "input_shape": list(dataset.input_shape),
+                 **({"transform": dataset.transform} if getattr(dataset, "transform", None) else {})},
         "runs": [{"started": timestamp(), "command": command, "device": device_name(device),
                   "versions": package_versions()}],
     }
