@@ -705,7 +705,8 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
 
 @main.command(interrupted="nothing was written to --out-dir (a new one may be left empty)")
 @click.option("--models", default="digits,cifar_resnet110,resnet50", show_default=True,
-              help="Comma-separated: digits (bundled CNN), cifar_resnet110 (32x32), resnet50 (224x224).")
+              help="Comma-separated: digits (bundled CNN), cifar_resnet110 (32x32), resnet50 (224x224), and "
+                   "torchvision:NAME / timm:NAME (random weights, their own input size and preprocessing).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32", show_default=True,
               help="Autocast precision for (a) and (b).")
@@ -731,12 +732,13 @@ def bench(models, device, precision, channels_last, compile_model, quick, sweep,
     packing for small n. Writes JSON and markdown into --out-dir (see robustcert/runs/bench.py).
     """
     from .engine import as_device
-    from .runs.bench import MODELS, run_bench
+    from .runs.bench import MODELS, run_bench, unknown_models
 
     names = [m.strip() for m in models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in MODELS]
+    unknown = unknown_models(names)
     if unknown or not names:
-        raise CLIError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
+        raise CLIError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}, "
+                       "torchvision:NAME, timm:NAME")
     for value, name in ((n, "--n"), (reps, "--reps"), (threads, "--threads")):
         if value is not None:
             check_count(value, name)  # --reps 0 was a statistics traceback, --threads -1 a torch one

@@ -198,9 +198,10 @@ def test_predict_writes_the_reference_tsv(tmp_path):
 
 
 @pytest.fixture
-def npz_3_classes(tmp_path):
-    path = tmp_path / "three.npz"
-    np.savez(path, x=np.zeros((4, 1, 8, 8), dtype=np.float32), y=np.array([0, 1, 2, 1]))
+def npz_label_beyond_the_model(tmp_path):
+    """Labels 0..11 cannot come from a 10-class model (npz labels bound the class count from below)."""
+    path = tmp_path / "twelve.npz"
+    np.savez(path, x=np.zeros((4, 1, 8, 8), dtype=np.float32), y=np.array([0, 1, 11, 1]))
     return path
 
 
@@ -250,8 +251,9 @@ def test_certify_errors_are_one_line_and_write_nothing(tmp_path, change, message
     assert not out.exists() and not Path(str(out) + ".json").exists()
 
 
-def test_model_and_data_that_do_not_fit(tmp_path, npz_3_classes, npz_wrong_shape):
-    for data, message in [(npz_3_classes, "class-count mismatch"), (npz_wrong_shape, "shape mismatch")]:
+def test_model_and_data_that_do_not_fit(tmp_path, npz_label_beyond_the_model, npz_wrong_shape):
+    for data, message in [(npz_label_beyond_the_model, "class-count mismatch: dataset npz:"),
+                          (npz_wrong_shape, "shape mismatch")]:
         result = invoke("certify", "--model", "bundled:digits-0.25", "--data", f"npz:{data}", "--sigma", "0.25",
                         "--n", "10", "--out", tmp_path / "x.tsv")
         assert result.exit_code == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1

@@ -71,6 +71,14 @@ class Preprocessing:
                   else (math.floor(height / crop_pct), math.floor(width / crop_pct)))
         return cls(tuple(mean), tuple(std), (channels, height, width), interpolation, resize, **kwargs)
 
+    @classmethod
+    def from_record(cls, record: dict) -> "Preprocessing":
+        """The recipe a :meth:`record` describes."""
+        resize = record.get("resize")
+        return cls(tuple(record["mean"]), tuple(record["std"]), tuple(record["size"]), record["interpolation"],
+                   tuple(resize) if isinstance(resize, list) else resize, record.get("scale", 1.0),
+                   record.get("source", ""))
+
     @property
     def size(self) -> tuple[int, int]:
         return self.input_size[1], self.input_size[2]

@@ -25,6 +25,14 @@ def record_provenance(model: Callable, spec: str, sha256: str | None, arch: str 
         pass
 
 
+def recorded(model: Callable) -> dict:
+    """What was recorded when ``model`` was loaded ({} for a model built in Python; nothing is hashed)."""
+    try:
+        return dict(_RECORDS.get(model) or {})
+    except TypeError:
+        return {}
+
+
 def state_dict_sha256(model: torch.nn.Module) -> str:
     """sha256 over a module's state_dict: parameter names, dtypes, shapes and values."""
     digest = hashlib.sha256()

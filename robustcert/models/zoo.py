@@ -172,14 +172,19 @@ def torchvision_preprocessing(weights_enum) -> Preprocessing:
                          int(transform.resize_size[0]), source=f"torchvision {weights_enum}.transforms()")
 
 
-def hub_cached_file(weights_enum) -> Path:
-    """The torch hub cache file of a torchvision weights entry (never downloaded)."""
+def hub_cached_file(weights_enum) -> tuple[Path, str]:
+    """The torch hub cache file of a torchvision weights entry (never downloaded) and its sha256,
+    checked against the hash prefix in the file's name (``resnet50-11ad3fa6.pth``), as torch.hub does."""
     name = Path(weights_enum.url.split("?")[0]).name
     path = Path(torch.hub.get_dir()) / "checkpoints" / name
     if not path.is_file():
         raise CheckpointError(f"{weights_enum} is not in the local torch hub cache ({path}); robustcert never "
                               "downloads: put the file there, or give a weights file")
-    return path
+    digest = file_sha256(path)
+    prefix = re.search(r"-([0-9a-f]{8,})\.", path.name)
+    if prefix and not digest.startswith(prefix.group(1)):
+        raise CheckpointError(f"{path} is not {weights_enum}'s file: its sha256 does not start with {prefix.group(1)}")
+    return path, digest
 
 
 def load_torchvision(name: str, weights=None, trust_checkpoint: bool = False) -> ZooModel:
@@ -193,11 +198,7 @@ def load_torchvision(name: str, weights=None, trust_checkpoint: bool = False) ->
     spec, options = f"torchvision:{name}", {}
     if weights is not None and str(weights) in entries.__members__:
         entry = entries[str(weights)]
-        path = hub_cached_file(entry)
-        digest = file_sha256(path)
-        prefix = re.search(r"-([0-9a-f]{8,})\.", path.name)
-        if prefix and not digest.startswith(prefix.group(1)):
-            raise CheckpointError(f"{path} is not {entry}'s file: its sha256 does not start with {prefix.group(1)}")
+        path, digest = hub_cached_file(entry)
         options = TORCHVISION_WEIGHT_OPTIONS.get(name, {})
     else:
         if weights is not None and not Path(weights).expanduser().is_file() and not re.search(r"[/\\.]", str(weights)):
@@ -355,7 +356,7 @@ def _from_pretrained(transformers, folder: Path, spec: str, use_safetensors: boo
     try:
         model, info = transformers.AutoModelForImageClassification.from_pretrained(
             str(folder), local_files_only=True, trust_remote_code=trust_checkpoint, use_safetensors=use_safetensors,
-            weights_only=not trust_checkpoint, output_loading_info=True, dtype=torch.float32)
+            weights_only=not trust_checkpoint, output_loading_info=True)
     except Exception as exc:
         message = first_line(exc)
         if "weights only" in str(exc).lower() or "weights_only" in str(exc):
@@ -371,7 +372,7 @@ def _from_pretrained(transformers, folder: Path, spec: str, use_safetensors: boo
     if problems:
         raise CheckpointError(f"the weights in {spec} do not fit its config: " + ", ".join(
             f"{len(keys)} {kind.replace('_', ' ')} (e.g. {keys[0]})" for kind, keys in problems.items()))
-    return model.eval()
+    return model.float().eval()  # saved in half precision or not, the engine feeds float32 (autocast aside)
 
 
 # --------------------------------------------------------------------------- the registered sources
@@ -410,23 +411,23 @@ register_file_format(FileFormat("safetensors", lambda path: path.suffix == ".saf
                                 "a .safetensors state_dict (with --arch)"))
 
 
-def random_zoo_model(spec: str, num_classes: int | None = None) -> tuple[nn.Sequential, Preprocessing]:
-    """A torchvision or timm architecture with random weights and its preprocessing (for speed
-    measurements, ``robustcert bench``; certifying random weights means nothing)."""
+def random_zoo_model(spec: str) -> ZooModel:
+    """A torchvision or timm architecture with random weights (its default class count) and its
+    preprocessing, for speed measurements (``robustcert bench``); certifying random weights
+    means nothing, so ``load_model`` never builds one."""
     from torchvision import models
 
     scheme, _, name = spec.partition(":")
     if scheme == "torchvision":
         if name not in models.list_models(module=models):
             raise unknown_name("torchvision classification", name, models.list_models(module=models))
-        net = models.get_model(name, weights=None, num_classes=num_classes or TORCHVISION_DEFAULT_CLASSES)
+        net = models.get_model(name, weights=None, num_classes=TORCHVISION_DEFAULT_CLASSES)
         preprocessing = torchvision_preprocessing(models.get_model_weights(name).DEFAULT)
-    elif scheme == "timm":
+        return ZooModel(net.eval(), preprocessing, TORCHVISION_DEFAULT_CLASSES, "random", "")
+    if scheme == "timm":
         timm = import_extra("timm", "timm:NAME")
         if not timm.is_model(name.split(".", 1)[0]):
             raise unknown_name("timm", name, timm.list_models())
-        net = timm.create_model(name, pretrained=False, **({"num_classes": num_classes} if num_classes else {}))
-        preprocessing = timm_preprocessing(net)
-    else:
-        raise CheckpointError(f"random weights are built for torchvision: and timm: models, not {spec}")
-    return with_preprocessing(net.eval(), preprocessing), preprocessing
+        net = timm.create_model(name, pretrained=False)
+        return ZooModel(net.eval(), timm_preprocessing(net), int(net.num_classes), "random", "")
+    raise CheckpointError(f"random weights are built for torchvision:NAME and timm:NAME models, not {spec}")

@@ -49,6 +49,8 @@ from ..errors import ModelOutputError
 from ..files import write_text_atomically
 from ..methods.cohen import Smooth
 from ..models import build_model, load_model
+from ..models.preprocess import with_preprocessing
+from ..models.zoo import random_zoo_model
 from ..stats import clopper_pearson_lower
 from .provenance import device_name
 
@@ -68,6 +70,27 @@ MODELS = {
     "cifar_resnet110": ((3, 32, 32), 10),
     "resnet50": ((3, 224, 224), 1000),
 }
+#: Pretrained-model sources also benchmarked, with random weights, at their own input size and with their
+#: preprocessing inside the model (``torchvision:resnet50``, ``timm:convnext_tiny``); resnet50's settings.
+ZOO_PREFIXES = ("torchvision:", "timm:")
+
+
+def unknown_models(names: list[str]) -> list[str]:
+    """The names that are neither in :data:`MODELS` nor a torchvision:/timm: specification."""
+    return [name for name in names if name not in MODELS and not name.startswith(ZOO_PREFIXES)]
+
+
+def shape_and_classes(name: str) -> tuple[tuple[int, ...], int]:
+    """(input shape, class count) of a benchmarked model (a zoo model built on the meta device to read them)."""
+    if name in MODELS:
+        return MODELS[name]
+    with torch.device("meta"):
+        found = random_zoo_model(name)
+    return tuple(found.preprocessing.input_size), found.num_classes
+
+
+def setting_for(profile: dict, name: str) -> "Setting":
+    return profile.get(name, profile["resnet50"])  # zoo models are ImageNet-size
 
 # (device type, quick?) -> model -> Setting. CPU sizes keep the full run to a few minutes on 2 cores.
 PROFILES = {
@@ -85,8 +108,12 @@ SIGMA, ALPHA = 0.25, 0.001
 
 
 def make_model(name: str, device: torch.device) -> torch.nn.Module:
-    """The bundled digits CNN (trained) or a registered architecture with random weights."""
-    model = load_model("bundled:digits-0.25") if name == "digits" else build_model(name)
+    """The bundled digits CNN (trained), or a registered architecture or zoo model with random weights."""
+    if name.startswith(ZOO_PREFIXES):
+        found = random_zoo_model(name)
+        model = with_preprocessing(found.net, found.preprocessing)
+    else:
+        model = load_model("bundled:digits-0.25") if name == "digits" else build_model(name)
     return model.to(device).eval()
 
 
@@ -167,7 +194,7 @@ def interleave(loops: dict[str, Callable[[], object]], reps: int) -> dict[str, l
 
 def bench_model(name: str, setting: Setting, device: torch.device, precision: str, channels_last: bool | None,
                 compile: bool) -> dict:
-    shape, num_classes = MODELS[name]
+    shape, num_classes = shape_and_classes(name)
     model = make_model(name, device)
     baseline_model = copy.deepcopy(model)  # (c) runs the model as published: fp32, contiguous, eager
     smoothed = Smooth(model, num_classes, SIGMA, device=device, input_shape=shape, precision=precision,
@@ -205,7 +232,7 @@ def bench_model(name: str, setting: Setting, device: torch.device, precision: st
 def bench_packing(name: str, inputs: int, device, precision, channels_last, compile, reps: int,
                   n: int = 100, batch: int = 1000) -> dict:
     """PREDICT at small n on many inputs: packed like the CLI vs one input per call."""
-    shape, num_classes = MODELS[name]
+    shape, num_classes = shape_and_classes(name)
     smoothed = Smooth(make_model(name, device), num_classes, SIGMA, device=device, input_shape=shape,
                       precision=precision, channels_last=channels_last, compile=compile)
     xs = torch.rand((inputs, *shape), device=device)
@@ -232,7 +259,7 @@ SWEEP = [("fp32", False, False), ("fp32", True, False), ("bf16", False, False), 
 
 def bench_sweep(name: str, setting: Setting, device, reps: int, with_compile: bool) -> dict:
     """(b) under each engine option, interleaved: the measurements behind the defaults."""
-    shape, num_classes = MODELS[name]
+    shape, num_classes = shape_and_classes(name)
     x = torch.rand(shape, device=device)
     loops, failed = {}, {}
     for precision, channels_last, compile in SWEEP:
@@ -294,7 +321,7 @@ def run_bench(models: list[str], device: torch.device, precision: str = "fp32", 
     }
     settings = {}
     for name in models:
-        setting = profile[name]
+        setting = setting_for(profile, name)
         if n is not None:
             setting = Setting(setting.n0, n, setting.batch, setting.reps)
         if reps is not None:
@@ -314,7 +341,7 @@ def run_bench(models: list[str], device: torch.device, precision: str = "fp32", 
                     f"{result['inputs_per_s']['one_per_call']:.1f} one per call ({result['speedup']}x)")
     if sweep:
         for name in models:
-            if name == "resnet50" and device.type == "cpu":
+            if name not in ("digits", "cifar_resnet110") and device.type == "cpu":
                 continue  # minutes per option on CPU
             result = bench_sweep(name, settings[name], device, min(3, settings[name].reps),
                                  with_compile=(name == "digits"))  # compiling resnets takes minutes

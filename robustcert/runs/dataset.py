@@ -26,6 +26,8 @@ import torch
 from ..data import CertDataset, load_dataset
 from ..engine import configure_cpu, inputs_per_call
 from ..errors import InvalidArgumentError, ShapeError, check_count
+from ..models.preprocess import Preprocessing
+from ..models.provenance import recorded
 from ..results import ATTACK_COLUMNS, CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_row, predict_row, read_results
 from . import sharded
 from ..files import RowWriter, check_output, finish_last_run, previous_runs, write_sidecar
@@ -50,14 +52,21 @@ def selected_indices(length: int, skip: int, max_inputs: int) -> list[int]:
     return indices if max_inputs < 0 else indices[:max_inputs]
 
 
-def as_dataset(data, split: str = "test") -> CertDataset:
-    """A dataset from anything :func:`robustcert.load_dataset` returns, or a specification string."""
+def as_dataset(data, split: str = "test", preprocessing=None) -> CertDataset:
+    """A dataset from anything :func:`robustcert.load_dataset` returns, or a specification string
+    (``imagefolder:`` images at the resolution of ``preprocessing``, the model's, when given)."""
     if isinstance(data, CertDataset):
         return data
     if isinstance(data, (str, Path)):
-        return load_dataset(str(data), split)
+        return load_dataset(str(data), split, preprocessing)
     raise InvalidArgumentError(f"data must be a dataset from load_dataset or a specification such as 'digits', "
                                f"got {type(data).__name__}")
+
+
+def model_preprocessing(smoothed):
+    """The preprocessing a pretrained (zoo) base model was loaded with, None for any other model."""
+    record = recorded(smoothed.base_models()["model"]).get("preprocessing")
+    return None if record is None else Preprocessing.from_record(record)
 
 
 def check_fits(smoothed, dataset: CertDataset) -> None:
@@ -184,7 +193,7 @@ def _frame(run: DatasetRun, rows: list[dict], out: Path | None) -> pd.DataFrame:
 
 def _start(smoothed, data, out, split, resume, threads, distributed):
     """What every dataset run does first: the dataset, the output check, CPU settings, the process group."""
-    dataset = as_dataset(data, split)
+    dataset = as_dataset(data, split, model_preprocessing(smoothed))
     check_fits(smoothed, dataset)
     out = None if out is None else Path(out)
     if out is not None and sharded.is_first_rank(bool(distributed)):
