@@ -9,13 +9,17 @@ but they certify that classifier. This script reports, beside the speed figures 
   the model's sigma), and the share of noisy inputs on which the vote differs from fp32;
 * cifar_resnet110 (32x32) and resnet50 (224x224) with random weights on random inputs (no trained
   weights can be downloaded here): only the agreement with fp32, clean and noisy;
-* optionally a real checkpoint and dataset (``--model SPEC --data SPEC --sigma S``).
+* optionally a real checkpoint and dataset (``--model SPEC --data SPEC --sigma S``);
+* with ``--zoo torchvision:resnet50,timm:convnext_tiny,...``: only those pretrained-model
+  architectures, random weights, their preprocessing inside the model, on random 224x224 inputs
+  (written as ``precision-accuracy-<device>-zoo``).
 
 Each forward pass goes through MonteCarloEngine.forward, i.e. the engine's own autocast and
 memory layout (channels-last as in the engine's default for that precision and device).
 
     python experiments/bench/precision_accuracy.py --device cuda              # GPU check (gpu_check.sh)
     python experiments/bench/precision_accuracy.py --device cpu --quick       # CPU dry run
+    python experiments/bench/precision_accuracy.py --device cpu --zoo torchvision:resnet50,timm:vit_small_patch16_224
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ from robustcert.runs.provenance import device_name
 from robustcert.data import load_dataset
 from robustcert.engine import MonteCarloEngine
 from robustcert.models import build_model, load_checkpoint
+from robustcert.models.preprocess import with_preprocessing
+from robustcert.models.zoo import random_zoo_model
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -95,6 +101,9 @@ def main(argv=None):
     parser.add_argument("--data", default=None)
     parser.add_argument("--sigma", type=float, default=0.25)
     parser.add_argument("--max", type=int, default=500, help="images of --data (every len/max-th)")
+    parser.add_argument("--zoo", default=None, help="comma-separated torchvision:NAME / timm:NAME (random weights) "
+                        "to evaluate instead of the default models")
+    parser.add_argument("--inputs", type=int, default=32, help="random inputs per --zoo model")
     parser.add_argument("--out-dir", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -102,6 +111,19 @@ def main(argv=None):
     draws = args.draws or (4 if args.quick else 32)
     precisions = [p for p in PRECISIONS if supported(p, device)]
     results = []
+
+    if args.zoo:
+        for spec in [name.strip() for name in args.zoo.split(",") if name.strip()]:
+            def factory(spec=spec):  # the same random weights for every precision
+                torch.manual_seed(0)
+                found = random_zoo_model(spec)
+                return with_preprocessing(found.net, found.preprocessing).to(device).eval()
+            inputs = torch.rand((args.inputs, 3, 224, 224))
+            results.append(evaluate(f"{spec} (random weights)", factory, inputs, None, 0.25, device,
+                                    max(2, draws // 8), 16, precisions))
+            print(json.dumps(results[-1]), flush=True)
+        write(args, device, results, argv, suffix="-zoo")
+        return
 
     digits = load_dataset("digits", "test")
     count = 60 if args.quick else len(digits)
@@ -131,12 +153,16 @@ def main(argv=None):
         results.append(evaluate(args.model, factory, xs, labels, args.sigma, device, draws, 256, precisions))
         print(json.dumps(results[-1]))
 
+    write(args, device, results, argv)
+
+
+def write(args, device, results, argv, suffix: str = "") -> None:
     record = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
               "command": "python experiments/bench/precision_accuracy.py " + " ".join(argv or __import__("sys").argv[1:]),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"precision-accuracy-{slug(device.type if device.type == 'cpu' else record['device'])}" \
-           f"{'-quick' if args.quick else ''}"
+           f"{'-quick' if args.quick else ''}{suffix}"
     (args.out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     (args.out_dir / f"{stem}.md").write_text(markdown(record))
     print(f"wrote {args.out_dir / stem}.json and .md")

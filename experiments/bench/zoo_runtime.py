@@ -9,7 +9,7 @@ for each, one after the other. Per image: the TSV's time column (sampling and bo
 already loaded), its median over the images; per run: the process's wall time (start-up and model
 loading included).
 
-    python experiments/zoo_runtime.py --n0 16 --n 128 --images 2 --threads 1 --out results/bench/zoo
+    python experiments/bench/zoo_runtime.py --n0 16 --n 128 --images 2 --threads 1 --out results/bench/zoo
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def main(argv=None):
                          "process_wall_s": round(wall, 1),
                          "command": shlex.join(["robustcert", *command[3:]]).replace(str(folder), "$TMP")})
             print(json.dumps(rows[-1]), flush=True)
-    record = {"command": "python experiments/zoo_runtime.py " + " ".join(argv or sys.argv[1:]),
+    record = {"command": "python experiments/bench/zoo_runtime.py " + " ".join(argv or sys.argv[1:]),
               "torch": torch.__version__, "load_average": [round(v, 2) for v in os.getloadavg()],
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
