@@ -30,6 +30,7 @@ timm, transformers and safetensors are the ``zoo`` extra (``pip install "robustc
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import importlib
@@ -328,8 +329,8 @@ def load_hf(location: str, weights=None, trust_checkpoint: bool = False) -> ZooM
     if not (folder / "preprocessor_config.json").is_file():
         raise CheckpointError(f"{spec}: no preprocessor_config.json (the image processor's mean, std and size); "
                               "save it with AutoImageProcessor...save_pretrained(DIR)")
-    config, processor = _json(folder / "config.json"), _json(folder / "preprocessor_config.json")
-    if ("auto_map" in config or "auto_map" in processor) and not trust_checkpoint:
+    configs = (_json(folder / "config.json"), _json(folder / "preprocessor_config.json"))
+    if any("auto_map" in config for config in configs) and not trust_checkpoint:
         raise CheckpointError(f"{spec} needs trust_remote_code (its config names code in the folder, which would "
                               "run); pass --trust-checkpoint only if you trust its source")
     safe = sorted(p.name for p in folder.glob("*.safetensors")) + sorted(p.name for p in folder.glob(
@@ -338,35 +339,47 @@ def load_hf(location: str, weights=None, trust_checkpoint: bool = False) -> ZooM
     if not safe and not pickled:
         raise CheckpointError(f"{spec}: no weights in the folder (model.safetensors or pytorch_model.bin)")
     transformers = import_extra("transformers", "hf:DIR")
-    model = _from_pretrained(transformers, folder, spec, use_safetensors=bool(safe),
-                             trust_checkpoint=trust_checkpoint)
+    with quiet(transformers):
+        model = _from_pretrained(transformers, folder, spec, use_safetensors=bool(safe),
+                                 trust_checkpoint=trust_checkpoint)
+        try:  # the processor class fills in its defaults for what the saved config leaves out
+            processor = transformers.AutoImageProcessor.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=trust_checkpoint).to_dict()
+        except Exception as exc:
+            raise CheckpointError(f"cannot load the image processor of {spec}: {first_line(exc)}") from None
     channels = int(getattr(model.config, "num_channels", 3))
     preprocessing = hf_preprocessing(processor, channels, getattr(model.config, "image_size", None))
     digest = folder_sha256(folder, ["config.json", "preprocessor_config.json", *(safe or pickled)])
     return ZooModel(HFLogits(model), preprocessing, int(model.config.num_labels), "", digest)
 
 
-def _from_pretrained(transformers, folder: Path, spec: str, use_safetensors: bool, trust_checkpoint: bool):
-    """The model, loaded strictly: any missing, unexpected or resized weight is an error (transformers
-    would initialise missing weights at random and only warn)."""
+@contextlib.contextmanager
+def quiet(transformers):
+    """transformers' warnings and progress bars off (one error line is the rule), restored after."""
     logging = transformers.utils.logging
     verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     try:
-        model, info = transformers.AutoModelForImageClassification.from_pretrained(
-            str(folder), local_files_only=True, trust_remote_code=trust_checkpoint, use_safetensors=use_safetensors,
-            weights_only=not trust_checkpoint, output_loading_info=True)
-    except Exception as exc:
-        message = first_line(exc)
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
-            raise CheckpointError(f"{spec}: its weights are a pickle that needs full unpickling, which can run "
-                                  "arbitrary code; pass --trust-checkpoint only if you trust its source") from None
-        raise CheckpointError(f"cannot load {spec}: {message}") from None
+        yield
     finally:
         logging.set_verbosity(verbosity)
         if bars:
             logging.enable_progress_bar()
+
+
+def _from_pretrained(transformers, folder: Path, spec: str, use_safetensors: bool, trust_checkpoint: bool):
+    """The model, loaded strictly: any missing, unexpected or resized weight is an error (transformers
+    would initialise missing weights at random and only warn)."""
+    try:
+        model, info = transformers.AutoModelForImageClassification.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=trust_checkpoint, use_safetensors=use_safetensors,
+            weights_only=not trust_checkpoint, output_loading_info=True)
+    except Exception as exc:
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise CheckpointError(f"{spec}: its weights are a pickle that needs full unpickling, which can run "
+                                  "arbitrary code; pass --trust-checkpoint only if you trust its source") from None
+        raise CheckpointError(f"cannot load {spec}: {first_line(exc)}") from None
     problems = {kind: info.get(kind) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     problems = {kind: sorted(map(str, keys)) for kind, keys in problems.items() if keys}
     if problems:
