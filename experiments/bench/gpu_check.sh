@@ -15,7 +15,9 @@
 #   4. the accuracy of the bf16/fp16 base classifiers on clean and noisy inputs;
 #   5. sequential against fixed-n certify_batch, batch 1000 and 10000 (issue 17; into results/sequential/;
 #      it replaces experiments/sequential/sequential_gpu.py, batch 10000 only, whose output results/bench cites);
-#   6. the time of the floating-point-sound mode against the standard mode ($OUT/sound_float/time-cuda-*.md).
+#   6. the time of the floating-point-sound mode against the standard mode ($OUT/sound_float/time-cuda-*.md);
+#   7. pretrained models of the zoo sources (issue 23; random weights, their preprocessing inside): the
+#      benchmark at fp32 and bf16 + channels_last, and their bf16/fp16 agreement ($OUT/zoo/).
 # Targets (issue 8): (b)/(a) >= 0.97 at fp32; bf16 + channels_last (b) >= 2x (c);
 # cifar_resnet110 at n = 100000 under 0.5 s per image; resnet50 at 224 under 3 s per image.
 set -euo pipefail
@@ -47,6 +49,8 @@ if [ "$DRY" = 1 ]; then
     --out "$OUT/sequential_throughput.md"
   python experiments/sound_float/sound_float_cost.py --part time --device cpu --n 200 --reps 1 --images 1 --batch 100 \
     --out-dir "$OUT"
+  python -m robustcert bench --device cpu --quick --models timm:test_vit --n 8 --reps 1 --no-packing --out-dir "$OUT/zoo"
+  python experiments/bench/precision_accuracy.py --device cpu --zoo timm:test_vit --inputs 2 --out-dir "$OUT/zoo"
   ls "$OUT"
   exit 0
 fi
@@ -82,6 +86,13 @@ python experiments/sequential/sequential_throughput.py --device cuda $( [ -n "$Q
 # 6. cost of the floating-point-sound mode (issue 14): sound / standard time per image
 python experiments/sound_float/sound_float_cost.py --part time --device cuda --n "$( [ -n "$QUICK" ] && echo 10000 || echo 100000 )" \
   --reps 3 --out-dir "$OUT/sound_float" 2>&1 | tee -a "$LOG"
+
+# 7. pretrained zoo models (issue 23)
+ZOO=torchvision:resnet50,timm:vit_small_patch16_224,timm:convnext_tiny
+python -m robustcert bench --device cuda $QUICK --models $ZOO --no-packing --out-dir "$OUT/zoo" 2>&1 | tee -a "$LOG"
+python -m robustcert bench --device cuda $QUICK --models $ZOO --precision bf16 --channels-last --no-packing \
+  --out-dir "$OUT/zoo" 2>&1 | tee -a "$LOG"
+python experiments/bench/precision_accuracy.py --device cuda --zoo $ZOO --out-dir "$OUT/zoo" 2>&1 | tee -a "$LOG"
 
 echo "CUDA tests exit status: $TESTS" | tee -a "$LOG"
 exit "$TESTS"
