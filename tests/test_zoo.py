@@ -349,7 +349,8 @@ def test_torchvision_weights_from_the_hub_cache(zoo, monkeypatch, tmp_path):
         load_checkpoint("torchvision:mobilenet_v3_small", weights="IMAGENET1K_V1")
     monkeypatch.setattr(zoo_module, "hub_cached_file", lambda e: (wrong, sha256(wrong)) if e == entry else None)
     loaded = load_checkpoint("torchvision:mobilenet_v3_small", weights="DEFAULT")
-    assert loaded.num_classes == 3 and loaded.weights == "DEFAULT" and loaded.sha256 == sha256(wrong)
+    assert loaded.num_classes == 3 and loaded.sha256 == sha256(wrong)
+    assert loaded.weights == "MobileNet_V3_Small_Weights.IMAGENET1K_V1"  # what DEFAULT stands for
     assert loaded.preprocessing.resize == entry.transforms().resize_size[0]
 
 

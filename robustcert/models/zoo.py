@@ -201,6 +201,7 @@ def load_torchvision(name: str, weights=None, trust_checkpoint: bool = False) ->
         entry = entries[str(weights)]
         path, digest = hub_cached_file(entry)
         options = TORCHVISION_WEIGHT_OPTIONS.get(name, {})
+        weights = str(entry)  # recorded as the entry DEFAULT stands for in this torchvision
     else:
         if weights is not None and not Path(weights).expanduser().is_file() and not re.search(r"[/\\.]", str(weights)):
             raise CheckpointError(f"{weights!r} is neither a file nor a weights name of {spec} "
