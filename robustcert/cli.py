@@ -5,14 +5,16 @@ exit status 2; result rows already written stay intact.
 """
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from .engine import PRECISIONS
-from .errors import CLIError, RobustCertError, check_count
+from .errors import CLIError, RobustCertError, RobustCertWarning, check_count
 from .methods.base import DEFAULT_ALPHA, DEFAULT_BATCH, DEFAULT_N, DEFAULT_N0
 from .methods.noises import NOISES
 from .models import model_spec_help
@@ -21,7 +23,7 @@ from .runs import sharded
 from .runs.build import METHODS, OPTIONS, MethodOption, build_smoothed, method_names, methods_with, option_name
 from .runs.dataset import certify_dataset, predict_dataset
 from .runs.demo import DEMO_DURATION, DEFAULT_DEMO_DIR
-from .runs.files import Stopped, check_output, sidecar_path, stop_on_termination_signals
+from .runs.files import Stopped, check_output, output_lock, sidecar_path, stop_on_termination_signals
 from .splits import SPLITS
 
 
@@ -37,6 +39,19 @@ INTERRUPTED_NOTES: dict[str, str] = {}
 WRITES_AT_THE_END = "nothing was written"
 
 
+def show_warnings_as_lines() -> None:
+    """Print robustcert's own warnings (:class:`robustcert.errors.RobustCertWarning`) as one line
+    ``robustcert: warning: ...`` on stderr; other warnings keep Python's format."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RobustCertWarning):
+            click.echo(f"robustcert: warning: {' '.join(str(message).split())}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+    warnings.showwarning = show
+
+
 class ErrorReportingGroup(click.Group):
     """Turn every user error into one readable line on stderr and exit status 2.
 
@@ -49,6 +64,7 @@ class ErrorReportingGroup(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         stop_on_termination_signals()  # SIGTERM / SIGHUP stop a run like Ctrl-C: its files say so
+        show_warnings_as_lines()
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:
@@ -65,7 +81,8 @@ class ErrorReportingGroup(click.Group):
             stopped = exc.__cause__ if isinstance(exc.__cause__, Stopped) else None
             how = f"stopped by {stopped.signal_name}" if stopped else "interrupted"
             command = next((a for a in (sys.argv[1:] if args is None else args) if a in self.commands), None)
-            click.echo(f"robustcert: {how} ({INTERRUPTED_NOTES.get(command, WRITES_AT_THE_END)})", err=True)
+            note = getattr(exc.__cause__, "interrupted_note", None) or INTERRUPTED_NOTES.get(command, WRITES_AT_THE_END)
+            click.echo(f"robustcert: {how} ({note})", err=True)
             sys.exit(128 + stopped.signum if stopped else 130)
         except RobustCertError as exc:
             fail(" ".join(str(exc).split()))
@@ -325,12 +342,16 @@ def check_selection(skip: int, max_inputs: int) -> None:
 
 def dataset_run(run, model_spec, weights, arch, num_classes, trust_checkpoint, data_spec, split, sigma, out_path, skip,
                 max_inputs, device, resume, quiet, threads, precision, channels_last, compile_model, distributed,
-                method, method_options, **run_options):
-    """certify / predict: check the output, join the process group (torchrun), build, run, report."""
-    if sharded.is_first_rank(distributed):
-        check_output(out_path, resume)  # fail before loading anything; never touch existing results
+                method, method_options, kind, **run_options):
+    """certify / predict / attack: lock and check the output, join the process group (torchrun),
+    build, run, report."""
     check_selection(skip, max_inputs)
-    with sharded.session(distributed, device) as device:
+    with contextlib.ExitStack() as hold:
+        if sharded.is_first_rank(distributed):
+            hold.enter_context(output_lock(out_path))  # one writer per output, for the whole run
+            check_output(out_path, resume, kind)  # fail before loading anything; never touch existing results
+        held = hold.pop_all()
+    with held, sharded.session(distributed, device) as device:
         selection_run = {"n0": run_options.get("n0", DEFAULT_N0), "n": run_options["n"], "alpha": run_options["alpha"],
                          "batch_size": run_options["batch_size"], "seed": run_options["seed"], "skip": skip,
                          "max_inputs": max_inputs}
@@ -363,7 +384,7 @@ def certify(n0, n, alpha, batch_size, seed, method, **options):
     Columns: idx, label, predict, radius, correct, time (the reference format).
     """
     method_options = {name: options.pop(name) for name in method_option_names("certify")}
-    dataset_run(certify_dataset, method=method, method_options=method_options, n0=n0, n=n, alpha=alpha,
+    dataset_run(certify_dataset, method=method, method_options=method_options, kind="certify", n0=n0, n=n, alpha=alpha,
                 batch_size=batch_size, seed=seed, **options)
 
 
@@ -381,7 +402,7 @@ def predict(n, alpha, batch_size, seed, method, **options):
     simultaneous Bernstein / Clopper-Pearson bounds on every class, with the first map).
     """
     method_options = {name: options.pop(name) for name in method_option_names("predict")}
-    dataset_run(predict_dataset, method=method, method_options=method_options, n=n, alpha=alpha,
+    dataset_run(predict_dataset, method=method, method_options=method_options, kind="predict", n=n, alpha=alpha,
                 batch_size=batch_size, seed=seed, **options)
 
 
@@ -403,22 +424,27 @@ def attack(eps, steps, m, n, alpha, batch_size, seed, noise, **options):
 
     For each input: PREDICT (Cohen et al., may abstain) at x, PGD on the cross-entropy of the soft
     smoothed classifier within --eps of x (l2, inside [0,1]), PREDICT at x_adv on samples the attack
-    never saw. Columns: idx, label, predict_clean, predict_adv, correct_adv, distance, time. The
-    fraction of rows with correct_adv is an empirical robust accuracy at eps: a stronger attack can
-    only lower it, so it bounds the robust accuracy from ABOVE; certify's certified accuracy at
-    radius eps bounds it from below. robustcert table refuses attack TSVs.
+    never saw. Columns: idx, label, predict_clean, predict_adv, correct_adv, distance, time. An
+    input is broken when PREDICT at x_adv returns another class (an abstention shows nothing and
+    is counted apart, at x and at x_adv). The fraction of inputs neither broken nor wrong at x is an
+    empirical robust accuracy at eps: a stronger attack can only lower it, so it bounds the robust
+    accuracy from ABOVE; certify's certified accuracy at radius eps bounds it from below. The last
+    line says it; 'robustcert table ATTACK.tsv [CERTIFY.tsv]' sets the two side by side.
     """
+    from .results import attack_line
     from .runs.attack import attack_dataset
 
     def run(smoothed, dataset, out_path, **run_options):
-        return attack_dataset(smoothed, dataset, out_path, eps=eps, steps=steps, m=m, **run_options)
+        frame = attack_dataset(smoothed, dataset, out_path, eps=eps, steps=steps, m=m, **run_options)
+        click.echo(attack_line(frame, eps))
+        return frame
 
-    dataset_run(run, method="cohen", method_options={"noise": noise}, n=n, alpha=alpha, batch_size=batch_size,
+    dataset_run(run, method="cohen", method_options={"noise": noise}, kind="attack", n=n, alpha=alpha, batch_size=batch_size,
                 seed=seed, precision="fp32", channels_last=None, compile_model=False, distributed=False, **options)
 
 
 # --------------------------------------------------------------------------- training
-@main.command(interrupted="the checkpoint and sidecar of the last finished epoch are kept; --resume continues")
+@main.command(interrupted="the checkpoint and sidecar of the last finished epoch, if any, are kept; --resume continues")
 @option("--data", "data_spec", default="digits", show_default=True,
         help="Training data: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or "
              "npz:PATH (its train split; per-epoch accuracy on its val split).", section=MODEL_AND_DATA)
@@ -472,7 +498,8 @@ def attack(eps, steps, m, n, alpha, batch_size, seed, noise, **options):
         help="Autocast precision of the forward pass.", section=ENGINE)
 @option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
         help="Checkpoint to write (reference format; a JSON sidecar FILE.json is written beside it).", section=OUTPUT)
-@option("--resume", is_flag=True, help="Continue an interrupted run from its last finished epoch.", section=OUTPUT)
+@option("--resume", is_flag=True, help="Continue an interrupted run from its last finished epoch, or extend a "
+        "finished one to a larger --epochs (same recipe otherwise).", section=OUTPUT)
 @option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.", section=OUTPUT)
 def train(data_spec, sigma, noise, keep, arch, epochs, batch_size, lr, momentum, weight_decay, lr_step, seed, consistency, eta,
           noise_copies, adversarial, attack_steps, dual_split, deprecated_split, branch, augment, device, threads,
@@ -501,7 +528,11 @@ def train(data_spec, sigma, noise, keep, arch, epochs, batch_size, lr, momentum,
         attack_steps=attack_steps, dual_split=dual_split, branch=branch, augment=augment,
         device=device, threads=threads, precision=precision, resume=resume, progress=not quiet,
         log=None if quiet else click.echo, command=invocation_command(), noise=noise, keep=keep)
-    click.echo(f"wrote {out_path} ({result.arch}, {len(result.history)} epochs) and {sidecar_path(out_path).name}")
+    if result.epochs_trained == 0:
+        click.echo(f"nothing to train: {out_path} already holds the {len(result.history)} epochs asked for "
+                   f"(--resume --epochs N with N > {len(result.history)} trains it further); nothing was written")
+    else:
+        click.echo(f"wrote {out_path} ({result.arch}, {len(result.history)} epochs) and {sidecar_path(out_path).name}")
 
 
 # --------------------------------------------------------------------------- tables, plots, demo
@@ -521,6 +552,9 @@ LABELS = click.option("--labels", default=None,
 NORM = click.option("--norm", type=click.Choice(list(NORMS)), default=None,
                     help="Show radii in this norm: linf converts l2 and l1 radii (R/sqrt(d), R/d; weak bounds); "
                          "default: the files' own norm.")
+FORCE = click.option("--force", is_flag=True,
+                     help="Replace --out even if robustcert did not write it there (never a result file, a sidecar, "
+                          "an input or a run's output such as a checkpoint of robustcert train).")
 MIXED_NORMS = click.option("--mixed-norms", is_flag=True,
                            help="Allow files whose radii are in different norms (each label then names its norm).")
 
@@ -538,13 +572,15 @@ MIXED_NORMS = click.option("--mixed-norms", is_flag=True,
               help="Mark the best value of each column among comparable files [default: on for markdown and "
                    "latex, off for csv].")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the table to this file instead of printing it (never over a result file or an input).")
+              help="Write the table to this file instead of printing it; it replaces only a table robustcert "
+                   "table wrote there (see --force).")
+@FORCE
 @NORM
 @MIXED_NORMS
-def table(files, radii, fmt, labels, decimals, mark, out_path, norm, mixed_norms):
+def table(files, radii, fmt, labels, decimals, mark, out_path, force, norm, mixed_norms):
     """Summarise result files as a certified-accuracy table.
 
-    Reads certify/predict TSVs, ours or the published ones, or certify-policy TSVs.
+    Reads certify/predict TSVs, ours or the published ones, certify-policy TSVs, or attack TSVs.
 
     One line per certify/predict file: certified accuracy at each radius (abstentions count as
     wrong, radius >= r, over all rows), clean accuracy, abstention rate, average certified radius
@@ -555,6 +591,16 @@ def table(files, radii, fmt, labels, decimals, mark, out_path, norm, mixed_norms
     l0 r=3 pixels; plain r=0.5 is l2), and files of different norms are refused unless
     --mixed-norms. --norm linf converts l2 and l1 radii to l-infinity ones, R/sqrt(d) and R/d: valid
     but weak bounds.
+
+    Never counted silently (a warning on stderr): an idx repeated with the same result (counted
+    once; with different results the file is refused), a run that was interrupted, failed or has
+    fewer rows than it selected. A sequential run with a target radius is marked [sequential,
+    target r=R] and not ranked against others (its radii stop near the target).
+
+    Attack TSVs (robustcert attack) give one line each: eps, clean accuracy, abstentions at x and
+    at x_adv, broken (PREDICT returns another class at x_adv) and the empirical robust accuracy (an
+    upper bound); certify TSVs given with them add their certified accuracy at r = eps on the same
+    images (a lower bound).
     """
     from .results import LINF_NOTE, marking_note, render_table, table_from_files, write_derived_file
 
@@ -569,18 +615,21 @@ def table(files, radii, fmt, labels, decimals, mark, out_path, norm, mixed_norms
     if out_path is None:
         click.echo(text, nl=False)
     else:
-        click.echo(f"wrote {write_derived_file(out_path, text, list(files), 'table')}")
+        click.echo(f"wrote {write_derived_file(out_path, text, list(files), 'table', force=force)}")
 
 
 @main.command(interrupted=WRITES_AT_THE_END)
 @RESULT_FILES
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Figure file: .png, .pdf or .svg (never over a result file or an input).")
+              help="Figure file: .png, .pdf or .svg; it replaces only a figure robustcert plot wrote there (see "
+                   "--force).")
+@FORCE
 @LABELS
 @click.option("--max-radius", type=float, default=None, help="Right end of the radius axis.")
 @click.option("--title", default=None, help="Title above the figure.")
+@NORM
 @MIXED_NORMS
-def plot(files, out_path, labels, max_radius, title, mixed_norms):
+def plot(files, out_path, force, labels, max_radius, title, norm, mixed_norms):
     """Plot certified accuracy against radius.
 
     One curve per certify TSV (or certified return against the budget, one per certify-policy
@@ -594,8 +643,12 @@ def plot(files, out_path, labels, max_radius, title, mixed_norms):
 
     if max_radius is not None and not (max_radius > 0 and max_radius < float("inf")):
         raise CLIError(f"--max-radius must be a finite number > 0, got {max_radius}")
+    if norm == "linf":
+        from .results import LINF_NOTE
+
+        click.echo(f"robustcert: note: {LINF_NOTE}", err=True)
     written = plot_files(list(files), out_path, split_labels(labels, len(files)), max_radius, title,
-                         mixed_norms=mixed_norms)
+                         mixed_norms=mixed_norms, norm=norm, force=force)
     click.echo(f"wrote {written}")
 
 
@@ -679,8 +732,8 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
                    quantiles, thresholds, frame_stack, max_episode_steps, one_round, num_envs, device, threads,
                    trust_checkpoint, quiet):
     """Certify the expected return of a smoothed RL agent (Kumar et al. 2022); one row per budget."""
-    from .runs.dataset import progress_bar
     from .runs.policy import certify_policy_file
+    from .runs.progress import progress_bar
 
     check_output(out_path, resume=False)
     if max_episode_steps is not None:
@@ -691,7 +744,7 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
     quantile_list = parse_float_list(quantiles, "--quantiles")
     threshold_list = parse_float_list(thresholds, "--thresholds") if thresholds else None
     with progress_bar(episodes if isinstance(episodes, int) and episodes > 0 else 0, not quiet,
-                      unit="episode") as bar:
+                      unit="episode", what="certify-policy") as bar:
         table = certify_policy_file(
             env_id, policy_spec, sigma, out_path, episodes=episodes, budgets=budget_list, alpha=alpha, seed=seed,
             bound=bound, return_lower_bound=return_lower_bound, quantiles=quantile_list, thresholds=threshold_list,

@@ -106,3 +106,22 @@ def renamed_argument(value, old_value, old: str, new: str, owner: str):
         raise InvalidArgumentError(f"{owner}: give {new} only ({old} is its deprecated name)")
     warnings.warn(f"{owner}: the argument {old} is deprecated, call it {new}", FutureWarning, stacklevel=3)
     return old_value
+
+
+def note_interruption(exc: BaseException, note: str) -> None:
+    """Attach to an interruption (Ctrl-C, a termination signal) what the interrupted run leaves
+    behind, in one clause (``"3 of 40 rows are in out.tsv; --resume continues"``); the command
+    line prints it instead of the command's general note."""
+    if isinstance(exc, KeyboardInterrupt):
+        exc.interrupted_note = note
+
+
+class RobustCertWarning(UserWarning):
+    """Something a user must know about a run or a result file that does not stop the command (a
+    result file with duplicated rows, an interrupted run, a noise level other than the one a model
+    was trained at). The command line prints it as one line ``robustcert: warning: ...``."""
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`RobustCertWarning` (shown once per message)."""
+    warnings.warn(message, RobustCertWarning, stacklevel=3)

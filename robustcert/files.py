@@ -15,17 +15,29 @@
    ``status`` field (``finished``, ``interrupted`` or ``failed`` with the ``error``).
 5. **Rows that survive an interruption** (:class:`RowWriter`): one flushed line per input; a resumed
    file loses only a half-written last row.
+6. **One writer per output** (:func:`output_lock`): every command holds an exclusive lock on each
+   file it writes for its whole run (``flock`` on ``.NAME.lock`` beside it, which the kernel
+   releases when the process ends, even after ``kill -9``); a second writer is refused with the
+   holder's PID and changes nothing.
+7. **Never over a file robustcert did not write** (:class:`FileRecord`, :func:`describe_file`):
+   tables, figures, bench records and the demo's files replace only an earlier output of the same
+   command, recognised by the folder's record of what robustcert wrote there (name, kind,
+   SHA-256); anything else is refused with one line saying what the file is (``--force`` replaces
+   a file robustcert knows nothing about, never a result file, a sidecar or a run's output).
 
 Dependencies: the standard library and :mod:`robustcert.errors` only, so every layer can use it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 import time
+import zipfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from .errors import ResultsError, RunError
 
@@ -181,22 +193,25 @@ def existing_result_kind(path: str | Path) -> str | None:
 
 
 # --------------------------------------------------------------------------- never writing over results
-def check_output(path: str | Path, resume: bool) -> bool:
+def check_output(path: str | Path, resume: bool, kind: str | None = None) -> bool:
     """Check that a run may write its result file ``path`` (and its sidecar).
 
     Called before anything slow (model loading) and again by :class:`RowWriter`, so that a run
-    that is going to be refused fails at once and never touches existing results.
+    that is going to be refused fails at once and never touches existing results. It changes
+    nothing; :func:`output_lock` keeps a second writer away for the whole run.
 
     Args:
         path: the run's result file (TSV or checkpoint).
         resume: whether the run continues the results already in ``path``.
+        kind: the kind of run (``certify``, ``train``, ...): an existing file of another kind (a
+            checkpoint given to certify, a text file) is refused whatever ``resume``, with what it is.
 
     Returns:
         True when ``path`` holds results that ``resume`` continues.
 
     Raises:
-        RunError: a folder, a missing or read-only folder, existing results without ``resume``,
-            or the sidecar of an earlier run beside a new one.
+        RunError: a folder, a missing or read-only folder, a file of another kind, existing
+            results without ``resume``, or the sidecar of an earlier run beside a new one.
     """
     path = Path(path)
     if path.is_dir():
@@ -206,6 +221,11 @@ def check_output(path: str | Path, resume: bool) -> bool:
     if not os.access(path.parent, os.W_OK):
         raise RunError(f"output folder is not writable: {path.parent}")
     exists = path.exists() and path.stat().st_size > 0
+    if exists and kind is not None:
+        found = run_output_kind(path) if kind == "train" else existing_result_kind(path)
+        if found != kind:
+            raise RunError(f"refusing to write over {path}: it is {describe_file(path)}, not the output of a "
+                           f"robustcert {kind} run; choose another output file")
     if exists and not resume:
         raise RunError(f"{path} already exists and is not empty: resume it (--resume, resume=True) or remove it")
     sidecar = sidecar_path(path)
@@ -216,42 +236,61 @@ def check_output(path: str | Path, resume: bool) -> bool:
     return exists
 
 
-def check_derived_output(out: str | Path, inputs: Sequence[str | Path], what: str = "output") -> Path:
-    """Refuse to write a table or figure over one of its own input files or over any result file.
+def check_derived_output(out: str | Path, inputs: Sequence[str | Path], what: str = "output",
+                         kind: str | None = None, force: bool = False) -> Path:
+    """Refuse to write a table or figure over one of its inputs, over any result file, or over a
+    file that is not an earlier output of the same command.
 
     Args:
         out: where the table or figure would go.
         inputs: the files it is made from.
         what: what is written (for the message).
+        kind: the kind recorded for it (:data:`WRITERS`: ``table``, ``figure``, ``bench``): an
+            existing ``out`` is replaced only when the folder's :class:`FileRecord` lists it as this
+            kind with its present content. None: only the checks on inputs and results.
+        force: also replace a file robustcert knows nothing about (never an input, a result file,
+            a sidecar or a run's output such as a checkpoint robustcert train wrote).
 
     Returns:
         ``out`` as a Path.
 
     Raises:
-        ResultsError: ``out`` is one of ``inputs`` (whatever its spelling), or an existing result
-            file of :data:`RESULT_KINDS` or a run's sidecar: those hold results that took hours to
-            compute. Nothing is written.
+        ResultsError: ``out`` is refused; the message says what the file is. Nothing is written.
     """
     out = Path(out)
     for source in inputs:
         if same_file(out, source):
             raise ResultsError(f"refusing to write the {what} to {out}: it is one of the input files")
-    kind = existing_result_kind(out)
-    if kind is not None:
-        described = "a run's JSON sidecar" if kind == "sidecar" else f"a {kind} result file"
-        raise ResultsError(f"refusing to overwrite {out}: it is {described}; choose another output file")
-    return out
+    if out.is_dir():
+        raise ResultsError(f"refusing to write the {what} to {out}: it is a folder")
+    if existing_result_kind(out) is not None or run_output_kind(out) is not None:
+        raise ResultsError(f"refusing to overwrite {out}: it is {describe_file(out)}; choose another output file")
+    if kind is None or not (out.exists() or out.is_symlink()):
+        return out
+    try:
+        recorded = FileRecord(out.parent).kind_of(out)
+    except RunError as exc:
+        raise ResultsError(str(exc)) from None
+    if recorded == kind or force:
+        return out
+    writer = WRITERS.get(kind, "robustcert")
+    raise ResultsError(f"refusing to overwrite {out}: it is {describe_file(out)}, not a {what} that {writer} wrote "
+                       f"there; choose another output file, or --force to replace it")
 
 
-def write_derived_file(out: str | Path, content: Content, inputs: Sequence[str | Path], what: str = "table") -> Path:
+def write_derived_file(out: str | Path, content: Content, inputs: Sequence[str | Path], what: str = "table",
+                       kind: str | None = None, force: bool = False) -> Path:
     """Write a table or figure made from ``inputs`` to ``out``: checked by
-    :func:`check_derived_output`, then written by :func:`atomic_write`.
+    :func:`check_derived_output`, written by :func:`atomic_write`, and recorded as ``kind`` in
+    the folder's :class:`FileRecord` (so that the same command may replace it next time).
 
     Args:
         out: the file to write (its folder must exist).
         content: as for :func:`atomic_write` (a text, bytes or a function writing the file).
         inputs: the result files it is made from.
         what: what is written (for messages).
+        kind: its kind in the record (default: ``what``).
+        force: see :func:`check_derived_output`.
 
     Returns:
         ``out`` as a Path.
@@ -260,11 +299,16 @@ def write_derived_file(out: str | Path, content: Content, inputs: Sequence[str |
         ResultsError: the folder is missing, ``out`` is refused, or the write failed.
     """
     out = Path(out)
+    kind = kind or what
     if not out.parent.is_dir():
         raise ResultsError(f"output folder does not exist: {out.parent}")
-    check_derived_output(out, inputs, what)
+    check_derived_output(out, inputs, what, kind, force)
     try:
-        atomic_write(out, content)
+        with output_lock(out, what):
+            check_derived_output(out, inputs, what, kind, force)  # again: another process may have written it
+            FileRecord(out.parent).replace(out, content, kind)
+    except RunError as exc:
+        raise ResultsError(str(exc)) from None
     except OSError as exc:
         raise ResultsError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
@@ -391,6 +435,277 @@ def finish_last_run(out_path: str | Path, ending: BaseException | None = None, *
         pass
 
 
+# --------------------------------------------------------------------------- one writer per output
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; outputs are then not locked (documented in the README)
+    fcntl = None
+
+
+class OutputBusyError(RunError):
+    """Another process is writing the same output (it holds its lock)."""
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file of an output: ``.NAME.lock`` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+#: Locks this process holds: lock file -> [descriptor, depth] (a lock taken again by the same
+#: process, e.g. by the command line and then by certify_dataset, is re-entered, not refused).
+_HELD: dict[str, list] = {}
+
+
+def _holder(descriptor: int) -> str:
+    """What the lock file says about its holder (PID and command), read a few times: the holder
+    writes it just after taking the lock."""
+    for _ in range(50):
+        text = os.pread(descriptor, 4096, 0).decode("utf-8", "replace").strip()
+        if text:
+            pid, _, command = text.partition(" ")
+            return f"PID {pid}" + (f": {command}" if command else "")
+        time.sleep(0.01)
+    return "PID unknown"
+
+
+def _this_command(what: str) -> str:
+    """This process's command line as a user typed it (``robustcert certify ...``), shortened."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    words = (["robustcert"] if program in ("__main__.py", "robustcert") else [program]) + sys.argv[1:]
+    text = " ".join(word for word in words if word) or what
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path, what: str = "output", wait: bool = False) -> Iterator[Path]:
+    """Hold an exclusive lock on the output ``path`` for the duration of the block.
+
+    The lock is ``flock`` on ``.NAME.lock`` beside ``path``: the kernel releases it when the
+    process ends in any way (also ``kill -9``), so a stale lock file never blocks a later run. The
+    holder writes its PID and command line into it for the message a second writer gets. On
+    release the lock file is removed (a process that opened it meanwhile sees a different file at
+    the path and starts again, so two holders never coexist). Re-entrant within one process.
+
+    Args:
+        path: the file (or folder) about to be written.
+        what: what it is, for the message.
+        wait: wait for the holder instead of refusing (short critical sections only).
+
+    Raises:
+        OutputBusyError: another process holds the lock (``wait`` False); nothing was changed.
+        RunError: the folder does not exist or is not writable.
+    """
+    lock = lock_path(path)
+    key = os.path.join(os.path.realpath(lock.parent), lock.name)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield Path(path)
+        finally:
+            _HELD[key][1] -= 1
+        return
+    if not lock.parent.is_dir():
+        raise RunError(f"output folder does not exist: {lock.parent}")
+    if fcntl is None:
+        yield Path(path)
+        return
+    while True:
+        try:
+            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            raise RunError(f"output folder is not writable: {lock.parent}") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = _holder(descriptor)
+            os.close(descriptor)
+            raise OutputBusyError(f"{path} is being written by another process ({holder}); wait for it to end "
+                                  f"or stop it: nothing was changed") from None
+        try:
+            current = os.stat(lock)
+            mine = os.fstat(descriptor)
+            if (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)  # the holder released (and removed) it between our open and flock: again
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()} {_this_command(what)}\n".encode(), 0)
+    _HELD[key] = [descriptor, 1]
+    try:
+        yield Path(path)
+    finally:
+        _HELD.pop(key, None)
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(descriptor)
+
+
+def is_locked(path: str | Path) -> bool:
+    """True when another process holds the lock of ``path`` (:func:`output_lock`)."""
+    try:
+        with output_lock(path):
+            return False
+    except OutputBusyError:
+        return True
+
+
+# --------------------------------------------------------------------------- what robustcert wrote
+#: The record, in each folder, of the tables, figures and bench files robustcert wrote there.
+FILE_RECORD = ".robustcert-files.json"
+#: Who wrote each kind of recorded file (for messages).
+WRITERS = {"table": "robustcert table", "figure": "robustcert plot", "bench": "robustcert bench",
+           "demo": "robustcert demo"}
+
+
+class FileRecord:
+    """The files robustcert wrote into one folder, each with its kind and SHA-256: a command
+    replaces a file only when the record lists it, of its own kind, with its present content.
+
+    The record is a JSON file in the folder (:data:`FILE_RECORD`, or the demo's own marker):
+    ``{"written_by": ..., "files": {name: [sha256, ...]}, "kinds": {name: kind}}``. While a file is
+    being replaced both digests are listed (:meth:`replace`), so that a process killed between
+    the move and the record's update leaves a file the next run still recognises.
+
+    Args:
+        folder: the folder.
+        name: the record's file name.
+        written_by: who writes this record (checked when reading it).
+    """
+
+    def __init__(self, folder: str | Path, name: str = FILE_RECORD, written_by: str = "robustcert"):
+        self.folder, self.path, self.written_by = Path(folder), Path(folder) / name, written_by
+
+    def read(self) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """(name -> SHA-256 digests, name -> kind); empty when there is no record.
+
+        Raises:
+            RunError: the file is not a record robustcert wrote (it is then left alone).
+        """
+        if not self.path.exists() and not self.path.is_symlink():
+            return {}, {}
+        try:
+            record = json.loads(self.path.read_text(encoding="utf-8"))
+            files, kinds = record["files"], record.get("kinds", {})
+            if record.get("written_by") != self.written_by or not all(
+                    isinstance(k, str) and isinstance(v, list) for k, v in files.items()) \
+                    or not isinstance(kinds, dict):
+                raise ValueError
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            raise RunError(f"{self.path} is not a record {self.written_by} wrote; it is left alone: remove it or "
+                           "write elsewhere") from None
+        return files, kinds
+
+    def write(self, files: dict[str, list[str]], kinds: dict[str, str]) -> None:
+        record = {"written_by": self.written_by,
+                  "note": "files robustcert wrote in this folder, with their sha256: it replaces only these, "
+                          "and only while unchanged", "files": files}
+        if kinds:
+            record["kinds"] = kinds
+        write_json_atomically(self.path, record)
+
+    def kind_of(self, path: str | Path) -> str | None:
+        """The kind the record gives ``path`` if it lists the file with its present content
+        (``""`` for a record without kinds, like the demo's), else None."""
+        path = Path(path)
+        files, kinds = self.read()
+        if path.name not in files or path.is_symlink() or not path.is_file():
+            return None
+        return kinds.get(path.name, "") if file_sha256(path) in files[path.name] else None
+
+    def listed(self, path: str | Path) -> str | None:
+        """The kind the record gives ``path``'s name whatever its content (None if unlisted)."""
+        files, kinds = self.read()
+        return kinds.get(Path(path).name, "") if Path(path).name in files else None
+
+    def replace(self, path: str | Path, content: Content, kind: str | None = None) -> Path:
+        """Write ``content`` to ``path`` atomically and record it as this folder's ``kind``.
+
+        The caller has checked that ``path`` may be replaced; the record is locked meanwhile
+        (other processes writing into the folder wait for it).
+        """
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
+        with output_lock(self.path, "the record of written files", wait=True):
+            try:
+                atomic_write(temporary, content)
+                digest = file_sha256(temporary)
+                files, kinds = self.read()
+                files[path.name] = sorted(set(files.get(path.name, [])) | {digest})
+                if kind:
+                    kinds[path.name] = kind
+                self.write(files, kinds)  # both digests while the new file moves in
+                os.replace(temporary, path)
+                files[path.name] = [digest]
+                self.write(files, kinds)
+            finally:
+                temporary.unlink(missing_ok=True)
+        return path
+
+
+def _article(words: str) -> str:
+    return ("an " if words[:1].lower() in "aeio" else "a ") + words
+
+
+def run_output_kind(path: str | Path) -> str | None:
+    """The kind of robustcert run whose sidecar sits beside ``path`` (``train`` for a checkpoint
+    robustcert train wrote), else None."""
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return record.get("kind") if is_sidecar_record(record) else None
+
+
+def describe_file(path: str | Path) -> str:
+    """What an existing file is, in a few words, for a refusal: a result file of some kind, a
+    run's sidecar, a checkpoint robustcert train wrote, a table or figure robustcert wrote (or
+    one changed since), a PyTorch or NumPy archive, an image, a text file."""
+    path = Path(path)
+    kind = existing_result_kind(path)
+    if kind == "sidecar":
+        return f"the JSON sidecar of a robustcert {json.loads(path.read_text(encoding='utf-8')).get('kind')} run"
+    if kind is not None:
+        return _article(f"{kind} result file")
+    run = run_output_kind(path)
+    if run == "train":
+        return f"a checkpoint written by robustcert train (its sidecar is {sidecar_path(path).name})"
+    if run is not None:
+        return f"the output of a robustcert {run} run (its sidecar is {sidecar_path(path).name})"
+    try:
+        recorded, listed = FileRecord(path.parent).kind_of(path), FileRecord(path.parent).listed(path)
+    except RunError:
+        recorded = listed = None
+    if recorded:
+        return f"{_article(recorded)} that {WRITERS.get(recorded, 'robustcert')} wrote"
+    if listed:
+        return f"{_article(listed)} that {WRITERS.get(listed, 'robustcert')} wrote, changed since"
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if zipfile.is_zipfile(path):
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (OSError, zipfile.BadZipFile):
+            names = []
+        if any(name.endswith("data.pkl") for name in names):
+            return "a PyTorch file (torch.save: a checkpoint or tensors)"
+        if names and all(name.endswith(".npy") for name in names):
+            return "a NumPy .npz archive"
+        return "a zip archive"
+    for magic, words in ((b"\x89PNG", "a PNG image"), (b"%PDF", "a PDF file"), (b"\x80", "a pickle file")):
+        if head.startswith(magic):
+            return words
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "a binary file"
+
+
 # --------------------------------------------------------------------------- rows that survive interruptions
 class RowWriter:
     """Append rows to a TSV, one flushed line each; refuses to clobber existing results.
@@ -408,14 +723,20 @@ class RowWriter:
         self.path = Path(path)
         self.header = "\t".join(header)
         self.done: set[int] = set()
-        exists = check_output(self.path, resume)
-        self.created, self.rows_written = not self.path.exists(), 0  # see discard_if_unused
-        if exists:
-            self._recover()
-        else:
-            with open(self.path, "w") as handle:
-                handle.write(self.header + "\n")
-        self.handle = open(self.path, "a")
+        self._lock = output_lock(self.path)  # one writer per file, until close()
+        self._lock.__enter__()
+        try:
+            exists = check_output(self.path, resume)
+            self.created, self.rows_written = not self.path.exists(), 0  # see discard_if_unused
+            if exists:
+                self._recover()
+            else:
+                with open(self.path, "w") as handle:
+                    handle.write(self.header + "\n")
+            self.handle = open(self.path, "a")
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
 
     def _recover(self) -> None:
         try:
@@ -446,6 +767,9 @@ class RowWriter:
 
     def close(self) -> None:
         self.handle.close()
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
 
     def discard_if_unused(self, with_sidecar: bool = True) -> None:
         """Remove the file (and its sidecar) if this writer created the file and wrote no row: a

@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import ResultsError
-from .files import atomic_write, check_derived_output, header_columns, read_sidecar
+from .files import check_derived_output, existing_result_kind, header_columns, read_sidecar, write_derived_file
 from .radius import largest_gaussian_radius
 from .results import (
-    NORMS, certified_accuracy, default_labels, norm_labels, read_policy_certificate, read_results, result_norm,
+    NORMS, certified_accuracy, checked_frame, convert_radii, default_labels, norm_labels, read_policy_certificate,
+    read_results, result_norm, run_mode,
 )
 
 FORMATS = ("png", "pdf", "svg")
@@ -132,15 +133,21 @@ def curve_kind(path: str | Path) -> CurveKind:
     for kind in CURVES:
         if kind.columns <= columns:
             return kind
+    if existing_result_kind(path) == "attack":
+        raise PlotError(f"{path} is an attack TSV (robustcert attack): it has one radius, the attack's eps, so "
+                        f"there is no curve to plot; 'robustcert table {path} CERTIFY.tsv' sets its empirical "
+                        "accuracy beside the certified accuracy at r = eps")
     if {"idx", "label", "predict", "correct"} <= columns:
         raise PlotError(f"{path} is a predict file (no radius column): there is no curve to plot")
     raise PlotError(f"{path}: no plot for a TSV with columns {sorted(columns)}")
 
 
-def radius_axis(paths: Sequence[str | Path], labels: Sequence[str], mixed_norms: bool) -> tuple[str, list[str]]:
+def radius_axis(paths: Sequence[str | Path], labels: Sequence[str], mixed_norms: bool,
+                norm: str | None = None) -> tuple[str, list[str]]:
     """The radius axis label of certify files and their curve labels: one norm (read from the
-    sidecars), or with ``mixed_norms`` several, each label then naming its own."""
-    norms = [result_norm(path) for path in paths]
+    sidecars, or ``norm`` when the radii are converted to it), or with ``mixed_norms`` several,
+    each label then naming its own."""
+    norms = [norm or result_norm(path) for path in paths]
     labels = norm_labels(paths, labels, norms, mixed_norms)
     if len(set(norms)) > 1:
         return "radius (norm in each label; not comparable across norms)", labels
@@ -158,9 +165,12 @@ def curve_labels(paths: Sequence[str | Path]) -> list[str]:
 
 
 def draw_files(ax, paths: Sequence[str | Path], labels: Sequence[str] | None = None,
-               max_radius: float | None = None, mixed_norms: bool = False) -> CurveKind:
+               max_radius: float | None = None, mixed_norms: bool = False, norm: str | None = None) -> CurveKind:
     """Draw one curve per result file on ``ax`` (all files of one kind, and for certify files of
-    one norm unless ``mixed_norms``), with axes labels and legend.
+    one norm unless ``mixed_norms``), with axes labels and legend. ``norm="linf"`` converts l2 and
+    l1 radii to l-infinity ones (:func:`robustcert.results.convert_radii`). A file with duplicated
+    rows, an unfinished run or missing rows draws with a warning, as in tables
+    (:mod:`robustcert.results.integrity`); a sequential target-radius run's label says so.
 
     Legend entries: ``labels``, or :func:`curve_labels`. Certified-accuracy curves of fixed-n
     CERTIFY runs get a dotted line at the largest radius their n and alpha allow
@@ -178,10 +188,16 @@ def draw_files(ax, paths: Sequence[str | Path], labels: Sequence[str] | None = N
         raise PlotError(f"cannot plot different kinds of result files together: {', '.join(kinds)}")
     kind = next(iter(kinds.values()))
     xlabel = kind.xlabel
+    frames = [checked_frame(path, kind.read(path)) if kind is CERTIFIED_ACCURACY else kind.read(path)
+              for path in paths]
     if kind is CERTIFIED_ACCURACY:
-        xlabel, labels = radius_axis(paths, labels, mixed_norms)
-    frames = [kind.read(path) for path in paths]
-    limits = [certification_limit(read_sidecar(path)) if kind is CERTIFIED_ACCURACY else None for path in paths]
+        modes = [run_mode(read_sidecar(path)) for path in paths]
+        labels = [f"{label} [{mode}]" if mode else label for label, mode in zip(labels, modes)]
+        if norm is not None:
+            frames = [convert_radii(frame, result_norm(path), norm, path) for frame, path in zip(frames, paths)]
+        xlabel, labels = radius_axis(paths, labels, mixed_norms, norm)
+    limits = [certification_limit(read_sidecar(path)) if kind is CERTIFIED_ACCURACY and norm in (None, "l2")
+              else None for path in paths]
     right = max(kind.draw(ax, frame, label, {"max_radius": max_radius, "limit": limit})
                 for frame, label, limit in zip(frames, labels, limits))
     ax.set_xlim(0, max_radius if max_radius else right)
@@ -189,6 +205,10 @@ def draw_files(ax, paths: Sequence[str | Path], labels: Sequence[str] | None = N
         ax.set_ylim(*kind.ylim)
     else:  # e.g. returns: from 0 (or the lowest value drawn) up to the data
         ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+    if kind is CERTIFIED_ACCURACY and not mixed_norms and (norm or result_norm(paths[0])) == "l0":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # l0 radii count pixels
     ax.set_xlabel(xlabel)
     ax.set_ylabel(kind.ylabel)
     ax.grid(alpha=0.3)
@@ -202,10 +222,12 @@ def draw_files(ax, paths: Sequence[str | Path], labels: Sequence[str] | None = N
 
 
 def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None,
-               max_radius: float | None = None, title: str | None = None, mixed_norms: bool = False) -> Path:
+               max_radius: float | None = None, title: str | None = None, mixed_norms: bool = False,
+               norm: str | None = None, force: bool = False) -> Path:
     """Plot one curve per result file into ``out`` (.png, .pdf or .svg): :func:`draw_files` on a
-    new figure. ``out`` may not be one of the inputs or any result file
-    (:func:`robustcert.files.check_derived_output`).
+    new figure. ``out`` may not be one of the inputs, a result file, or a file that is not an
+    earlier figure of this function (``force``: any file robustcert knows nothing about;
+    :func:`robustcert.files.check_derived_output`).
 
     Returns the path written. The image is written to a temporary file and moved into place, so a
     failure never leaves a truncated figure behind.
@@ -220,17 +242,14 @@ def plot_files(paths: Sequence[str | Path], out: str | Path, labels: Sequence[st
         raise PlotError(f"output folder does not exist: {out.parent}")
     if not paths:
         raise PlotError("no result files given")
-    check_derived_output(out, paths, "figure")
+    check_derived_output(out, paths, "figure", "figure", force)
     figure = Figure(figsize=(5.5, 3.8), layout="constrained")
     ax = figure.add_subplot()
-    draw_files(ax, paths, labels, max_radius, mixed_norms)
+    draw_files(ax, paths, labels, max_radius, mixed_norms, norm)
     if title:
         ax.set_title(title)
-    try:
-        atomic_write(out, lambda temporary: figure.savefig(temporary, format=fmt, dpi=150))
-    except OSError as exc:
-        raise PlotError(f"cannot write {out}: {exc.strerror or exc}") from None
-    return out
+    return write_derived_file(out, lambda temporary: figure.savefig(temporary, format=fmt, dpi=150), paths,
+                              "figure", force=force)
 
 
 # --------------------------------------------------------------------------- policy smoothing (RL)

@@ -23,14 +23,15 @@ def comparable_groups(table: pd.DataFrame) -> list[list[str]]:
     of run (certify or predict: a predict file's accuracy is not a certified accuracy) and the same
     number of rows (rates over different test sets are not comparable). Files without rows join
     no group; a policy table has none (its rows are budgets)."""
-    if is_policy_table(table):
+    if is_policy_table(table) or ACR not in table.columns:  # policy rows are budgets; attack rows are not ranked
         return []
+    modes = table.attrs.get("modes", {})
     groups: dict[tuple, list[str]] = {}
     for label, line in table.iterrows():
         if int(line[ROWS]) == 0:
             continue
         kind = "predict" if pd.isna(line[ACR]) else "certify"
-        groups.setdefault((kind, int(line[ROWS])), []).append(label)
+        groups.setdefault((kind, int(line[ROWS]), modes.get(label)), []).append(label)
     return list(groups.values())
 
 
@@ -55,17 +56,18 @@ def best_rows(table: pd.DataFrame, decimals: int = 3) -> dict[str, set]:
 
 def marking_note(table: pd.DataFrame) -> str | None:
     """Why some files were not compared when the best values were marked (None when all were)."""
-    if is_policy_table(table):
-        return None  # nothing is marked: its rows are budgets
+    if is_policy_table(table) or ACR not in table.columns:
+        return None  # nothing is marked: policy rows are budgets, attack rows bounds
     groups = comparable_groups(table)
     if len(table) < 2 or (len(groups) == 1 and len(groups[0]) == len(table)):
         return None
     compared = [group for group in groups if len(group) >= 2]
     if not compared:
         return ("no best value marked: no two files are of the same kind (certify/predict) with the same "
-                "number of rows")
+                "number of rows and mode (fixed n, or a sequential target radius)")
     return ("best values marked only among files of the same kind (certify/predict) with the same number of "
-            "rows: " + "; ".join(", ".join(map(str, group)) for group in compared))
+            "rows and mode (fixed n, or a sequential target radius): "
+            + "; ".join(", ".join(map(str, group)) for group in compared))
 
 
 INTEGER_COLUMNS = (ROWS, "n")
@@ -76,7 +78,7 @@ def _cell(value, column: str, decimals: int, missing: str = "-") -> str:
         return missing
     if column in INTEGER_COLUMNS:
         return str(int(value))
-    if column == "budget":
+    if column in ("budget", "eps"):
         return f"{value:g}"
     return f"{value:.{decimals}f}"
 

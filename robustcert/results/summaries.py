@@ -14,8 +14,9 @@ import pandas as pd
 from scipy.stats import binom
 
 from ..errors import InvalidArgumentError, ResultsError, check_alpha, check_count
-from ..files import header_columns, result_kind, same_file
+from ..files import header_columns, read_sidecar, result_kind, same_file
 from .formats import is_certify_frame, read_results
+from .integrity import checked_frame, drop_duplicate_rows, run_mode
 from .norms import convert_radii, fine_radii, name_norm_columns, norm_labels, result_norm
 from .policy import policy_table, read_policy_certificate
 
@@ -173,11 +174,14 @@ def results_table(frames: dict[str, pd.DataFrame] | Sequence[tuple[str, pd.DataF
     """The table papers report, one row per result file (index: its label).
 
     ``frames`` maps a label to a DataFrame from :func:`read_results` (or
-    :func:`certificates_frame`, or the frame :func:`robustcert.certify_dataset` returns).
+    :func:`certificates_frame`, or the frame :func:`robustcert.certify_dataset` returns); an idx
+    repeated with identical results is counted once, with a warning, and repeated with different
+    results is refused (:func:`robustcert.results.integrity.drop_duplicate_rows`).
     ``radii`` defaults to :func:`default_radii` of the largest certified radius of a correct row
     (so no column is 0 for every file). Columns: see :func:`summary_row`.
     """
     items = list(frames.items()) if isinstance(frames, dict) else list(frames)
+    items = [(label, drop_duplicate_rows(frame, str(label))) for label, frame in items]  # never counted twice
     if radii is None:
         radii = default_radii(max((largest_certified_radius(frame) for _, frame in items), default=0.0))
     radii = parse_radii(radii)
@@ -224,9 +228,9 @@ def table_from_files(paths: Sequence[str | Path], radii: Sequence[float] | str |
         raise ResultsError(f"labels must differ from each other, got {', '.join(labels)}")
     kinds = [result_kind(header_columns(path)) for path in paths]
     if "attack" in kinds:
-        raise ResultsError(f"{paths[kinds.index('attack')]} is an attack TSV (robustcert attack): its accuracy is "
-                           "empirical, an upper bound on robust accuracy, not a certificate, so it has no place in a "
-                           "table of certified accuracy; summarise it with robustcert.results.attack_summary")
+        if radii is not None or norm is not None:
+            raise ResultsError("--radii and --norm do not apply to attack files: their radius is the attack's eps")
+        return attack_table(paths, labels, kinds)
     if "certify-policy" in kinds:
         if set(kinds) != {"certify-policy"}:
             raise ResultsError("certify-policy files (one row per budget) and certify/predict files cannot "
@@ -236,28 +240,124 @@ def table_from_files(paths: Sequence[str | Path], radii: Sequence[float] | str |
         return policy_table([(label, read_policy_certificate(path)) for label, path in zip(labels, paths)])
     if isinstance(radii, str):
         radii = parse_radii(radii)
-    frames, norms = [read_results(path) for path in paths], [result_norm(path) for path in paths]
+    frames, norms = [checked_frame(path, read_results(path)) for path in paths], [result_norm(path) for path in paths]
+    modes = [run_mode(read_sidecar(path)) for path in paths]
+    labels = [f"{label} [{mode}]" if mode else label for label, mode in zip(labels, modes)]
     if norm is not None:
         frames = [convert_radii(frame, file_norm, norm, path) for frame, file_norm, path in zip(frames, norms, paths)]
         norms = [norm] * len(paths)
         if norm == "linf" and radii is None:
             radii = fine_radii(max((largest_certified_radius(frame) for frame in frames), default=0.0))
+    if norms[0] == "l0" and len(set(norms)) == 1:
+        radii = whole_pixel_radii(frames, radii)
     labels = norm_labels(paths, labels, norms, mixed_norms)
     table = results_table(list(zip(labels, frames)), radii)
+    table.attrs["modes"] = {label: mode for label, mode in zip(labels, modes) if mode}
     return table if len(set(norms)) > 1 else name_norm_columns(table, norms[0])
 
 
+def whole_pixel_radii(frames: Sequence[pd.DataFrame], radii) -> list[float]:
+    """The radii of an l0 table, which count pixels: whole numbers from 0 to the largest certified
+    radius (at most 9 columns) by default; given radii must be whole numbers."""
+    if radii is None:
+        largest = int(max((largest_certified_radius(frame) for frame in frames), default=0.0))
+        step = max(1, math.ceil(largest / 8))
+        return [float(r) for r in range(0, largest + 1, step)]
+    radii = parse_radii(radii)
+    if any(not float(r).is_integer() for r in radii):
+        raise ResultsError(f"l0 radii count pixels: give whole numbers, got {', '.join(f'{r:g}' for r in radii)}")
+    return radii
+
+
+# --------------------------------------------------------------------------- attacks
+EMPIRICAL, BROKEN = "empirical robust accuracy (upper bound)", "broken"
+ABSTAINED_CLEAN, ABSTAINED_ADV, WRONG_CLEAN = "abstained at x", "abstained at x_adv", "wrong at x"
+
+
 def attack_summary(frame: pd.DataFrame) -> dict:
-    """What an attack TSV (or the frame ``attack_dataset`` returns) says, over ALL its rows:
-    ``clean accuracy`` (PREDICT at x correct), ``empirical robust accuracy`` (PREDICT at x_adv
-    correct: an UPPER bound on robust accuracy at eps, never a certificate), the abstention rate at
-    x_adv, the mean and largest l2 distance of the attack, and ``rows``."""
+    """What an attack TSV (or the frame ``attack_dataset`` returns) says, over ALL its rows.
+
+    PREDICT either returns a class or abstains; only a returned class says anything about the
+    smoothed classifier g (it is g's class with probability >= 1 - alpha). So an input is shown
+    NOT robust at eps when PREDICT returns a wrong class at x (``wrong at x``) or at x_adv
+    (``broken``: the attack found a point within eps where g gives another class), and an
+    abstention, at x or at x_adv, shows nothing (g may well give the label there). Hence:
+
+    * ``empirical robust accuracy (upper bound)`` = 1 - (wrong at x or broken) / rows: an UPPER
+      bound on the robust accuracy at eps (up to PREDICT's errors), since a stronger attack can only
+      break more; never a certificate. Certified accuracy at radius eps bounds it from below.
+    * ``clean accuracy`` (PREDICT at x returns the label), ``abstained at x``, ``abstained at x_adv``,
+      ``broken``, ``wrong at x`` (fractions of all rows), ``correct at x_adv`` (PREDICT at x_adv
+      returns the label: abstentions count as wrong, so it is neither bound), the mean and largest
+      l2 distance of the attack, and ``rows``.
+    """
     rows = len(frame)
+    names = (CLEAN_ACCURACY, ABSTAINED_CLEAN, WRONG_CLEAN, ABSTAINED_ADV, BROKEN, EMPIRICAL, "correct at x_adv",
+             "mean distance", "max distance")
     if not rows:
-        return {CLEAN_ACCURACY: math.nan, "empirical robust accuracy": math.nan, "abstention (adv)": math.nan,
-                "mean distance": math.nan, "max distance": math.nan, ROWS: 0}
-    return {CLEAN_ACCURACY: float((frame["predict_clean"] == frame["label"]).mean()),
-            "empirical robust accuracy": float(frame["correct_adv"].mean()),
-            "abstention (adv)": float((frame["predict_adv"] == -1).mean()),
-            "mean distance": float(frame["distance"].mean()), "max distance": float(frame["distance"].max()),
-            ROWS: rows}
+        return {**{name: math.nan for name in names}, ROWS: 0}
+    label, clean, adversarial = (frame[c].to_numpy() for c in ("label", "predict_clean", "predict_adv"))
+    wrong_clean = (clean != label) & (clean != -1)
+    broken = (adversarial != label) & (adversarial != -1)
+    values = (clean == label, clean == -1, wrong_clean, adversarial == -1, broken, ~(wrong_clean | broken),
+              adversarial == label)
+    summary = {name: float(np.mean(v)) for name, v in zip(names, values)}
+    summary.update({"mean distance": float(frame["distance"].mean()), "max distance": float(frame["distance"].max()),
+                    ROWS: rows})
+    return summary
+
+
+def attack_line(frame: pd.DataFrame, eps: float | None = None) -> str:
+    """One line for the end of ``robustcert attack``: the upper bound and the counts it rests on
+    (:func:`attack_summary`)."""
+    summary, rows = attack_summary(frame), len(frame)
+
+    def count(name: str) -> int:
+        return int(round(summary[name] * rows)) if rows else 0
+
+    at = f" at eps={eps:g}" if eps is not None else ""
+    return (f"empirical robust accuracy{at} (an upper bound, not a certificate): {summary[EMPIRICAL]:.3f} "
+            f"({count(EMPIRICAL)} of {rows}); broken {count(BROKEN)}, abstained at x_adv {count(ABSTAINED_ADV)}, "
+            f"wrong at x {count(WRONG_CLEAN)}, abstained at x {count(ABSTAINED_CLEAN)}; clean accuracy "
+            f"{summary[CLEAN_ACCURACY]:.3f}")
+
+
+ATTACK_TABLE_COLUMNS = ("eps", CLEAN_ACCURACY, ABSTAINED_CLEAN, ABSTAINED_ADV, BROKEN, EMPIRICAL, ROWS)
+
+
+def attack_table(paths: Sequence[str | Path], labels: Sequence[str], kinds: Sequence[str]) -> pd.DataFrame:
+    """One row per attack file (:func:`attack_summary`), with the certified accuracy at radius eps
+    of each certify file given beside them, over the same images (the attack file's idx: a certify
+    file must hold them all). certified <= robust <= empirical (up to alpha): the two bound the
+    robust accuracy at eps from below and from above."""
+    if any(kind not in ("attack", "certify") for kind in kinds):
+        raise ResultsError("an attack table takes attack files and, beside them, certify files (their certified "
+                           "accuracy at r = eps); not predict or certify-policy files")
+    certify = [(label, path) for label, path, kind in zip(labels, paths, kinds) if kind == "certify"]
+    for label, path in certify:
+        norm = read_sidecar(path).get("norm", "l2")
+        if norm != "l2":
+            raise ResultsError(f"{path} certifies {norm} radii; the attack's ball is l2")
+    certified_frames = [(label, path, checked_frame(path, read_results(path))) for label, path in certify]
+    lines, index = [], []
+    for label, path, kind in zip(labels, paths, kinds):
+        if kind != "attack":
+            continue
+        frame = checked_frame(path, read_results(path))
+        eps = (read_sidecar(path).get("parameters") or {}).get("eps")
+        line = {"eps": math.nan if eps is None else float(eps), **attack_summary(frame)}
+        line = {column: line[column] for column in ATTACK_TABLE_COLUMNS}
+        for certify_label, certify_path, certified in certified_frames:
+            if eps is None:
+                raise ResultsError(f"{path} has no sidecar recording its eps: certified accuracy at r = eps "
+                                   "cannot be read beside it")
+            missing = sorted(set(frame["idx"]) - set(certified["idx"]))
+            if missing:
+                raise ResultsError(f"{certify_path} lacks {len(missing)} of the images of {path} (idx "
+                                   f"{missing[0]}, ...): certify the same images (same --data, --split, --skip, "
+                                   "--max) to compare")
+            same = certified[certified["idx"].isin(frame["idx"])]
+            line[f"certified at r=eps ({certify_label})"] = float(certified_accuracy(same, [float(eps)])[0])
+        lines.append(line)
+        index.append(label)
+    return pd.DataFrame(lines, index=pd.Index(index, name="file"))

@@ -14,6 +14,7 @@ torchrun the inputs are sharded across processes (:mod:`robustcert.runs.sharded`
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -25,13 +26,14 @@ import torch
 
 from ..data import CertDataset, load_dataset
 from ..engine import configure_cpu, inputs_per_call
-from ..errors import InvalidArgumentError, ShapeError, check_count
+from ..errors import InvalidArgumentError, ShapeError, check_count, note_interruption
 from ..models.preprocess import Preprocessing
 from ..models.provenance import recorded
 from ..results import ATTACK_COLUMNS, CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_row, predict_row, read_results
 from . import sharded
-from ..files import RowWriter, check_output, finish_last_run, previous_runs, write_sidecar
+from ..files import RowWriter, check_output, finish_last_run, output_lock, previous_runs, write_sidecar
 from .lvm_select import check_held_out
+from .progress import progress_bar
 from .provenance import describe_models, python_command, run_record
 
 #: Per-input fields of the returned frame beyond the TSV's columns.
@@ -76,17 +78,6 @@ def check_fits(smoothed, dataset: CertDataset) -> None:
                          f"the smoothed classifier {smoothed.num_classes}")
 
 
-def progress_bar(total: int, show: bool, unit: str = "input", initial: int = 0):
-    """tqdm on stderr (inputs done, rate, ETA); off unless ``show`` and stderr is a terminal.
-
-    ``initial`` counts work done by an earlier run (resume) without inflating the rate and ETA.
-    """
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                disable=not show or not sys.stderr.isatty())
-
-
 @dataclass
 class DatasetRun:
     """One run over a dataset: what to compute per group of inputs, and where rows go."""
@@ -110,7 +101,7 @@ class DatasetRun:
         """Compute each group's results, write one flushed row per input, show progress."""
         started, samples_done = time.perf_counter(), 0
         total = initial + sum(map(len, groups))
-        with progress_bar(total, self.progress and show_progress, initial=initial) as bar:
+        with progress_bar(total, self.progress and show_progress, initial=initial, what=self.kind) as bar:
             for group in groups:
                 items = [self.dataset[i] for i in group]
                 xs = torch.stack([torch.as_tensor(x) for x, _ in items])
@@ -137,6 +128,7 @@ def _execute(run: DatasetRun, out: Path | None, resume: bool, parameters: dict, 
         run.work(run.groups(run.indices), None, True, frame_rows=frame_rows)
         return _frame(run, frame_rows, None)
     record = run_record(run.kind, run.smoothed, run.dataset, parameters, model, run.smoothed.device, command)
+    record["data"].update(inputs=len(run.dataset), selected=len(run.indices))  # tables check the rows against it
     if cpu:
         record["runs"][-1]["cpu"] = cpu
     if sharded.current() is not None:
@@ -160,6 +152,9 @@ def _execute(run: DatasetRun, out: Path | None, resume: bool, parameters: dict, 
     except BaseException as exc:
         writer.discard_if_unused()
         _finish(out, run, samples(), ending=exc)
+        rows = len(writer.done) + writer.rows_written
+        note_interruption(exc, f"{rows} of {len(run.indices)} rows are in {out} ({writer.rows_written} from this run); "
+                               f"--resume continues" if out.exists() else "no row was written: nothing is left")
         raise
     finally:
         writer.close()
@@ -191,13 +186,15 @@ def _frame(run: DatasetRun, rows: list[dict], out: Path | None) -> pd.DataFrame:
     return frame.sort_values("idx", kind="stable").reset_index(drop=True)
 
 
-def _start(smoothed, data, out, split, resume, threads, distributed):
-    """What every dataset run does first: the dataset, the output check, CPU settings, the process group."""
+def _start(smoothed, data, out, split, resume, threads, distributed, kind, hold: contextlib.ExitStack):
+    """What every dataset run does first: the dataset, the output's lock (held in ``hold`` until the
+    run ends) and check, CPU settings, the process group."""
     dataset = as_dataset(data, split, model_preprocessing(smoothed))
     check_fits(smoothed, dataset)
     out = None if out is None else Path(out)
     if out is not None and sharded.is_first_rank(bool(distributed)):
-        check_output(out, resume)  # before anything slow: never touch existing results
+        hold.enter_context(output_lock(out))  # one writer: a second run on this file is refused
+        check_output(out, resume, kind)  # before anything slow: never touch existing results
     cpu = configure_cpu(threads) if smoothed.device.type == "cpu" else {}
     joined = sharded.current() is None and sharded.requested(bool(distributed))
     if joined:
@@ -219,7 +216,12 @@ def _run(kind: str, smoothed, data, out, *, samples_per_input: int, batch_size, 
     """
     seed = smoothed.resolve_seed(seed)
     threads_before = torch.get_num_threads()
-    dataset, out, cpu, joined = _start(smoothed, data, out, split, resume, threads, distributed)
+    hold = contextlib.ExitStack()
+    try:
+        dataset, out, cpu, joined = _start(smoothed, data, out, split, resume, threads, distributed, kind, hold)
+    except BaseException:
+        hold.close()
+        raise
     try:
         indices = selected_indices(len(dataset), skip, max_inputs)
         check_held_out(smoothed, dataset, indices)  # an LVM classifier chosen on held-out inputs
@@ -241,6 +243,7 @@ def _run(kind: str, smoothed, data, out, *, samples_per_input: int, batch_size, 
         torch.set_num_threads(threads_before)
         if joined:
             sharded.stop()
+        hold.close()
 
 
 def certify_dataset(smoothed, data, out: str | Path | None = None, *, n0: int = 100, n: int = 100_000,

@@ -19,13 +19,14 @@ import signal
 import threading
 
 from ..files import (
-    RowWriter, check_output, ending_fields, finish_last_run, previous_runs, run_status, sidecar_path, timestamp,
-    update_last_run, write_sidecar,
+    OutputBusyError, RowWriter, check_output, ending_fields, finish_last_run, output_lock, previous_runs, run_status,
+    sidecar_path, timestamp, update_last_run, write_sidecar,
 )
 
 __all__ = [
-    "RowWriter", "Stopped", "check_output", "ending_fields", "finish_last_run", "previous_runs", "run_status",
-    "sidecar_path", "stop_on_termination_signals", "timestamp", "update_last_run", "write_sidecar",
+    "OutputBusyError", "RowWriter", "Stopped", "check_output", "ending_fields", "finish_last_run", "output_lock",
+    "previous_runs", "run_status", "sidecar_path", "stop_on_termination_signals", "timestamp", "update_last_run",
+    "write_sidecar",
 ]
 
 

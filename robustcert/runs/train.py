@@ -37,6 +37,7 @@ with.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -50,7 +51,8 @@ from ..augment import AUGMENTATIONS
 from ..data import CertDataset, load_dataset
 from ..engine import PRECISIONS, AblationNoise, AdditiveNoise, as_device, configure_cpu, derive_seed, input_generator
 from ..errors import (
-    CheckpointError, InvalidArgumentError, RunError, ShapeError, check_count, check_sigma, renamed_argument,
+    CheckpointError, InvalidArgumentError, RunError, ShapeError, check_count, check_sigma, note_interruption,
+    renamed_argument,
 )
 from ..losses import consistency_loss, gaussian_augmentation_loss
 from ..methods.attack import check_eps, pgd_on_smoothed
@@ -58,9 +60,11 @@ from ..methods.noises import noise_model
 from ..models import ARCHITECTURES, build_model, default_architecture
 from ..models.checkpoint import torch_load_safely
 from ..splits import get_split
-from .dataset import as_dataset, progress_bar
+from .dataset import as_dataset
+from .progress import progress_bar
 from ..files import (
-    atomic_write, check_output, ending_fields, previous_runs, sidecar_path, timestamp, write_json_atomically,
+    atomic_write, check_output, ending_fields, output_lock, previous_runs, read_sidecar, sidecar_path, timestamp,
+    write_json_atomically,
 )
 from .provenance import device_name, package_versions, python_command
 
@@ -77,6 +81,7 @@ class TrainingResult:
     checkpoint: Path | None        # the checkpoint written, or None for an in-memory run
     arch: str
     parameters: dict
+    epochs_trained: int = 0        # epochs this call trained (0: the checkpoint already held them all)
 
 
 def _in_range(value, name: str, low: float, high: float, high_open: bool = True) -> float:
@@ -226,6 +231,16 @@ class _Trainer:
             except OSError:
                 pass
 
+    def saved_note(self) -> str:
+        """What an interruption leaves: the last epoch saved in the checkpoint, or nothing."""
+        if self.out is None:
+            return "training in memory: nothing was written"
+        done, epochs = len(self.history), self.setup.parameters["epochs"]
+        if done == 0 or not self.out.is_file():
+            return "no epoch finished: nothing was written"
+        return (f"epoch {done} of {epochs} is saved in {self.out} and {sidecar_path(self.out).name}; --resume "
+                f"continues from epoch {done + 1}")
+
     # ------------------------------------------------------------------ training
     def noisy_batch(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """``noise_copies`` noisy copies of a clean batch, copy-major: (M * B, *sample shape)."""
@@ -346,7 +361,7 @@ class _Trainer:
         p = self.setup.parameters
         start = len(self.history)
         steps = math.ceil(len(self.setup.train) / p["batch"])
-        with progress_bar(p["epochs"] * steps, self.progress, unit="step", initial=start * steps) as bar:
+        with progress_bar(p["epochs"] * steps, self.progress, unit="step", initial=start * steps, what="train") as bar:
             for epoch in range(start, p["epochs"]):
                 row = self.train_epoch(epoch, bar)
                 row.update(self.validate())
@@ -479,32 +494,62 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
                          precision=precision, adversarial=adversarial, attack_steps=attack_steps)
     recipe_parameters(**{**parameters_in, "arch": arch, "augment": augment, "noise_name": None})  # fail fast
     device = as_device(device)
-    resuming = check_output(out, resume) if out is not None else False  # before loading anything
-    setup = _resolve(data, validation, sigma=sigma, arch=arch, split=split, branch=branch, augment=augment,
-                     noise=noise, device=device, parameters_in=parameters_in)
-    threads_before = torch.get_num_threads()
-    try:
-        cpu = configure_cpu(threads) if device.type == "cpu" else {}
-        trainer = _Trainer(setup, out, progress, log, command or python_command())
-        if cpu:
-            trainer.record["runs"][-1]["cpu"] = cpu
-        if resuming:
-            if not sidecar_path(out).is_file():
-                raise RunError(f"cannot resume {out}: its sidecar {sidecar_path(out).name} is missing, so the "
-                               "run that wrote it is unknown")
-            earlier = previous_runs(out, trainer.record)  # same parameters and data, else RunError
-            trainer.resume_from(_training_checkpoint(out), earlier)
+    with contextlib.ExitStack() as hold:
+        if out is not None:
+            hold.enter_context(output_lock(out, "checkpoint"))  # one writer per checkpoint, for the whole run
+        resuming = check_output(out, resume, "train") if out is not None else False  # before loading anything
+        setup = _resolve(data, validation, sigma=sigma, arch=arch, split=split, branch=branch, augment=augment,
+                         noise=noise, device=device, parameters_in=parameters_in)
+        threads_before = torch.get_num_threads()
         try:
-            trainer.run()
-        except BaseException as exc:
-            trainer.finish(exc)
-            raise
-        trainer.finish()
-    finally:
-        torch.set_num_threads(threads_before)
+            cpu = configure_cpu(threads) if device.type == "cpu" else {}
+            trainer = _Trainer(setup, out, progress, log, command or python_command())
+            if cpu:
+                trainer.record["runs"][-1]["cpu"] = cpu
+            if resuming:
+                _resume(trainer, out, lr_step_given=lr_step is not None)
+            epochs_before = len(trainer.history)
+            try:
+                trainer.run()
+            except BaseException as exc:
+                trainer.finish(exc)
+                note_interruption(exc, trainer.saved_note())
+                raise
+            trainer.finish()
+        finally:
+            torch.set_num_threads(threads_before)
     trainer.model.eval()
     return TrainingResult(trainer.model, pd.DataFrame(trainer.history), out, setup.parameters["arch"],
-                          setup.parameters)
+                          setup.parameters, len(trainer.history) - epochs_before)
+
+
+def _resume(trainer: "_Trainer", out: Path, lr_step_given: bool) -> None:
+    """Continue ``out``: the same recipe and data as the run that wrote it (else RunError), or the
+    same with more epochs (the run is extended: the learning-rate schedule keeps the recorded
+    lr_step unless one is given, and the sidecar records the extension)."""
+    if not sidecar_path(out).is_file():
+        raise RunError(f"cannot resume {out}: its sidecar {sidecar_path(out).name} is missing, so the "
+                       "run that wrote it is unknown")
+    checkpoint = _training_checkpoint(out)
+    done, parameters = len(checkpoint["history"]), trainer.setup.parameters
+    recorded = (read_sidecar(out).get("parameters") or {})
+    asked, before = parameters["epochs"], recorded.get("epochs", parameters["epochs"])
+    if asked != before:
+        if asked < done:
+            raise RunError(f"cannot resume {out} with {asked} epochs: it already holds {done} (a run cannot be "
+                           f"shortened; its epoch-{asked} model was not kept)")
+        if not lr_step_given and "lr_step" in recorded:
+            parameters["lr_step"] = recorded["lr_step"]  # the schedule the earlier epochs followed
+        as_recorded = {**trainer.record, "parameters": {**parameters, "epochs": before}}
+        earlier = previous_runs(out, as_recorded)  # all else the same, else RunError
+        trainer.record["runs"][-1]["extended"] = {"from_epochs": before, "to_epochs": asked,
+                                                  "lr_step": parameters["lr_step"]}
+        if trainer.log is not None:
+            trainer.log(f"extending {out} from {before} to {asked} epochs (lr x{parameters['lr_gamma']:g} every "
+                        f"{parameters['lr_step']} epochs, as recorded)")
+    else:
+        earlier = previous_runs(out, trainer.record)  # same parameters and data, else RunError
+    trainer.resume_from(checkpoint, earlier)
 
 
 def _training_checkpoint(path: Path) -> dict:
