@@ -307,7 +307,8 @@ def method_options(command: str) -> list:
 DENOISER_OPTIONS = [
     option("--denoiser", default=None, section=DENOISER,
            help="Diffusion denoiser in front of the model (Carlini et al. 2023): bundled:digits-ddpm "
-                "or a local diffusers folder (needs pip install robustcert[diffusion])."),
+                "or a local diffusers folder (needs the diffusion extra: pip install -e \".[diffusion]\" in the "
+                "checkout)."),
     option("--denoiser-steps", type=click.IntRange(min=1), default=None, section=DENOISER,
            help="Run the deterministic DDIM chain from t* in this many model calls "
                 "instead of one-shot denoising (costs that many times more)."),
@@ -735,7 +736,7 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
     from .runs.policy import certify_policy_file
     from .runs.progress import progress_bar
 
-    check_output(out_path, resume=False)
+    check_output(out_path, resume=False, kind="certify-policy")
     if max_episode_steps is not None:
         check_count(max_episode_steps, "--max-episode-steps")
     if threads is not None:

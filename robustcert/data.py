@@ -4,8 +4,10 @@ Specifications accepted by :func:`load_dataset` (and the CLI's ``--data``):
 
 * ``digits``: scikit-learn's handwritten digits (``sklearn.datasets.load_digits``, 1797 real
   8x8 images shipped inside scikit-learn), scaled to [0,1] (pixel / 16), shape 1x8x8, 10
-  classes. Fixed split: the test split is every 5th image (index % 5 == 0, 360 images), the
-  train split the other 1437; ``val`` is the test split.
+  classes. Fixed split: the test split is every 5th image (index % 5 == 0, 360 images); of the
+  other 1437, ``val`` is every 10th (144 images, held out like the file datasets' val) and
+  ``train`` the remaining 1293. ``train+val`` (Python only) is all 1437 non-test images, in order:
+  what the bundled digits models were trained on.
 * ``mnist:ROOT`` and ``fashion-mnist:ROOT``: the four original IDX files
   (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
   ``t10k-labels-idx1-ubyte``, each gzipped or not) directly in ROOT, or in torchvision's layout
@@ -42,6 +44,7 @@ All inputs are float tensors in [0,1] pixel space, without normalisation (the mo
 from __future__ import annotations
 
 import gzip
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -53,6 +56,7 @@ from .engine import first_line
 from .errors import DataError
 
 DIGITS_TEST_EVERY = 5
+DIGITS_VAL_EVERY = 10  # of the non-test images
 #: The validation split of a file dataset: every k-th image of its training file.
 VALIDATION_EVERY = {"mnist": 12, "fashion-mnist": 12, "cifar10": 10}
 
@@ -126,14 +130,12 @@ def digits_arrays(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     images = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
     labels = bunch.target.astype(np.int64)
     is_test = np.arange(len(labels)) % DIGITS_TEST_EVERY == 0
-    if split == "test":
-        keep = is_test
-    elif split == "train":
-        keep = ~is_test
-    elif split == "all":
-        keep = np.ones_like(is_test)
-    else:
-        raise DataError(f"unknown split {split!r} for digits (train, test or all)")
+    is_val = np.zeros_like(is_test)
+    is_val[np.flatnonzero(~is_test)[::DIGITS_VAL_EVERY]] = True  # every 10th non-test image: disjoint from test
+    keep = {"test": is_test, "val": is_val, "train": ~is_test & ~is_val, "train+val": ~is_test,
+            "all": np.ones_like(is_test)}.get(split)
+    if keep is None:
+        raise DataError(f"unknown split {split!r} for digits (train, val, test, train+val or all)")
     return images[keep], labels[keep]
 
 
@@ -146,6 +148,13 @@ def _npz(path: str) -> CertDataset:
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"npz file not found: {path}")
+    if not zipfile.is_zipfile(file):  # np.load would try to unpickle it and speak of allow_pickle
+        with open(file, "rb") as handle:
+            head = handle.read(512)
+        what = "a .npy array (np.save), not an .npz archive (np.savez)" if head.startswith(b"\x93NUMPY") else \
+            "a text file" if _is_text(head) else "not a zip archive"
+        raise DataError(f"npz:{path} is {what}: give an .npz archive holding arrays x (N, C, H, W) and y (N), as "
+                        "written by numpy.savez")
     try:
         with np.load(file, allow_pickle=False) as archive:
             if "x" not in archive or "y" not in archive:
@@ -167,6 +176,14 @@ def _npz(path: str) -> CertDataset:
     return CertDataset(f"npz:{path}", num_classes, tuple(x.shape[1:]),
                        (torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))),
                        classes_known=False)
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _root_folder(kind: str, root: str) -> Path:
@@ -373,8 +390,11 @@ def load_dataset(spec: str, split: str = "test", preprocessing=None) -> CertData
     """
     if not isinstance(spec, str):
         raise DataError(f"a dataset specification is a string such as 'digits' or 'npz:PATH', got {spec!r}")
-    if split not in ("train", "test", "val", "all"):
+    if split not in ("train", "test", "val", "all", "train+val"):
         raise DataError(f"unknown split {split!r} (train, test, val or all)")
+    if split == "train+val" and spec != "digits":
+        raise DataError("split 'train+val' is defined for digits only (the whole training file of the others: 'all' "
+                        "minus 'test')")
     dataset = _load(spec, split, preprocessing)
     dataset.split = split
     return dataset
@@ -382,7 +402,7 @@ def load_dataset(spec: str, split: str = "test", preprocessing=None) -> CertData
 
 def _load(spec: str, split: str, preprocessing=None) -> CertDataset:
     if spec == "digits":
-        return _digits("test" if split == "val" else split)
+        return _digits(split)
     scheme, sep, location = spec.partition(":")
     if not sep or not location:
         raise DataError(

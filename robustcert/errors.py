@@ -125,3 +125,24 @@ class RobustCertWarning(UserWarning):
 def warn(message: str) -> None:
     """Issue a :class:`RobustCertWarning` (shown once per message)."""
     warnings.warn(message, RobustCertWarning, stacklevel=3)
+
+
+class MissingDependencyError(RobustCertError, ImportError):
+    """An optional dependency (an extra: diffusion, rl, ...) is not installed."""
+
+
+def install_hint(extra: str) -> str:
+    """How to install an extra, from a checkout first (robustcert is installed from its source
+    folder) and from a package index."""
+    return f'pip install -e ".[{extra}]" in the robustcert checkout (pip install "robustcert[{extra}]" from a package index)'
+
+
+def require_extra(module: str, extra: str, needed_for: str):
+    """Import ``module`` of the optional ``extra``, or raise MissingDependencyError in one line."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(f"{needed_for} needs the {extra} extra ({module} is not installed): "
+                                     f"{install_hint(extra)}") from None

@@ -271,11 +271,19 @@ def check_derived_output(out: str | Path, inputs: Sequence[str | Path], what: st
         recorded = FileRecord(out.parent).kind_of(out)
     except RunError as exc:
         raise ResultsError(str(exc)) from None
-    if recorded == kind or force:
+    recognise = RECOGNISERS.get(kind)
+    if recorded == kind or force or (recorded is None and recognise is not None and _safely(recognise, out)):
         return out
     writer = WRITERS.get(kind, "robustcert")
     raise ResultsError(f"refusing to overwrite {out}: it is {describe_file(out)}, not a {what} that {writer} wrote "
                        f"there; choose another output file, or --force to replace it")
+
+
+def _safely(recognise: Callable[[Path], bool], path: Path) -> bool:
+    try:
+        return bool(recognise(path))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return False
 
 
 def write_derived_file(out: str | Path, content: Content, inputs: Sequence[str | Path], what: str = "table",
@@ -557,6 +565,16 @@ FILE_RECORD = ".robustcert-files.json"
 #: Who wrote each kind of recorded file (for messages).
 WRITERS = {"table": "robustcert table", "figure": "robustcert plot", "bench": "robustcert bench",
            "demo": "robustcert demo"}
+
+
+#: kind -> a function telling from a file's content that it is an earlier output of that kind
+#: (outputs written before the folder had a record, e.g. the committed bench records).
+RECOGNISERS: dict[str, Callable[[Path], bool]] = {}
+
+
+def register_recogniser(kind: str, recognise: Callable[[Path], bool]) -> None:
+    """Let :func:`check_derived_output` recognise an earlier output of ``kind`` by its content."""
+    RECOGNISERS[kind] = recognise
 
 
 class FileRecord:

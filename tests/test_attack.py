@@ -12,7 +12,9 @@ import torch
 
 from robustcert import ABSTAIN, InvalidArgumentError, RunError, Smooth, load_dataset, load_model
 from robustcert.methods.attack import SmoothedPGD, pgd_on_smoothed, smoothed_log_probability
-from robustcert.results import ResultsError, attack_summary, check_derived_output, read_results, table_from_files
+from robustcert.results import (
+    EMPIRICAL, ResultsError, attack_summary, check_derived_output, read_results, table_from_files,
+)
 from robustcert.runs.attack import attack_dataset
 from robustcert.runs.train import train_model
 from test_train import invoke, one_error_line  # the CLI helpers of the train tests
@@ -95,7 +97,7 @@ def test_the_attack_lowers_the_smoothed_accuracy_on_digits(one_thread):
     frame = attack_dataset(smoothed, "digits", None, eps=1.0, steps=10, m=16, n=500, max_inputs=30, progress=False)
     summary = attack_summary(frame)
     assert summary["clean accuracy"] >= 0.9
-    assert summary["empirical robust accuracy"] <= summary["clean accuracy"] - 0.4
+    assert summary[EMPIRICAL] <= summary["clean accuracy"] - 0.4
     assert summary["max distance"] <= 1.0 + 1e-5
     assert frame["correct_adv"].tolist() == [int(a == y) for a, y in zip(frame["predict_adv"], frame["label"])]
 
@@ -158,12 +160,17 @@ def test_attack_command_writes_tsv_and_sidecar_and_never_overwrites(tmp_path):
     resumed = read_results(out)
     assert resumed.drop(columns="time").equals(frame.drop(columns="time"))
     assert len(json.loads(Path(f"{out}.json").read_text())["runs"]) == 2
-    # the attack TSV is not a certify result: table refuses it, and nothing derived may overwrite it
-    with pytest.raises(ResultsError, match="attack TSV .* not a certificate"):
-        table_from_files([out])
-    one_error_line(invoke("table", out), "is an attack TSV")
-    with pytest.raises(ResultsError, match="a attack result file|an attack result file|attack result file"):
+    assert "empirical robust accuracy at eps=0.5 (an upper bound, not a certificate)" in result.output
+    # table summarises it (its own columns, no certified accuracy); nothing derived may overwrite it
+    attack_rows = table_from_files([out])
+    assert list(attack_rows.columns) == ["eps", "clean accuracy", "abstained at x", "abstained at x_adv", "broken",
+                                         EMPIRICAL, "rows"]
+    assert attack_rows["eps"].iloc[0] == 0.5 and attack_rows["rows"].iloc[0] == 4
+    shown = invoke("table", out)
+    assert shown.exit_code == 0 and EMPIRICAL in shown.output
+    with pytest.raises(ResultsError, match="it is an attack result file"):
         check_derived_output(out, [])
+    one_error_line(invoke("plot", out, "--out", tmp_path / "a.png"), "is an attack TSV")
 
 
 @pytest.mark.parametrize("change,message", [
@@ -243,3 +250,46 @@ def test_linear_closed_form_matches_numpy():
     adversarial = pgd_on_smoothed(model, x, torch.tensor([1]), torch.zeros(3, 1, 1, 4, 4), 0.2, 1).numpy().ravel()
     direction = w[0] - w[1]
     np.testing.assert_allclose(adversarial, 0.5 + 0.2 * direction / np.linalg.norm(direction), atol=1e-6)
+
+
+def test_on_a_linear_model_certified_exact_and_empirical_accuracies_are_in_order(tmp_path, one_thread):
+    """The audit's case. A 2-class linear model: its Gaussian-smoothed classifier is the model itself,
+    and an input is robust at eps exactly when it is classified correctly more than eps from the
+    hyperplane (every ball here lies inside the box). So, up to PREDICT's and CERTIFY's errors
+    (fixed seeds: deterministic):  certified accuracy at eps <= exact robust accuracy <= the attack's
+    empirical robust accuracy. 40 inputs lie just beyond eps: certified, and the attack brings them
+    to the hyperplane, where PREDICT abstains; counting those abstentions as broken (the attack's old
+    rule) put its "upper bound" below the certified accuracy."""
+    d, sigma, eps, count = 16, 0.25, 0.1, 200
+    model, weight = linear_model(d, seed=3)
+    normal = weight[1] - weight[0]
+    unit = normal / normal.norm()
+    with torch.no_grad():  # the hyperplane through the centre of the box: class 1 iff normal . (x - 0.5) > 0
+        model[1].bias.copy_(torch.tensor([0.0, -0.5 * float(normal.sum())]))
+    generator = torch.Generator().manual_seed(0)
+    offsets = 0.1 * (torch.rand(count, d, generator=generator) - 0.5)
+    offsets -= (offsets @ unit)[:, None] * unit  # along the hyperplane
+    signed = torch.cat([torch.rand(count - 40, generator=generator) * 0.6 - 0.2, torch.full((40,), eps + 0.012)])
+    x = 0.5 + offsets + signed[:, None] * unit
+    assert float(x.min()) >= eps and float(x.max()) <= 1 - eps  # each ball inside [0, 1]
+    labels = (signed > 0).long()
+    labels[:20] = 1 - labels[:20]  # some misclassified inputs too
+    data = tmp_path / "linear.npz"
+    np.savez(data, x=x.view(count, 1, 4, 4).numpy().astype(np.float32), y=labels.numpy())
+    exact = int(((signed.abs() > eps) & ((signed > 0).long() == labels)).sum())
+
+    smoothed = Smooth(model, num_classes=2, sigma=sigma)
+    dataset = load_dataset(f"npz:{data}")
+    from robustcert import certify_dataset
+
+    certified = certify_dataset(smoothed, dataset, n0=100, n=20_000, alpha=0.001, seed=1, progress=False)
+    certified_count = int((certified["correct"].astype(bool) & (certified["radius"] >= eps)).sum())
+    attacked = attack_dataset(smoothed, dataset, None, eps=eps, steps=10, m=16, n=1000, alpha=0.001, seed=2,
+                              progress=False)
+    summary = attack_summary(attacked)
+    empirical_count = round(summary[EMPIRICAL] * count)
+    assert certified_count <= exact <= empirical_count
+    assert certified_count > 0.3 * count and empirical_count < count  # neither bound is trivial
+    abstained = (attacked["predict_adv"] == ABSTAIN).sum()
+    assert abstained >= 20 and round(summary["abstained at x_adv"] * count) == abstained
+    assert int(attacked["correct_adv"].sum()) < certified_count  # the old rule's "upper bound" fell below

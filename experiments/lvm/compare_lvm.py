@@ -50,7 +50,7 @@ PER_INPUT = ("per-input-grid", "per-input-union-grid")
 def build_methods(model, sigma, args, log):
     """The smoothed classifiers, with the held-out selections made first (and logged)."""
     def chosen(maps):
-        selection = select_lvm(model, 10, sigma, "digits", split="train", maps=maps, temperatures=GRID_TEMPERATURES,
+        selection = select_lvm(model, 10, sigma, "digits", split="train+val", maps=maps, temperatures=GRID_TEMPERATURES,
                                max_inputs=args.held_out, n0=args.n0, n=args.n, alpha=args.alpha,
                                batch_size=args.batch, seed=args.seed)
         log.append((maps, selection))

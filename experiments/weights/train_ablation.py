@@ -150,7 +150,7 @@ def main():
     torch.set_num_threads(args.threads)
     digits = args.data == "digits"
     if digits:
-        (x_train, y_train), (x_test, y_test) = digits_arrays("train"), digits_arrays("test")
+        (x_train, y_train), (x_test, y_test) = digits_arrays("train+val"), digits_arrays("test")
     elif args.data.startswith("fashion-mnist:"):
         root = args.data.split(":", 1)[1]
         (x_train, y_train), (x_test, y_test) = fashion_arrays(root, "train"), fashion_arrays(root, "test")

@@ -33,7 +33,7 @@ def train(sigma: float, epochs: int, seed: int, batch_size: int = 64, lr: float 
     half of a dual-smoothing split) let other recipes reuse this loop.
     """
     torch.manual_seed(seed)
-    x_train, y_train = (torch.from_numpy(a) for a in digits_arrays("train"))
+    x_train, y_train = (torch.from_numpy(a) for a in digits_arrays("train+val"))
     x_test, y_test = (torch.from_numpy(a) for a in digits_arrays("test"))
     if view is not None:
         x_train, x_test = view(x_train), view(x_test)

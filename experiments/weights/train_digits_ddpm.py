@@ -46,7 +46,7 @@ def build(seed: int):
 def train(steps: int, batch_size: int, lr: float, seed: int):
     """Standard epsilon-prediction DDPM training; returns (unet, scheduler, final mean loss)."""
     unet, scheduler = build(seed)
-    x_train = torch.from_numpy(digits_arrays("train")[0]) * 2 - 1  # [0,1] -> [-1,1]
+    x_train = torch.from_numpy(digits_arrays("train+val")[0]) * 2 - 1  # [0,1] -> [-1,1]
     abar = scheduler.alphas_cumprod
     optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
     warmup = min(100, steps // 10)

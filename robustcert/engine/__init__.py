@@ -21,13 +21,13 @@ from .sampling import (
     AblationNoise, AdditiveNoise, GaussianNoise, LaplaceNoise, Noise, Segment, UniformNoise, ablate, derive_seed,
     fresh_seed, input_generator, plan_batches, plan_blocks,
 )
-from .sound import DiscreteGaussianNoise, as_levels, grid_indices
+from .sound import DiscreteGaussianNoise, as_levels, grid_indices, grid_rounding
 
 __all__ = [
     "AUTO", "AblationNoise", "Accumulator", "AdditiveNoise", "DiscreteGaussianNoise", "GaussianNoise", "LaplaceNoise",
     "ModelRunner", "MonteCarloEngine", "Noise", "PRECISIONS", "Segment", "UniformNoise", "ablate",
     "VoteCounter", "as_device", "as_levels", "auto_batch_size", "compiled_model", "configure_cpu", "default_threads",
-    "derive_seed", "first_line", "fresh_seed", "grid_indices", "input_generator", "inputs_per_call", "is_out_of_memory",
+    "derive_seed", "first_line", "fresh_seed", "grid_indices", "grid_rounding", "input_generator", "inputs_per_call", "is_out_of_memory",
     "model_device",
     "plan_batches", "plan_blocks", "resolve_channels_last", "tune_cpu_allocator",
 ]

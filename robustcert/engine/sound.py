@@ -68,8 +68,12 @@ TAIL_SDS = 12.0
 MP_PRECISION = 256
 #: The largest J (noise values -J..J): the tables are built once, with mpmath, in about 0.3 ms per value.
 MAX_HALF_WIDTH = 1 << 16
-#: How far an input may be from the grid, in grid units, and still count as the grid point.
-GRID_TOLERANCE = 1e-3
+#: How far an input may be from the grid, in grid units (L |x - K/L|), and still count as the grid
+#: point K/L: the float32 rounding of K/L (half an ulp of numbers <= 1 is 2^-24, so L 2^-24 in grid
+#: units; twice that for an input computed in float32, such as pixel / 255). Anything farther is
+#: refused: the certificate would be about another input. The distance accepted is recorded
+#: (:func:`grid_rounding`).
+FLOAT32_ROUNDING = 2.0 ** -23
 
 
 def as_levels(quantization) -> int:
@@ -170,16 +174,26 @@ def discrete_gaussian_table(sigma: float, levels: int, bits: int = RANDOM_BITS,
 
 
 def grid_indices(inputs: torch.Tensor, levels: int, check: bool = True) -> torch.Tensor:
-    """K = round(L x) as int64; with ``check``, every x must be within GRID_TOLERANCE / L of K / L
-    (one host synchronisation: check once per batch of inputs, not per chunk)."""
+    """K = round(L x) as int64; with ``check``, every x must be within the float32 rounding of
+    K / L (:data:`FLOAT32_ROUNDING`; one host synchronisation: check once per batch of inputs, not
+    per chunk)."""
     scaled = inputs.double() * levels
     grid = torch.round(scaled)
-    if check and inputs.numel() and float((scaled - grid).abs().max()) > GRID_TOLERANCE:
-        worst = float((scaled - grid).abs().max())
-        raise InvalidArgumentError(
-            f"sound_float: inputs must lie on the grid k/{levels} (quantization={levels}); one is {worst:.3g}/{levels} "
-            "away (e.g. 8-bit images: 255; the bundled digits: 16 or a multiple such as 256)")
+    if check and inputs.numel():
+        worst = float(((scaled - grid).abs() / levels).max())  # pixel units
+        if worst > FLOAT32_ROUNDING:
+            raise InvalidArgumentError(
+                f"sound_float: inputs must lie on the grid k/{levels} (quantization={levels}), up to float32 rounding; "
+                f"one is {worst:.3g} away from its grid point (e.g. 8-bit images: 255; the bundled digits: 16 or a "
+                "multiple such as 256)")
     return grid.to(torch.int64)
+
+
+def grid_rounding(inputs: torch.Tensor, levels: int) -> list[float]:
+    """Per input, the l2 distance (pixel units) from x to the grid point K/L the sound mode
+    certifies in its place (0 for an input exactly on the grid)."""
+    scaled = inputs.double() * levels
+    return ((scaled - torch.round(scaled)) / levels).flatten(1).norm(dim=1).tolist()
 
 
 class DiscreteGaussianNoise:

@@ -14,9 +14,11 @@ with k steps of normalised-gradient ascent from x' = x (their PGD_L2 attack):
     x'     <- clip(x', 0, 1)                   (stay an image)
     x'     <- x + (x' - x) * min(1, eps / ||x' - x||_2)   (project back onto the ball)
 
+This is the order of the paper's public code (``PGD_L2`` in Salman et al.'s smoothing-adversarial
+repository: after the SGD step on the normalised gradient, ``delta`` is clamped so that x + delta
+is in [0, 1], then ``renorm`` scales it to l2 norm at most eps): clip first, then renormalise.
 Scaling x' - x towards 0 keeps x' in [0, 1] (the box is convex and holds x), so the result is in
-both sets. (The paper's public code scales first and clips second, which also ends in both sets;
-neither order is the exact projection onto their intersection.) log (1/m) sum_i softmax_i is
+both sets; it is not the exact projection onto their intersection. log (1/m) sum_i softmax_i is
 computed as logsumexp_i(log_softmax_i) - log m, so the gradient does not vanish where a softmax
 rounds to 1.
 
@@ -25,9 +27,11 @@ draw of m samples through the engine's noise object), so an attack is reproducib
 is independent of the samples a later PREDICT or CERTIFY draws (other stage names).
 
 What the attack shows: if PREDICT at x_adv (on fresh noise) returns a class other than y, the
-smoothed classifier is not robust at x within eps (up to PREDICT's error rate alpha). The fraction
-of inputs still classified correctly after the attack is an *empirical* robust accuracy: an UPPER
-bound on the true robust accuracy (a stronger attack can only lower it), never a certificate.
+smoothed classifier is not robust at x within eps (up to PREDICT's error rate alpha). An
+abstention shows nothing (g(x_adv) may well be y), so it is not a success of the attack. The
+fraction of inputs not shown non-robust (PREDICT returned no wrong class, at x or at x_adv) is an
+*empirical* robust accuracy: an UPPER bound on the true robust accuracy (a stronger attack can
+only lower it), never a certificate (:func:`robustcert.results.attack_summary`).
 
 SmoothAdv training (:mod:`robustcert.runs.train`, ``adversarial=eps``) replaces each clean training
 batch by this attack's output on the current model (eval mode) with the batch's own noise draws,

@@ -18,7 +18,7 @@ import torch
 from ..certificate import Certificate, Prediction
 from ..engine import (
     AUTO, DiscreteGaussianNoise, GaussianNoise, ModelRunner, MonteCarloEngine, as_device, auto_batch_size, fresh_seed,
-    grid_indices, inputs_per_call, model_device,
+    grid_indices, grid_rounding, inputs_per_call, model_device,
 )
 from ..errors import InvalidArgumentError, ShapeError, check_alpha, check_count, check_sigma
 
@@ -148,6 +148,15 @@ class SmoothedClassifier(abc.ABC):
         """What a certificate of the sound mode records: the sampler and the correction eps."""
         return {**self.make_noise(self.sigma).describe(), "correction": self.float_correction(input_shape),
                 "claim": f"every x' on the grid k/{self.quantization} within the radius (l2, pixel units)"}
+
+    def sound_records(self, xs: torch.Tensor) -> list[dict] | None:
+        """Per input, what a certificate of the sound mode records (:meth:`sound_record`) and how far
+        the input is from the grid point K/L it is certified as (``rounding_l2``, pixel units: at most
+        the float32 rounding of k/L, the most :meth:`prepare` accepts); None in the standard mode."""
+        if not self.sound_float:
+            return None
+        common = self.sound_record(xs.shape[1:])
+        return [{**common, "rounding_l2": distance} for distance in grid_rounding(xs, self.quantization)]
 
     def batch_size_for(self, batch_size: int | str, input_shape: Sequence[int], model: Callable | None = None) -> int:
         """``batch_size`` as a whole number: ``"auto"`` is resolved once per model and input shape

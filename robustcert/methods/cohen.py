@@ -132,9 +132,10 @@ class VoteSmoothing(SmoothedClassifier):
         estimation = self.sample(xs, n, VoteCounter(len(xs), self.num_classes, self.device), "estimation", **common)
         selection_counts, counts = selection.result(), estimation.result()
         seconds = clock.per_input(len(xs))
-        sound = self.sound_record(xs.shape[1:]) if self.sound_float else None
+        sound = self.sound_records(xs) or [None] * len(xs)
         return [
-            self._certificate(selection_counts[i], counts[i], n0, n, alpha, seed, index, seconds, xs.shape[1:], sound)
+            self._certificate(selection_counts[i], counts[i], n0, n, alpha, seed, index, seconds, xs.shape[1:],
+                              sound[i])
             for i, index in enumerate(indices)
         ]
 
@@ -174,7 +175,7 @@ class VoteSmoothing(SmoothedClassifier):
             xs, n, VoteCounter(len(xs), self.num_classes, self.device), "prediction", seed, indices, batch_size
         ).result()
         seconds = clock.per_input(len(xs))
-        details = {"sound_float": self.sound_record(xs.shape[1:])} if self.sound_float else {}
+        sound = self.sound_records(xs)
         predictions = []
         for row, index in enumerate(indices):
             prediction, p_value = predict_from_counts(counts[row], spending[PREDICT_TEST])
@@ -182,7 +183,8 @@ class VoteSmoothing(SmoothedClassifier):
                 prediction=prediction,
                 counts=[int(c) for c in counts[row]],
                 n=n, alpha=alpha, sigma=self.sigma, method=self.method, seed=seed, index=index,
-                p_value=p_value, alpha_spending=spending, samples_used=n, time=seconds, details=details,
+                p_value=p_value, alpha_spending=spending, samples_used=n, time=seconds,
+                details={"sound_float": sound[row]} if sound else {},
             ))
         return predictions
 

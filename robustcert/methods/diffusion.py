@@ -51,7 +51,7 @@ Example (diffusers UNet2DModel + DDPMScheduler saved with ``save_pretrained``, r
     model = denoised_classifier(denoiser, load_model("bundled:digits-0.00"))
     Smooth(model, num_classes=10, sigma=0.25).certify(x, n0=100, n=10_000, alpha=0.001)
 
-diffusers is imported only by :func:`load_denoiser` (``pip install robustcert[diffusion]``);
+diffusers is imported only by :func:`load_denoiser` (the ``diffusion`` extra: ``pip install -e ".[diffusion]"``);
 :class:`DiffusionDenoiser` accepts any callable ``unet(x_t, timesteps)`` returning a tensor or an
 object with ``.sample``, and any scheduler object with ``alphas_cumprod``.
 """
@@ -70,15 +70,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.provenance import provenance, record_provenance
-from ..errors import CheckpointError, InvalidArgumentError, RobustCertError, ShapeError, check_count, check_sigma
+from ..errors import (
+    CheckpointError, InvalidArgumentError, MissingDependencyError, ShapeError, check_count, check_sigma,
+    install_hint,
+)
 
-INSTALL_HINT = "pip install robustcert[diffusion]"
+INSTALL_HINT = install_hint("diffusion")
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-
-
-class MissingDependencyError(RobustCertError, ImportError):
-    """An optional dependency (diffusers) is not installed."""
 
 
 # ----------------------------------------------------------------------------- the formulas

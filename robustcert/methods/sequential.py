@@ -270,8 +270,8 @@ def certify_sequential(smoothed, xs, n0: int = 100, n: int = 100_000, alpha: flo
     batch_size = smoothed.batch_size_for(batch_size, xs.shape[1:])  # "auto": resolved once, before sampling
     run = run_sequential(smoothed, [Branch(xs, None, smoothed.sigma)], n0, n, alpha, batch_size, seed, indices,
                          **options)
-    sound = smoothed.sound_record(xs.shape[1:]) if smoothed.sound_float else None
-    return [_certificate(smoothed, run, row, sound) for row in range(len(indices))]
+    sound = smoothed.sound_records(xs) or [None] * len(indices)
+    return [_certificate(smoothed, run, row, sound[row]) for row in range(len(indices))]
 
 
 def _certificate(smoothed, run: SequentialRun, row: int, sound: dict | None = None) -> Certificate:

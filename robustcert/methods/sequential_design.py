@@ -195,13 +195,16 @@ def stopping_rule(sigma, target_radius: float | None, tolerance: float | None):
     """The stopping rule for exactly one of ``target_radius`` (>= 0) and ``tolerance`` (> 0);
     ``sigma``: the noise level, or one per branch."""
     if (target_radius is None) == (tolerance is None):
-        raise InvalidArgumentError("sequential certification needs exactly one of target_radius and tolerance")
+        raise InvalidArgumentError("sequential certification needs exactly one of a target radius and a tolerance "
+                                   "(--target-radius R or --tolerance T; in Python target_radius= or tolerance=)")
     if target_radius is not None:
         if not (isinstance(target_radius, (int, float)) and math.isfinite(target_radius) and target_radius >= 0):
-            raise InvalidArgumentError(f"target_radius must be a finite number >= 0, got {target_radius!r}")
+            raise InvalidArgumentError(f"the target radius (--target-radius, target_radius) must be a finite number "
+                                       f">= 0, got {target_radius!r}")
         return TargetRadius(sigma, float(target_radius))
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance > 0):
-        raise InvalidArgumentError(f"tolerance must be a finite number > 0, got {tolerance!r}")
+        raise InvalidArgumentError(f"the tolerance (--tolerance, tolerance) must be a finite number > 0, got "
+                                   f"{tolerance!r}")
     return RadiusTolerance(sigma, float(tolerance))
 
 

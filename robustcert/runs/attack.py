@@ -2,20 +2,25 @@
 What ``robustcert attack`` calls.
 
     from robustcert import Smooth, load_model
+    from robustcert.results import attack_summary
     from robustcert.runs.attack import attack_dataset
     smoothed = Smooth(load_model("bundled:digits-0.25"), num_classes=10, sigma=0.25)
     frame = attack_dataset(smoothed, "digits", "attack.tsv", eps=0.5, steps=10, m=16, n=1000, max_inputs=20)
-    frame["correct_adv"].mean()   # empirical robust accuracy at eps: an UPPER bound, not a certificate
+    attack_summary(frame)          # empirical robust accuracy at eps: an UPPER bound, not a certificate
 
 For each input x with label y: PREDICT (Cohen et al. 2019, may abstain) at x; the SmoothAdv PGD
 attack (Salman et al. 2019, :mod:`robustcert.methods.attack`) finds x_adv within eps of x (l2,
 inside [0,1]) on m fixed noise draws of its own; PREDICT at x_adv on the run's prediction
 samples, which the attack never saw. ``correct_adv = 1`` when PREDICT at x_adv returns y.
 
-The fraction of inputs with ``correct_adv`` is an empirical robust accuracy: every input the
-attack breaks is (up to PREDICT's error alpha) really not robust, but an input it fails to break
-may still be breakable by a stronger attack. So it is an UPPER bound on the robust accuracy at
-eps, to set beside the certified accuracy at radius eps (a lower bound), never a certificate.
+An input is *broken* when PREDICT at x_adv returns a class other than y; an abstention (-1), at
+x or at x_adv, shows nothing and is counted apart. The fraction of inputs neither broken nor
+misclassified at x is an empirical robust accuracy: every input it excludes is (up to PREDICT's
+error alpha) really not robust, but an input the attack fails to break may still be breakable by a
+stronger attack. So it is an UPPER bound on the robust accuracy at eps, to set beside the
+certified accuracy at radius eps (a lower bound), never a certificate
+(:func:`robustcert.results.attack_summary`; ``robustcert table ATTACK.tsv CERTIFY.tsv``). The
+fraction with ``correct_adv`` counts abstentions as wrong: it is neither bound.
 
 Files: the attack TSV ``idx label predict_clean predict_adv correct_adv distance time`` and its
 JSON sidecar, with the rules of every dataset run (:mod:`robustcert.runs.files`: never overwrite
@@ -90,7 +95,9 @@ def attack_dataset(smoothed, data, out: str | Path | None = None, *, eps: float,
 
     parameters = {"sigma": smoothed.sigma, **attack.settings(), "n": n, "alpha": alpha,
                   "alpha_spending": {PREDICT_TEST: alpha}, "alpha_applies_to": PREDICT_CLAIMS,
-                  "claim": "empirical: correct_adv is an upper bound on robustness at eps, not a certificate"}
+                  "claim": "empirical, not a certificate: the inputs neither broken (PREDICT at x_adv returns "
+                           "another class) nor wrong at x bound the robust accuracy at eps from above; an "
+                           "abstention shows nothing"}
     return _run("attack", smoothed, data, out, samples_per_input=samples_per_input,
                 batch_size=batch_size, seed=seed, skip=skip, max_inputs=max_inputs, resume=resume, progress=progress,
                 split=split, threads=threads, distributed=False, command=command, parameters=parameters, options={},

@@ -29,6 +29,7 @@ figures in ``results/bench`` are replaced only with an explicit ``--out-dir resu
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -46,7 +47,7 @@ import torch
 
 from ..engine import PRECISIONS, inputs_per_call, tune_cpu_allocator
 from ..errors import ModelOutputError
-from ..files import write_text_atomically
+from ..files import check_derived_output, output_lock, register_recogniser, write_derived_file
 from ..methods.cohen import Smooth
 from ..models import build_model, load_model
 from ..models.preprocess import with_preprocessing
@@ -298,7 +299,18 @@ def run_bench(models: list[str], device: torch.device, precision: str = "fp32", 
               compile: bool = False, quick: bool = False, out_dir: Path | None = Path("robustcert-bench"),
               threads: int | None = None, sweep: bool = False, packing: bool = True, n: int | None = None,
               reps: int | None = None, clock: str = "wall", tune_allocator: bool = True, log=print) -> dict:
-    """Run the benchmark, print a table, write JSON + markdown into ``out_dir`` (None: don't write)."""
+    """Run the benchmark, print a table, write JSON + markdown into ``out_dir`` (None: don't write).
+
+    The two files are checked before measuring (they replace only an earlier bench record,
+    :func:`robustcert.files.check_derived_output`) and locked for the whole run (a second bench
+    writing the same files is refused)."""
+    with contextlib.ExitStack() as hold:
+        return _run_bench(models, device, precision, channels_last, compile, quick, out_dir, threads, sweep,
+                          packing, n, reps, clock, tune_allocator, log, hold)
+
+
+def _run_bench(models, device, precision, channels_last, compile, quick, out_dir, threads, sweep, packing, n, reps,
+               clock, tune_allocator, log, hold: contextlib.ExitStack) -> dict:
     global _clock
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}")
@@ -319,6 +331,16 @@ def run_bench(models: list[str], device: torch.device, precision: str = "fp32", 
         "load_average_start": _load_average(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "models": [], "packing": [], "sweep": [],
     }
+    targets = []
+    if out_dir is not None:  # checked and locked before measuring: a refusal at the end would lose the run
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"bench-{slug(device.type if device.type == 'cpu' else record['device'])}-" \
+               f"{options_label(precision, channels_last, compile)}{'-quick' if quick else ''}" \
+               f"{'-cpuclock' if clock == 'cpu' else ''}{'-malloc-default' if device.type == 'cpu' and not allocator_tuned else ''}"
+        targets = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
+        for target in targets:
+            check_derived_output(target, [], "bench record", "bench")
+            hold.enter_context(output_lock(target, "bench record"))
     settings = {}
     for name in models:
         setting = setting_for(profile, name)
@@ -350,15 +372,23 @@ def run_bench(models: list[str], device: torch.device, precision: str = "fp32", 
                 + "".join(f"; {k}: {v}" for k, v in result["failed"].items()))
     record["load_average_end"] = _load_average()
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"bench-{slug(device.type if device.type == 'cpu' else record['device'])}-" \
-               f"{options_label(precision, channels_last, compile)}{'-quick' if quick else ''}" \
-               f"{'-cpuclock' if clock == 'cpu' else ''}{'-malloc-default' if device.type == 'cpu' and not allocator_tuned else ''}"
-        write_text_atomically(out_dir / f"{stem}.json", json.dumps(record, indent=2) + "\n")
-        write_text_atomically(out_dir / f"{stem}.md", markdown(record))
-        record["written"] = [str(out_dir / f"{stem}.json"), str(out_dir / f"{stem}.md")]
-        log(f"wrote {out_dir / stem}.json and .md")
+        for target, text in zip(targets, (json.dumps(record, indent=2) + "\n", markdown(record))):
+            write_derived_file(target, text, [], "bench record", kind="bench")
+        record["written"] = [str(target) for target in targets]
+        log(f"wrote {targets[0].with_suffix('')}.json and .md")
     return record
+
+
+def is_bench_record(path: Path) -> bool:
+    """A JSON record or markdown report that run_bench wrote (also before folders had a record)."""
+    if path.suffix == ".json":
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return isinstance(record, dict) and {"device", "models", "options", "torch"} <= set(record)
+    with open(path, encoding="utf-8") as handle:
+        return handle.readline().startswith("# Certification loop benchmark: ")
+
+
+register_recogniser("bench", is_bench_record)
 
 
 def _load_average():

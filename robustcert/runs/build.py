@@ -19,12 +19,13 @@ an error, not silently ignored. It returns the options that belong to the certif
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from ..data import load_dataset
 from ..engine import as_device
-from ..errors import InvalidArgumentError, ShapeError
+from ..errors import InvalidArgumentError, ShapeError, warn
 from ..methods.ablation import AblationSmooth
 from ..methods.cohen import Smooth
 from ..methods.diffusion import with_denoiser
@@ -415,6 +416,19 @@ def load_model_and_data(model_spec: str, data, split: str = "test", arch: str | 
     return loaded, dataset
 
 
+def warn_if_other_sigma(loaded, sigma: float | None) -> None:
+    """Warn (:class:`robustcert.errors.RobustCertWarning`) when ``sigma`` is not the noise level
+    the checkpoint records its model was trained at (``noise_sd``, written by robustcert train and
+    in the bundled models): valid certificates, but of a model that never saw that noise."""
+    trained = (loaded.metadata or {}).get("noise_sd")
+    if sigma is None or isinstance(trained, bool) or not isinstance(trained, (int, float)):
+        return
+    if not math.isclose(float(trained), float(sigma), rel_tol=1e-6, abs_tol=1e-12):
+        warn(f"{loaded.source} was trained at sigma {trained:g} (its checkpoint records it); smoothing it at sigma "
+             f"{sigma:g} gives valid certificates of a model that never saw that noise level, usually far less "
+             "accurate")
+
+
 def build_smoothed(method: str, model: str, *, sigma: float | None = None, data="digits", split: str = "test",
                    arch: str | None = None, trust_checkpoint: bool = False, device="auto",
                    denoiser: str | None = None, denoiser_steps: int | None = None, precision: str | None = None,
@@ -458,6 +472,8 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
         num_classes)
     if denoiser_steps is not None and denoiser is None:
         raise InvalidArgumentError("--denoiser-steps needs --denoiser")
+    if denoiser is None:
+        warn_if_other_sigma(loaded, sigma)
     loaded = with_denoiser(loaded, denoiser, sigma, dataset.input_shape, device,
                            multistep=denoiser_steps is not None, steps=denoiser_steps)
     smoothed, certify_options = spec.builder(loaded, dataset.num_classes, sigma, device, options, trust_checkpoint)

@@ -15,7 +15,6 @@ torchrun the inputs are sharded across processes (:mod:`robustcert.runs.sharded`
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,7 +224,7 @@ def _run(kind: str, smoothed, data, out, *, samples_per_input: int, batch_size, 
     try:
         indices = selected_indices(len(dataset), skip, max_inputs)
         check_held_out(smoothed, dataset, indices)  # an LVM classifier chosen on held-out inputs
-        batch = smoothed.resolve_batch_size(batch_size, dataset.input_shape)
+        batch = run_batch_size(smoothed, batch_size, dataset.input_shape)
         model, model_parameters = describe_models(smoothed)
         parameters = {**parameters, "batch": batch_size, "seed": seed, "skip": skip, "max": max_inputs,
                       "split": dataset.split, "method": smoothed.method, **smoothed.settings(), **options,
@@ -244,6 +243,16 @@ def _run(kind: str, smoothed, data, out, *, samples_per_input: int, batch_size, 
         if joined:
             sharded.stop()
         hold.close()
+
+
+def run_batch_size(smoothed, batch_size, input_shape) -> int:
+    """The batch of a run: ``batch_size``, or for ``"auto"`` the smoothed classifier's choice; in a
+    sharded run rank 0 chooses and every rank uses its choice (the probes of different processes
+    may differ, and the batch decides which samples each draw holds)."""
+    world = sharded.current()
+    if batch_size != "auto" or world is None:
+        return smoothed.resolve_batch_size(batch_size, input_shape)
+    return world.broadcast(smoothed.resolve_batch_size(batch_size, input_shape) if world.rank == 0 else None)
 
 
 def certify_dataset(smoothed, data, out: str | Path | None = None, *, n0: int = 100, n: int = 100_000,

@@ -22,7 +22,6 @@ output as it was.
 """
 from __future__ import annotations
 
-import json
 import platform
 import shlex
 import shutil
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import RunError
-from ..files import atomic_write, file_sha256, write_json_atomically, write_text_atomically
+from ..files import FileRecord, describe_file, output_lock, write_text_atomically
 
 DEMO_MODELS = (("digits-0.12", 0.12), ("digits-0.25", 0.25), ("digits-0.50", 0.5))
 DEMO_N0, DEMO_N, DEMO_ALPHA, DEMO_BATCH, DEMO_SEED, DEMO_JOBS = 100, 10_000, 0.001, 1000, 0, 3
@@ -52,29 +51,20 @@ def demo_file_names() -> list[str]:
     return names + [TABLE_FILE, PLOT_FILE, README_FILE, MARKER_FILE]
 
 
+def demo_record(out_dir: Path) -> FileRecord:
+    """The demo's record of the files it wrote into ``out_dir`` (:class:`robustcert.files.FileRecord`
+    in the marker file :data:`MARKER_FILE`)."""
+    return FileRecord(out_dir, MARKER_FILE, written_by="robustcert demo")
+
+
 def read_marker(out_dir: Path) -> dict[str, list[str]]:
     """The files the demo wrote into ``out_dir`` with their SHA-256 digests (name -> digests: two
-    while a demo is moving new files into place); {} when there is no marker."""
-    marker = Path(out_dir) / MARKER_FILE
-    if not marker.exists() and not marker.is_symlink():
-        return {}
+    while a demo is moving a new file into place); {} when there is no marker."""
     try:
-        record = json.loads(marker.read_text(encoding="utf-8"))
-        files = record["files"]
-        if record.get("written_by") != "robustcert demo" or not all(
-                isinstance(k, str) and isinstance(v, list) for k, v in files.items()):
-            raise ValueError
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
-        raise RunError(f"demo: {marker} is not a marker the demo wrote; it is left alone: choose another "
-                       "--out-dir") from None
-    return files
-
-
-def write_marker(out_dir: Path, files: dict[str, list[str]]) -> None:
-    """Record ``files`` (name -> SHA-256 digests) as the demo's own in ``out_dir``'s marker (atomically)."""
-    write_json_atomically(Path(out_dir) / MARKER_FILE, {
-        "written_by": "robustcert demo", "note": "files the demo wrote here, with their sha256; the demo "
-        "replaces only these, and only while unchanged", "files": files})
+        return demo_record(out_dir).read()[0]
+    except RunError:
+        raise RunError(f"demo: {Path(out_dir) / MARKER_FILE} is not a marker the demo wrote; it is left alone: "
+                       "choose another --out-dir") from None
 
 
 def check_demo_folder(out_dir: Path) -> dict[str, list[str]]:
@@ -90,9 +80,9 @@ def check_demo_folder(out_dir: Path) -> dict[str, list[str]]:
         path = out_dir / name
         if not path.exists() and not path.is_symlink():
             continue
-        if path.is_symlink() or not path.is_file() or file_sha256(path) not in marker.get(name, []):
-            raise RunError(f"demo: {path} is not a file the demo wrote (or it changed since); it is left alone: "
-                           "choose another --out-dir, or move it away")
+        if demo_record(out_dir).kind_of(path) is None:
+            raise RunError(f"demo: {path} is {describe_file(path)} that the demo did not write (or it changed "
+                           "since); it is left alone: choose another --out-dir, or move it away")
     return marker
 
 
@@ -148,11 +138,15 @@ def run_demo(out_dir: str | Path = DEFAULT_DEMO_DIR, n: int = DEMO_N, n0: int = 
     check_demo_folder(out_dir)  # before anything slow: never touch a file the demo did not write
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".robustcert-demo-", dir=out_dir))
     try:
-        result = _run_demo_in(out_dir, staging, n, n0, alpha, batch_size, seed, max_inputs, quiet, jobs, echo)
+        with output_lock(out_dir / MARKER_FILE, "demo folder"):  # one demo per folder at a time
+            staging = Path(tempfile.mkdtemp(prefix=".robustcert-demo-", dir=out_dir))
+            try:
+                result = _run_demo_in(out_dir, staging, n, n0, alpha, batch_size, seed, max_inputs, quiet, jobs,
+                                      echo)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a demo that failed leaves no empty folder behind
     return result
@@ -203,16 +197,14 @@ def _run_demo_in(out_dir: Path, staging: Path, n, n0, alpha, batch_size, seed, m
 def publish(staging: Path, out_dir: Path) -> None:
     """Move the demo's new files from ``staging`` into ``out_dir`` and record them in the marker.
 
-    The folder is checked again first (a file may have appeared while the demo ran). The marker
-    lists old and new digests while the files move, so that a demo killed halfway can still
-    replace both next time; then only the new ones.
+    The folder is checked again first (a file may have appeared while the demo ran). Each file is
+    replaced atomically while the marker lists its old and new digests (:meth:`FileRecord.replace`),
+    so that a demo killed halfway can still replace it next time.
     """
-    marker = check_demo_folder(out_dir)
-    new = {name: file_sha256(staging / name) for name in demo_file_names()[:-1]}
-    write_marker(out_dir, {name: sorted(set(marker.get(name, [])) | {digest}) for name, digest in new.items()})
-    for name in new:  # each file replaced atomically (copied beside its target, then renamed over it)
-        atomic_write(out_dir / name, partial(shutil.copyfile, staging / name))
-    write_marker(out_dir, {name: [digest] for name, digest in new.items()})
+    check_demo_folder(out_dir)
+    record = demo_record(out_dir)
+    for name in demo_file_names()[:-1]:
+        record.replace(out_dir / name, partial(shutil.copyfile, staging / name))
 
 
 @dataclass
@@ -353,7 +345,9 @@ def _rows(path: Path) -> int:
 
 
 def plot_title(n: int, alpha: float) -> str:
-    return f"bundled digits models digits-SIGMA, n={n}, alpha={alpha:g}"
+    """The demo figure's title: which models, and the n and alpha its radii depend on."""
+    models = ", ".join(f"digits-{sigma:.2f}" for _, sigma in DEMO_MODELS)
+    return f"Bundled models {models} at their sigma, n={n}, alpha={alpha:g}"
 
 
 def demo_readme(runs: list[DemoRun], table_markdown: str, seconds: float, settings: RunSettings,

@@ -58,7 +58,7 @@ class LvmSelection:
 
 def input_fingerprint(x) -> str:
     """A short content hash of one input (sha256 of its float32 bytes): how runs recognise an input
-    whatever split or index it is loaded under (npz and digits' val split repeat other splits)."""
+    whatever split or index it is loaded under (an npz file's splits are one set of inputs)."""
     array = np.ascontiguousarray(torch.as_tensor(x).detach().cpu().float().numpy())
     return hashlib.sha256(array.tobytes()).hexdigest()[:16]
 

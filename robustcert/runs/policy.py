@@ -13,13 +13,21 @@ import pandas as pd
 import torch
 
 from ..engine import as_device, configure_cpu
-from ..errors import check_alpha, check_count, check_sigma
+from ..errors import check_alpha, check_count, check_sigma, require_extra
 from ..methods.policy import PolicySmooth, alpha_spending
-from ..files import check_output, ending_fields, timestamp, write_sidecar, write_text_atomically
+from ..files import check_output, ending_fields, output_lock, timestamp, write_sidecar, write_text_atomically
 from .provenance import device_name, package_versions, python_command
 
 
-def certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str | Path, *, episodes: int = 1000,
+def certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str | Path, **options) -> pd.DataFrame:
+    """Certify the return of a smoothed agent in an environment, write the table to ``out`` (+ sidecar),
+    holding ``out``'s lock for the whole run (:func:`robustcert.files.output_lock`: a second
+    writer is refused). The arguments are those of :func:`_certify_policy_file`."""
+    with output_lock(out, "policy certificate"):
+        return _certify_policy_file(env_id, policy_spec, sigma, out, **options)
+
+
+def _certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str | Path, *, episodes: int = 1000,
                         budgets: Sequence[float], alpha: float = 0.05, seed: int = 0, bound: str = "dkw",
                         return_lower_bound: float = 0.0, quantiles: Sequence[float] = (0.1, 0.25, 0.5),
                         thresholds: Sequence[float] | None = None, frame_stack: int | None = None,
@@ -35,13 +43,13 @@ def certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str | 
     :func:`robustcert.engine.device.default_threads`), restored afterwards and recorded in the
     sidecar. Returns the table (one row per budget).
     """
-    import gymnasium as gym
+    gym = require_extra("gymnasium", "rl", "certify-policy")
 
     from ..rl.envs import env_factory
     from ..rl.policies import TorchPolicy, load_policy
 
     out = Path(out)
-    check_output(out, resume=False)
+    check_output(out, resume=False, kind="certify-policy")
     sigma, alpha, episodes = check_sigma(sigma), check_alpha(alpha), check_count(episodes, "episodes")
     if max_episode_steps is not None:
         check_count(max_episode_steps, "max_episode_steps")  # 0 was a gymnasium traceback, -1 accepted

@@ -2,9 +2,10 @@
 
 On a terminal (stderr a TTY) :func:`progress_bar` is tqdm's bar (done/total, rate, ETA). When
 stderr is a file or a pipe (``nohup``, a batch job's log, CI), a bar would be one endless line of
-carriage returns, so a run prints a plain newline-ended line instead: at the start, then at least
+carriage returns, so a run prints a plain newline-ended line instead: at least
 every :data:`INTERVAL` seconds while it works (also while one slow input is being certified: a
-background thread writes the lines), and a final line::
+background thread writes the lines), and a final line (a run shorter than the interval prints
+nothing, as a terminal's bar vanishes)::
 
     certify: 12/40 inputs (30%), 0.21 inputs/s, 2.1e+04 samples/s, elapsed 57 s, ETA 2 min 13 s
     certify: 40/40 inputs in 3 min 10 s (0.21 inputs/s)
@@ -60,9 +61,7 @@ class LogProgress:
         self.stream = stream if stream is not None else sys.stderr
         self.postfix: dict = {}
         self.started = time.monotonic()
-        self._stop, self._print_lock, self._closed = threading.Event(), threading.Lock(), False
-        self._line(f"{self.what}: {self.n}/{self.total} {self.unit}s to do" if not initial
-                   else f"{self.what}: {self.n}/{self.total} {self.unit}s done earlier, {self.total - self.n} to do")
+        self._stop, self._print_lock, self._closed, self.lines = threading.Event(), threading.Lock(), False, 0
         self._thread = None
         if self.interval > 0:
             self._thread = threading.Thread(target=self._tick, name="robustcert-progress", daemon=True)
@@ -74,6 +73,7 @@ class LogProgress:
 
     def _line(self, text: str) -> None:
         with self._print_lock:
+            self.lines += 1
             try:
                 print(text, file=self.stream, flush=True)
             except (OSError, ValueError):  # a closed log: progress is not worth failing a run for
@@ -105,7 +105,8 @@ class LogProgress:
         self.postfix = {key: value for key, value in values.items()}
 
     def close(self, stopped: bool = False) -> None:
-        """Stop the lines and print the final one (once)."""
+        """Stop the lines and print the final one (once), if any line was printed: a run shorter
+        than the interval stays silent, as a terminal's bar would vanish."""
         if self._closed:
             return
         self._closed = True
@@ -113,6 +114,8 @@ class LogProgress:
         if self._thread is not None:
             self._thread.join(timeout=5)
         elapsed, rate = self._rate()
+        if not self.lines:
+            return
         if stopped:
             self._line(f"{self.what}: stopped at {self.n}/{self.total} {self.unit}s after {duration(elapsed)}")
         else:

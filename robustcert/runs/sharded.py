@@ -13,8 +13,8 @@ the run (world size, backend, each rank's device and engine report) in the sidec
 
 Every input's noise comes from a generator derived from (seed, index, stage), and each engine
 call sees the same inputs as in a single-process run, so the merged file equals a single-process
-run with the same seed except for the time column (same device type; with ``--batch auto`` the
-batch, hence the noise, may differ between ranks).
+run with the same seed except for the time column (same device type; with ``--batch auto`` rank
+0 chooses the batch and every rank uses it).
 
 Backends: gloo on CPU, nccl on CUDA (rank r uses cuda:LOCAL_RANK). Coordination (a few small
 Python objects: the work list, a barrier, the engine reports) always goes through a gloo group
@@ -37,7 +37,10 @@ from pathlib import Path
 
 from ..engine import first_line
 from ..errors import RobustCertError
-from ..files import RowWriter, previous_runs, sidecar_path, update_last_run, write_sidecar, write_text_atomically
+from ..files import (
+    RowWriter, describe_file, existing_result_kind, is_locked, previous_runs, sidecar_path, update_last_run, write_sidecar,
+    write_text_atomically,
+)
 
 #: Long enough for the slowest rank of a multi-day run; the coordination group never times out first.
 COORDINATION_TIMEOUT = datetime.timedelta(days=30)
@@ -194,11 +197,18 @@ def part_path(out_path: Path, rank: int) -> Path:
 
 
 def part_files(out_path: Path) -> list[Path]:
-    """Part files of ``out_path`` left by (possibly interrupted) multi-process runs."""
+    """Part files of ``out_path`` left by (possibly interrupted) multi-process runs: files named
+    ``out.tsv.partR`` that hold a result header (a file of that name that is not one is refused,
+    never merged or removed)."""
     pattern = re.compile(re.escape(out_path.name) + r"\.part\d+$")
     if not out_path.parent.is_dir():
         return []
-    return sorted(p for p in out_path.parent.iterdir() if pattern.fullmatch(p.name))
+    parts = sorted(p for p in out_path.parent.iterdir() if pattern.fullmatch(p.name))
+    for part in parts:
+        if part.stat().st_size and existing_result_kind(part) is None:
+            raise DistributedError(f"{part} is named like a part file of {out_path.name} but is {describe_file(part)}; "
+                                   "it is left alone: move it away")
+    return parts
 
 
 def _complete_rows(path: Path, header: str) -> list[str]:
@@ -236,6 +246,9 @@ def fold_interrupted_parts(out_path: Path, columns: tuple[str, ...], resume: boo
     parts = part_files(Path(out_path))
     if not parts:
         return
+    busy = [part for part in parts if is_locked(part)]
+    if busy:
+        raise DistributedError(f"{busy[0]} is being written by a process of another run: wait for it to end")
     out_path = Path(out_path)
     if resume and out_path.is_file() and out_path.stat().st_size > 0:
         merge_parts(out_path, columns)
