@@ -43,12 +43,15 @@ def show_warnings_as_lines() -> None:
     """Print robustcert's own warnings (:class:`robustcert.errors.RobustCertWarning`) as one line
     ``robustcert: warning: ...`` on stderr; other warnings keep Python's format."""
     default = warnings.showwarning
+    if getattr(default, "one_line", False):
+        return
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, RobustCertWarning):
             click.echo(f"robustcert: warning: {' '.join(str(message).split())}", err=True)
         else:
             default(message, category, filename, lineno, file, line)
+    show.one_line = True
     warnings.showwarning = show
 
 

@@ -22,6 +22,7 @@ output as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import platform
 import shlex
 import shutil
@@ -303,7 +304,8 @@ def run_in_processes(runs: list[DemoRun], settings: dict, jobs: int, echo, quiet
     started = last_report = time.perf_counter()
     with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_leave_interrupts_to_the_parent) as pool:
-        pending = {pool.submit(_certify_in_child, run, settings, threads): run for run in runs}
+        with _children_born_ignoring_interrupts():  # the first submit starts every child
+            pending = {pool.submit(_certify_in_child, run, settings, threads): run for run in runs}
         try:
             while pending:
                 finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -326,6 +328,26 @@ def run_in_processes(runs: list[DemoRun], settings: dict, jobs: int, echo, quiet
                 process.terminate()
             raise
     return threads
+
+
+@contextlib.contextmanager
+def _children_born_ignoring_interrupts():
+    """Start child processes with SIGINT ignored from their first instruction: a Ctrl-C while a
+    child still imports robustcert (seconds, before its initializer runs) would otherwise kill it
+    with a traceback and leave the pool's semaphores to the resource tracker ("leaked semaphore"
+    warning). An ignored signal stays ignored across exec, and Python then installs no
+    KeyboardInterrupt handler. The parent's own handler is restored at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _leave_interrupts_to_the_parent() -> None:
