@@ -18,7 +18,7 @@ from .certificate import ABSTAIN, Certificate, Prediction
 from .data import CertDataset, load_dataset
 from .errors import (
     CheckpointError, CLIError, DataError, InvalidArgumentError, ModelOutputError, ResourceError, ResultsError,
-    RobustCertError, RunError, ShapeError,
+    RobustCertError, RobustCertWarning, RunError, ShapeError,
 )
 from .methods.ablation import AblationSmooth
 from .methods.attack import AttackResult, SmoothedPGD, pgd_on_smoothed
@@ -42,7 +42,7 @@ __all__ = [
     "ABSTAIN", "AblationSmooth", "AttackResult", "CLIError", "CertDataset", "Certificate", "CheckpointError",
     "DataError", "DiffusionDenoiser", "DualSmooth", "InvalidArgumentError", "LipschitzSmooth",
     "MissingDependencyError", "ModelOutputError", "NormalizeLayer", "PolicySmooth", "Prediction", "ResourceError",
-    "ResultsError", "RobustCertError", "RunError", "SequentialSmooth", "ShapeError", "Smooth", "SmoothedClassifier",
+    "ResultsError", "RobustCertError", "RobustCertWarning", "RunError", "SequentialSmooth", "ShapeError", "Smooth", "SmoothedClassifier",
     "SmoothedPGD", "TrainingResult", "__version__", "attack_dataset", "build_model", "build_smoothed",
     "certificates_frame", "certify_dataset", "certify_returns", "denoised_classifier", "load_checkpoint",
     "load_dataset", "load_denoiser", "load_model", "pgd_on_smoothed", "predict_dataset", "read_results",

@@ -171,6 +171,19 @@ def test_attack_command_writes_tsv_and_sidecar_and_never_overwrites(tmp_path):
     with pytest.raises(ResultsError, match="it is an attack result file"):
         check_derived_output(out, [])
     one_error_line(invoke("plot", out, "--out", tmp_path / "a.png"), "is an attack TSV")
+    # beside it, the certified accuracy at r = eps of the same images (a certify file of other images is refused)
+    certified = tmp_path / "c.tsv"
+    assert invoke("certify", "--model", "bundled:digits-0.25", "--sigma", "0.25", "--n0", "20", "--n", "200",
+                  "--max", "6", "--quiet", "--out", certified).exit_code == 0
+    both = table_from_files([out, certified], labels=["attack", "cohen"])
+    assert list(both.index) == ["attack"] and "certified at r=eps (cohen)" in both.columns
+    expected = read_results(certified).head(4)
+    assert both["certified at r=eps (cohen)"].iloc[0] == pytest.approx(
+        float(((expected["radius"] >= 0.5) & (expected["correct"] == 1)).mean()))
+    few = tmp_path / "few.tsv"
+    assert invoke("certify", "--model", "bundled:digits-0.25", "--sigma", "0.25", "--n0", "20", "--n", "200",
+                  "--max", "2", "--quiet", "--out", few).exit_code == 0
+    one_error_line(invoke("table", out, few), "lacks 2 of the images")
 
 
 @pytest.mark.parametrize("change,message", [
