@@ -153,8 +153,8 @@ def _npz(path: str) -> CertDataset:
             head = handle.read(512)
         what = "a .npy array (np.save), not an .npz archive (np.savez)" if head.startswith(b"\x93NUMPY") else \
             "a text file" if _is_text(head) else "not a zip archive"
-        raise DataError(f"npz:{path} is {what}: give an .npz archive holding arrays x (N, C, H, W) and y (N), as "
-                        "written by numpy.savez")
+        raise DataError(f"cannot read npz:{path}: it is {what}; give an .npz archive holding arrays x (N, C, H, W) "
+                        "and y (N), as written by numpy.savez")
     try:
         with np.load(file, allow_pickle=False) as archive:
             if "x" not in archive or "y" not in archive:

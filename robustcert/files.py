@@ -263,6 +263,9 @@ def check_derived_output(out: str | Path, inputs: Sequence[str | Path], what: st
             raise ResultsError(f"refusing to write the {what} to {out}: it is one of the input files")
     if out.is_dir():
         raise ResultsError(f"refusing to write the {what} to {out}: it is a folder")
+    if out.name == FILE_RECORD or (out.name.startswith(".") and out.name.endswith(".lock")):
+        raise ResultsError(f"refusing to write the {what} to {out}: it is robustcert's own bookkeeping (the record "
+                           "of the files it wrote, or a lock); choose another output file")
     if existing_result_kind(out) is not None or run_output_kind(out) is not None:
         raise ResultsError(f"refusing to overwrite {out}: it is {describe_file(out)}; choose another output file")
     if kind is None or not (out.exists() or out.is_symlink()):
@@ -551,12 +554,23 @@ def output_lock(path: str | Path, what: str = "output", wait: bool = False) -> I
 
 
 def is_locked(path: str | Path) -> bool:
-    """True when another process holds the lock of ``path`` (:func:`output_lock`)."""
+    """True when the lock file of ``path`` (:func:`output_lock`) names a live process: the output is
+    being written. Reads only (no lock is tried, which could make a starting writer fail); a stale
+    lock file of a killed process is not a lock."""
     try:
-        with output_lock(path):
-            return False
-    except OutputBusyError:
+        text = lock_path(path).read_text(encoding="utf-8", errors="replace")
+        pid = int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    if pid == os.getpid():
         return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------- what robustcert wrote

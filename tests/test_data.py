@@ -8,7 +8,7 @@ from robustcert import DataError, load_dataset
 
 def test_digits_split_is_fixed_and_disjoint():
     test, train = load_dataset("digits", "test"), load_dataset("digits", "train")
-    assert (len(test), len(train)) == (360, 1437)
+    assert (len(test), len(train), len(load_dataset("digits", "val"))) == (360, 1293, 144)
     assert test.num_classes == 10 and test.input_shape == (1, 8, 8)
     x, y = test[0]
     assert x.shape == (1, 8, 8) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1

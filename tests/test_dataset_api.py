@@ -133,7 +133,7 @@ def test_bad_arguments_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ShapeError, match="class-count mismatch"):
         certify_dataset(three_classes, "digits", out, progress=False)
     out.write_text("precious\n")
-    with pytest.raises(RunError, match="already exists"):
+    with pytest.raises(RunError, match="refusing to write over .*: it is a text file"):
         certify_dataset(smoothed_digits(), "digits", out, progress=False)
     assert out.read_text() == "precious\n"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import math
 import os
 import shutil
@@ -103,7 +104,7 @@ def test_no_table_or_plot_output_lands_on_an_input_or_a_result_file(copies):
     cases = [
         (["table", "a.tsv", "--out", "sub/../a.tsv"], "it is one of the input files"),
         (["table", "a.tsv", "--out", "link.tsv"], "it is one of the input files"),
-        (["table", "a.tsv", "--out", "a.tsv.json"], "refusing to overwrite a.tsv.json: it is a run's JSON sidecar"),
+        (["table", "a.tsv", "--out", "a.tsv.json"], "refusing to overwrite a.tsv.json: it is the JSON sidecar of a robustcert certify run"),
         (["table", "a.tsv", "--out", "b.tsv"], "refusing to overwrite b.tsv: it is a certify result file"),
         (["table", "a.tsv", "--format", "csv", "--out", "p.tsv"], "it is a predict result file"),
         (["plot", "a-copy.png", "--out", "a-copy.png"], "refusing to write the figure to a-copy.png"),
@@ -330,13 +331,15 @@ def test_best_values_are_marked_only_among_comparable_files(runs):
     different_rows = invoke("table", runs / "a.tsv", runs / "six.tsv")
     assert different_rows.exit_code == 0 and "**" not in different_rows.stdout
     assert different_rows.stderr == ("robustcert: note: no best value marked: no two files are of the same kind "
-                                     "(certify/predict) with the same number of rows\n")
+                                     "(certify/predict) with the same number of rows and mode (fixed n, or a sequential "
+                                     "target radius)\n")
     mixed = robustcert("table", "a.tsv", "b.tsv", "p.tsv", cwd=runs)
     assert mixed.returncode == 0
     lines = {line.split(" | ")[0].strip("| "): line for line in mixed.stdout.splitlines()[2:]}
     assert "**" not in lines["p"] and ("**" in lines["a"] or "**" in lines["b"])
     assert mixed.stderr == ("robustcert: note: best values marked only among files of the same kind "
-                            "(certify/predict) with the same number of rows: a, b\n")
+                            "(certify/predict) with the same number of rows and mode (fixed n, or a sequential target "
+                            "radius): a, b\n")
 
 
 def test_a_certify_policy_file_gets_a_table_too(tmp_path, runs):
@@ -376,7 +379,10 @@ def test_an_interrupted_run_says_so_in_its_sidecar(tmp_path, signum, status, how
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == status, stderr
-    assert stderr.strip().splitlines() == [f"robustcert: {how} (rows already written are kept; --resume continues)"]
+    (line,) = stderr.strip().splitlines()  # what was kept, counted
+    assert re.fullmatch(rf"robustcert: {how} \((\d+) of 360 rows are in {re.escape(str(out))} \(\1 from this run\); "
+                        r"--resume continues\)", line), line
+    assert int(re.search(r"\((\d+) of", line).group(1)) == out.read_text().count("\n") - 1
     run = json.loads(out.with_name("long.tsv.json").read_text())["runs"][-1]
     assert run["status"] == "interrupted" and "interrupted" in run and "finished" not in run
     assert 1 <= len(out.read_text().splitlines()) - 1 < 360

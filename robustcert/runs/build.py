@@ -472,11 +472,11 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
         num_classes)
     if denoiser_steps is not None and denoiser is None:
         raise InvalidArgumentError("--denoiser-steps needs --denoiser")
-    if denoiser is None:
-        warn_if_other_sigma(loaded, sigma)
     loaded = with_denoiser(loaded, denoiser, sigma, dataset.input_shape, device,
                            multistep=denoiser_steps is not None, steps=denoiser_steps)
     smoothed, certify_options = spec.builder(loaded, dataset.num_classes, sigma, device, options, trust_checkpoint)
+    if denoiser is None:
+        warn_if_other_sigma(loaded, sigma)  # after the builder has checked sigma
     smoothed.set_engine_options(precision=precision, channels_last=channels_last, compile=compile)
     if options.get("lvm_select_on") is not None:
         run = dict(selection_run or {})

@@ -82,8 +82,8 @@ def check_demo_folder(out_dir: Path) -> dict[str, list[str]]:
         if not path.exists() and not path.is_symlink():
             continue
         if demo_record(out_dir).kind_of(path) is None:
-            raise RunError(f"demo: {path} is {describe_file(path)} that the demo did not write (or it changed "
-                           "since); it is left alone: choose another --out-dir, or move it away")
+            raise RunError(f"demo: {path} is not a file the demo wrote (or it changed since): it is "
+                           f"{describe_file(path)}; it is left alone: choose another --out-dir, or move it away")
     return marker
 
 

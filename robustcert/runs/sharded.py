@@ -38,7 +38,7 @@ from pathlib import Path
 from ..engine import first_line
 from ..errors import RobustCertError
 from ..files import (
-    RowWriter, describe_file, existing_result_kind, is_locked, previous_runs, sidecar_path, update_last_run, write_sidecar,
+    RowWriter, describe_file, existing_result_kind, previous_runs, sidecar_path, update_last_run, write_sidecar,
     write_text_atomically,
 )
 
@@ -246,9 +246,6 @@ def fold_interrupted_parts(out_path: Path, columns: tuple[str, ...], resume: boo
     parts = part_files(Path(out_path))
     if not parts:
         return
-    busy = [part for part in parts if is_locked(part)]
-    if busy:
-        raise DistributedError(f"{busy[0]} is being written by a process of another run: wait for it to end")
     out_path = Path(out_path)
     if resume and out_path.is_file() and out_path.stat().st_size > 0:
         merge_parts(out_path, columns)
