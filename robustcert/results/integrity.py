@@ -63,10 +63,10 @@ def run_notes(path: str | Path, rows: int) -> list[str]:
         status = runs[-1].get("status")
         if status in ("interrupted", "failed"):
             error = f" ({runs[-1].get('error')})" if runs[-1].get("error") else ""
-            notes.append(f"its last run {status}{error}")
+            notes.append(f"its last run {'was interrupted' if status == 'interrupted' else 'failed'}{error}")
         elif status is None and record.get("kind") != "train":
-            notes.append("is still being written" if is_locked(path) else "its last run did not record its end "
-                                                                         "(killed?)")
+            notes.append("it is still being written" if is_locked(path) else "its last run did not record its end "
+                                                                            "(killed?)")
     selected = (record.get("data") or {}).get("selected")
     if isinstance(selected, int) and rows < selected:
         notes.append(f"it has {rows} of the {selected} rows its run asked for (--resume completes it)")
