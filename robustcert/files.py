@@ -489,7 +489,8 @@ def _this_command(what: str) -> str:
 
 
 @contextlib.contextmanager
-def output_lock(path: str | Path, what: str = "output", wait: bool = False) -> Iterator[Path]:
+def output_lock(path: str | Path, what: str = "output", wait: bool = False,
+                shown: str | Path | None = None) -> Iterator[Path]:
     """Hold an exclusive lock on the output ``path`` for the duration of the block.
 
     The lock is ``flock`` on ``.NAME.lock`` beside ``path``: the kernel releases it when the
@@ -502,6 +503,7 @@ def output_lock(path: str | Path, what: str = "output", wait: bool = False) -> I
         path: the file (or folder) about to be written.
         what: what it is, for the message.
         wait: wait for the holder instead of refusing (short critical sections only).
+        shown: what the refusal names (default ``path``; the demo names its folder).
 
     Raises:
         OutputBusyError: another process holds the lock (``wait`` False); nothing was changed.
@@ -531,8 +533,8 @@ def output_lock(path: str | Path, what: str = "output", wait: bool = False) -> I
         except BlockingIOError:
             holder = _holder(descriptor)
             os.close(descriptor)
-            raise OutputBusyError(f"{path} is being written by another process ({holder}); wait for it to end "
-                                  f"or stop it: nothing was changed") from None
+            raise OutputBusyError(f"{shown or path} is being written by another process ({holder}); wait for it "
+                                  f"to end or stop it: nothing was changed") from None
         try:
             current = os.stat(lock)
             mine = os.fstat(descriptor)

@@ -480,3 +480,29 @@ def test_bench_replaces_only_its_own_records(tmp_path):
     check_derived_output(mine, [], "bench record", "bench")  # a record bench wrote before folders had a record
     with pytest.raises(ResultsError, match="not a bench record that robustcert bench wrote"):
         check_derived_output(foreign, [], "bench record", "bench")
+
+
+@pytest.mark.parametrize("command,locked_name", [
+    (["train", "--sigma", "0.25", "--epochs", "1", "--quiet", "--out", "{dir}/m.pt"], "m.pt"),
+    (["predict", "--model", "bundled:digits-0.25", "--sigma", "0.25", "--max", "1", "--out", "{dir}/p.tsv"], "p.tsv"),
+    (["attack", "--model", "bundled:digits-0.25", "--sigma", "0.25", "--eps", "0.5", "--max", "1", "--out",
+      "{dir}/a.tsv"], "a.tsv"),
+    (["certify-policy", "--env", "CartPole-v1", "--policy", "cartpole-pd", "--sigma", "0.2", "--budgets", "0",
+      "--episodes", "2", "--out", "{dir}/c.tsv"], "c.tsv"),
+    (["demo", "--max", "1", "--jobs", "1", "--quiet", "--out-dir", "{dir}/demo"], "demo/.robustcert-demo.json"),
+])
+def test_every_writing_command_refuses_a_second_writer(tmp_path, command, locked_name):
+    """The lock is taken before anything is loaded or written: the second command fails at once."""
+    locked, release = tmp_path / "locked", tmp_path / "release"
+    (tmp_path / "demo").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / locked_name), str(locked), str(release)])
+    try:
+        wait_for(locked.exists, "the other writer to hold the lock")
+        result = invoke(*[part.format(dir=tmp_path) for part in command])
+        assert result.exit_code == 2 and f"is being written by another process (PID {holder.pid}" in result.stderr
+        visible = [sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) for folder in
+                   (tmp_path, tmp_path / "demo")]
+        assert visible == [["demo", "locked"], []]  # nothing written (the lock files are hidden)
+    finally:
+        release.write_text("")
+        holder.wait(timeout=DEADLINE)

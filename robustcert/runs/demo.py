@@ -140,7 +140,7 @@ def run_demo(out_dir: str | Path = DEFAULT_DEMO_DIR, n: int = DEMO_N, n0: int = 
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with output_lock(out_dir / MARKER_FILE, "demo folder"):  # one demo per folder at a time
+        with output_lock(out_dir / MARKER_FILE, "demo folder", shown=out_dir):  # one demo per folder at a time
             staging = Path(tempfile.mkdtemp(prefix=".robustcert-demo-", dir=out_dir))
             try:
                 result = _run_demo_in(out_dir, staging, n, n0, alpha, batch_size, seed, max_inputs, quiet, jobs,
