@@ -345,14 +345,14 @@ def test_importing_robustcert_does_not_import_diffusers():
 
 def test_missing_diffusers_gives_the_install_command(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers now raises ImportError
-    with pytest.raises(MissingDependencyError, match=r"pip install robustcert\[diffusion\]"):
+    with pytest.raises(MissingDependencyError, match=r'pip install -e "\.\[diffusion\]" in the robustcert checkout'):
         load_denoiser(BUNDLED, sigma=0.25)
     from robustcert.cli import main
 
     result = CliRunner().invoke(main, ["certify", "--model", "bundled:digits-0.00", "--denoiser", BUNDLED,
                                        "--sigma", "0.25", "--n", "10", "--max", "1", "--out", str(tmp_path / "a.tsv")])
     assert result.exit_code == 2
-    assert "pip install robustcert[diffusion]" in result.output
+    assert 'pip install -e ".[diffusion]"' in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 
