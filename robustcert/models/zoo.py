@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
-import importlib
 import json
 import re
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ import torch
 from torch import nn
 
 from ..engine import first_line
-from ..errors import CheckpointError
+from ..errors import CheckpointError, install_hint, require_extra
 from ..files import file_sha256
 from .checkpoint import (
     ARCHITECTURES, FileFormat, LoadedModel, ModelSource, clean_keys, mismatch_summary, model_from_state_dict,
@@ -52,15 +51,13 @@ from .checkpoint import (
 )
 from .preprocess import INTERPOLATIONS, Preprocessing, with_preprocessing
 
-ZOO_INSTALL = 'pip install "robustcert[zoo]" (in a source checkout: pip install -e ".[zoo]")'
+ZOO_INSTALL = install_hint("zoo")
 
 
 def import_extra(module: str, needed_for: str):
-    """``importlib.import_module(module)``, or one CheckpointError line naming the zoo extra."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise CheckpointError(f"{needed_for} needs {module}, from the zoo extra: {ZOO_INSTALL}") from None
+    """``importlib.import_module(module)``, or one MissingDependencyError line naming the zoo extra
+    (:func:`robustcert.errors.require_extra`)."""
+    return require_extra(module, "zoo", needed_for)
 
 @dataclass
 class ZooModel:
