@@ -762,16 +762,21 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
 
 @main.command(interrupted="nothing was written to --out-dir (a new one may be left empty)")
 @click.option("--models", default="digits,cifar_resnet110,resnet50", show_default=True,
-              help="Comma-separated: digits (bundled CNN), cifar_resnet110 (32x32), resnet50 (224x224), and "
-                   "torchvision:NAME / timm:NAME (random weights, their own input size and preprocessing).")
+              help="Comma-separated: digits (bundled CNN), mnist_cnn (28x28), cifar_resnet110 (32x32), "
+                   "resnet50 (224x224), and torchvision:NAME / timm:NAME (random weights, their own input size "
+                   "and preprocessing).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32", show_default=True,
               help="Autocast precision for (a) and (b).")
 @click.option("--channels-last/--no-channels-last", "channels_last", default=None,
               help="Layout for (a) and (b) [default: the engine's measured default].")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model for (a) and (b).")
+@click.option("--graphs/--no-graphs", "graphs", default=None,
+              help="CUDA graphs of (b)'s steady-state batches (and of (a)) [default: on for CUDA].")
+@click.option("--sound", is_flag=True, help="Also time (b) in the floating-point-sound mode (sound/standard).")
 @click.option("--quick", is_flag=True, help="Small sample counts (a minute or two on CPU).")
 @click.option("--sweep", is_flag=True, help="Also measure (b) under each engine option.")
+@click.option("--sweep-compile", is_flag=True, help="Include torch.compile in the sweep for every model (slow).")
 @click.option("--no-packing", is_flag=True, help="Skip the cross-input packing measurement.")
 @click.option("--n", "n", type=int, default=None, help="Override the profile's estimation samples per image.")
 @click.option("--reps", type=int, default=None, help="Override the profile's repetitions.")
@@ -781,8 +786,8 @@ def certify_policy(env_id, policy_spec, sigma, episodes, budgets, out_path, alph
 @click.option("--no-malloc-tuning", is_flag=True, help="Keep glibc's default allocator settings (CPU).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("robustcert-bench"),
               show_default=True, help="Folder for the JSON and markdown (results/bench holds the committed figures).")
-def bench(models, device, precision, channels_last, compile_model, quick, sweep, no_packing, n, reps, threads,
-          clock, no_malloc_tuning, out_dir):
+def bench(models, device, precision, channels_last, compile_model, graphs, sound, quick, sweep, sweep_compile,
+          no_packing, n, reps, threads, clock, no_malloc_tuning, out_dir):
     """Measure the certification loop: (a) forward-pass limit, (b) robustcert, (c) published loop.
 
     Interleaved repetitions, medians, samples/s and the ratios (b)/(a), (b)/(c); plus cross-input
@@ -802,7 +807,8 @@ def bench(models, device, precision, channels_last, compile_model, quick, sweep,
     device = as_device(device)  # before creating --out-dir: a refused run leaves no folder behind
     out_dir.mkdir(parents=True, exist_ok=True)
     run_bench(names, device, precision, channels_last, compile_model, quick, out_dir, threads,
-              sweep, not no_packing, n, reps, clock, not no_malloc_tuning, log=click.echo)
+              sweep, not no_packing, n, reps, clock, not no_malloc_tuning, log=click.echo, graphs=graphs, sound=sound,
+              sweep_compile=sweep_compile)
 
 
 if __name__ == "__main__":

@@ -72,8 +72,9 @@ class SmoothedClassifier(abc.ABC):
         input_shape: optional shape of one input, checked on every call.
         precision: autocast precision of the base model, "fp32" | "bf16" | "fp16".
         channels_last: channels-last layout of 4-D batches (None: the measured default).
-        compile: torch.compile the base model, with an eager fallback. Change the engine options
-            later with :meth:`set_engine_options`.
+        compile: torch.compile the base model, with an eager fallback.
+        graphs: CUDA graphs of the sampling loop's steady-state batches (None: automatic, on for
+            CUDA; False: the eager loop). Change the engine options later with :meth:`set_engine_options`.
     """
 
     #: The method's name, recorded in every certificate and run.
@@ -97,6 +98,7 @@ class SmoothedClassifier(abc.ABC):
         precision: str = "fp32",
         channels_last: bool | None = None,
         compile: bool = False,
+        graphs: bool | None = None,
     ):
         if not callable(model):
             raise InvalidArgumentError("model must be a callable (e.g. a torch.nn.Module)")
@@ -113,6 +115,7 @@ class SmoothedClassifier(abc.ABC):
         self.precision = precision
         self.channels_last = channels_last
         self.compile = compile
+        self.graphs = graphs
         self._engines: dict[tuple, MonteCarloEngine] = {}
         self._auto_batches: dict[tuple, tuple[int, dict]] = {}
 
@@ -126,7 +129,7 @@ class SmoothedClassifier(abc.ABC):
         if key not in self._engines:
             self._engines[key] = MonteCarloEngine(
                 model, sigma, batch_size, self.device, self.precision, self.channels_last, self.compile,
-                noise=self.make_noise(sigma), sound=self.sound_float,
+                noise=self.make_noise(sigma), sound=self.sound_float, graphs=self.graphs,
             )
         return self._engines[key]
 
@@ -178,7 +181,7 @@ class SmoothedClassifier(abc.ABC):
         return self.batch_size_for(batch_size, input_shape)
 
     def set_engine_options(self, precision: str | None = None, channels_last: bool | None = None,
-                           compile: bool | None = None) -> None:
+                           compile: bool | None = None, graphs: bool | None = None) -> None:
         """Change engine options (None keeps the current value); engines are rebuilt on next use."""
         if precision is not None:
             self.precision = precision
@@ -186,6 +189,8 @@ class SmoothedClassifier(abc.ABC):
             self.channels_last = channels_last
         if compile is not None:
             self.compile = compile
+        if graphs is not None:
+            self.graphs = graphs
         self._engines.clear()
         self._auto_batches.clear()
 

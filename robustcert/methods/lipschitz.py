@@ -256,6 +256,7 @@ class LipschitzSmooth(SmoothedClassifier):
                                  temperatures=[1.0 if candidate.temperature is None else candidate.temperature],
                                  selected_on=selected_on, device=self.device, input_shape=self.input_shape,
                                  precision=self.precision, channels_last=self.channels_last, compile=self.compile,
+                                 graphs=self.graphs,
                                  **self.lvm_options)
         return chosen
 

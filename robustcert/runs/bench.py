@@ -6,7 +6,9 @@ c, ...) so that a busy machine slows all three alike; medians are reported:
 
 (a) **limit**: the base model's forward pass alone on pre-made noisy batches of the sizes the
     certification uses (n0, then n in chunks of ``batch``), through the engine's own forward
-    (same precision, layout and compiled model), synchronised once at the end;
+    (same precision, layout and compiled model), synchronised once at the end; on CUDA, when (b)
+    replays its steady-state batches as CUDA graphs, each forward pass of (a) is a CUDA graph too
+    (the limit raised by the same technique, so that (b)/(a) still measures the loop's overhead);
 (b) **robustcert**: ``Smooth.certify(x, n0, n, alpha, batch)`` with the engine options given;
 (c) **baseline** written the way the published code samples (Cohen et al. 2019,
     locuslab/smoothing ``Smooth._sample_noise``): per batch ``x.repeat``, ``randn_like`` noise,
@@ -15,13 +17,17 @@ c, ...) so that a busy machine slows all three alike; medians are reported:
 (c2) the same published loop on (b)'s model with (b)'s options (layout, autocast, compiled
     model): it separates the loop's own cost from the gain of the engine options.
 
+With ``--sound``, (b) also runs in the floating-point-sound mode (``sound_float=True`` on a grid
+input) in the same interleaving: the sound mode's cost is the ratio of the two.
+
 Samples/s count the n0 + n samples of one certification. (b)/(a) is the fraction of the hardware
 limit the engine reaches; (b)/(c) the speed-up over the published loop. Ratios of the fastest
 repetitions ("min" columns in the JSON) are given too: on a shared machine they are less
 disturbed by other processes than medians. A second table measures
 cross-input packing: PREDICT at n = 100 on many inputs, packed as the CLI packs them
 (``robustcert.engine.inputs_per_call``) against one input per call. ``--sweep`` adds (b) under each engine
-option (the measurements behind the defaults).
+option (the measurements behind the defaults): per option the samples/s, the seconds per image at
+n = 100000, and whether its votes are those of the default options (same seed: the same noise).
 
 Run it with ``robustcert bench`` (``--quick`` for a short run); results go to
 ``robustcert-bench/bench-<device>-<options>.json`` and ``.md`` (``--out-dir``; the committed
@@ -46,6 +52,8 @@ import numpy as np
 import torch
 
 from ..engine import PRECISIONS, inputs_per_call, tune_cpu_allocator
+from ..engine.device import first_line
+from ..engine.step import capture
 from ..errors import ModelOutputError
 from ..files import check_derived_output, output_lock, register_recogniser, write_derived_file
 from ..methods.cohen import Smooth
@@ -68,12 +76,15 @@ class Setting:
 
 MODELS = {
     "digits": ((1, 8, 8), 10),
+    "mnist_cnn": ((1, 28, 28), 10),
     "cifar_resnet110": ((3, 32, 32), 10),
     "resnet50": ((3, 224, 224), 1000),
 }
 #: Pretrained-model sources also benchmarked, with random weights, at their own input size and with their
 #: preprocessing inside the model (``torchvision:resnet50``, ``timm:convnext_tiny``); resnet50's settings.
 ZOO_PREFIXES = ("torchvision:", "timm:")
+#: The input grid of the sound mode's input (``--sound``): the digits data are k/16, images k/255.
+SOUND_LEVELS = {"digits": 16}
 
 
 def unknown_models(names: list[str]) -> list[str]:
@@ -95,21 +106,22 @@ def setting_for(profile: dict, name: str) -> "Setting":
 
 # (device type, quick?) -> model -> Setting. CPU sizes keep the full run to a few minutes on 2 cores.
 PROFILES = {
-    ("cpu", False): {"digits": Setting(100, 20_000, 1000, 7), "cifar_resnet110": Setting(100, 400, 250, 5),
-                     "resnet50": Setting(8, 24, 16, 3)},
-    ("cpu", True): {"digits": Setting(100, 5_000, 1000, 3), "cifar_resnet110": Setting(50, 150, 100, 3),
-                    "resnet50": Setting(4, 8, 8, 2)},
-    ("cuda", False): {"digits": Setting(100, 100_000, 10_000, 5), "cifar_resnet110": Setting(100, 100_000, 1000, 5),
-                      "resnet50": Setting(100, 10_000, 400, 3)},
-    ("cuda", True): {"digits": Setting(100, 10_000, 10_000, 3), "cifar_resnet110": Setting(100, 10_000, 1000, 3),
-                     "resnet50": Setting(100, 2_000, 400, 2)},
+    ("cpu", False): {"digits": Setting(100, 20_000, 1000, 7), "mnist_cnn": Setting(100, 4_000, 1000, 5),
+                     "cifar_resnet110": Setting(100, 400, 250, 5), "resnet50": Setting(8, 24, 16, 3)},
+    ("cpu", True): {"digits": Setting(100, 5_000, 1000, 3), "mnist_cnn": Setting(100, 1_000, 500, 3),
+                    "cifar_resnet110": Setting(50, 150, 100, 3), "resnet50": Setting(4, 8, 8, 2)},
+    ("cuda", False): {"digits": Setting(100, 100_000, 10_000, 5), "mnist_cnn": Setting(100, 100_000, 10_000, 5),
+                      "cifar_resnet110": Setting(100, 100_000, 1000, 5), "resnet50": Setting(100, 10_000, 400, 3)},
+    ("cuda", True): {"digits": Setting(100, 10_000, 10_000, 3), "mnist_cnn": Setting(100, 10_000, 10_000, 3),
+                     "cifar_resnet110": Setting(100, 10_000, 1000, 3), "resnet50": Setting(100, 2_000, 400, 2)},
 }
 PACKING = {"cpu": {"digits": 200}, "cuda": {"digits": 2000, "cifar_resnet110": 200}}  # inputs for PREDICT n=100
 SIGMA, ALPHA = 0.25, 0.001
 
 
 def make_model(name: str, device: torch.device) -> torch.nn.Module:
-    """The bundled digits CNN (trained), or a registered architecture or zoo model with random weights."""
+    """The bundled digits CNN (trained), or a registered architecture or zoo model with random weights
+    (mnist_cnn: its batch-norm layers in eval mode with their initial statistics)."""
     if name.startswith(ZOO_PREFIXES):
         found = random_zoo_model(name)
         model = with_preprocessing(found.net, found.preprocessing)
@@ -163,6 +175,34 @@ def forward_limit(engine, batches: list[torch.Tensor], device) -> None:
     synchronize(device)
 
 
+class GraphedForwardLimit:
+    """(a) on CUDA when (b) uses CUDA graphs: each pre-made batch's forward pass recorded once as a
+    CUDA graph (:func:`robustcert.engine.step.capture`) and replayed. ``status`` says whether it
+    could be captured (if not, (a) is the eager :func:`forward_limit`)."""
+
+    def __init__(self, engine, batches: list[torch.Tensor], device):
+        self.engine, self.batches, self.device = engine, batches, device
+        self.graphs: dict[int, torch.cuda.CUDAGraph] | None = None
+        self.status = "not captured yet"
+
+    def __call__(self) -> None:
+        if self.graphs is None:
+            self.graphs = {}
+            try:
+                with torch.inference_mode():
+                    for batch in self.batches:
+                        if id(batch) not in self.graphs:
+                            self.graphs[id(batch)] = capture(lambda b=batch: self.engine.forward(b), self.device)
+                self.status = "CUDA graphs"
+            except Exception as exc:  # (a) falls back to eager like the engine does
+                self.graphs, self.status = {}, f"eager (capture failed: {first_line(exc)})"
+        if not self.graphs:
+            return forward_limit(self.engine, self.batches, self.device)
+        for batch in self.batches:
+            self.graphs[id(batch)].replay()
+        synchronize(self.device)
+
+
 def premade_batches(shape, setting: Setting, device, channels_last: bool) -> list[torch.Tensor]:
     """Noisy batches of the sizes one certification uses (distinct sizes allocated once)."""
     sizes = [setting.n0] + [min(setting.batch, setting.n - start) for start in range(0, setting.n, setting.batch)]
@@ -194,29 +234,38 @@ def interleave(loops: dict[str, Callable[[], object]], reps: int) -> dict[str, l
 
 
 def bench_model(name: str, setting: Setting, device: torch.device, precision: str, channels_last: bool | None,
-                compile: bool) -> dict:
+                compile: bool, graphs: bool | None = None, sound: bool = False) -> dict:
     shape, num_classes = shape_and_classes(name)
     model = make_model(name, device)
     baseline_model = copy.deepcopy(model)  # (c) runs the model as published: fp32, contiguous, eager
-    smoothed = Smooth(model, num_classes, SIGMA, device=device, input_shape=shape, precision=precision,
-                      channels_last=channels_last, compile=compile)
+    options = dict(device=device, input_shape=shape, precision=precision, channels_last=channels_last,
+                   compile=compile, graphs=graphs)
+    smoothed = Smooth(model, num_classes, SIGMA, **options)
     x = torch.rand(shape, device=device)
     x_batch = x.unsqueeze(0)
     engine = smoothed.engine(setting.batch)
     batches = premade_batches(shape, setting, device, engine.channels_last)
+    graphed = device.type == "cuda" and graphs is not False and engine.stream == "counter"
+    limit = GraphedForwardLimit(engine, batches, device) if graphed else \
+        (lambda: forward_limit(engine, batches, device))
     loops = {
-        "a": lambda: forward_limit(engine, batches, device),
+        "a": limit,
         "b": lambda: smoothed.certify(x, setting.n0, setting.n, ALPHA, setting.batch, seed=0),
         "c": lambda: baseline_certify(baseline_model, x_batch, setting.n0, setting.n, SIGMA, ALPHA, setting.batch,
                                       num_classes, device),
         "c2": lambda: baseline_certify(None, x_batch, setting.n0, setting.n, SIGMA, ALPHA, setting.batch,
                                        num_classes, device, engine),
     }
+    if sound:
+        levels = SOUND_LEVELS.get(name, 255)
+        sound_smoothed = Smooth(model, num_classes, SIGMA, sound_float=True, quantization=levels, **options)
+        x_grid = torch.round(x * levels) / levels
+        loops["b_sound"] = lambda: sound_smoothed.certify(x_grid, setting.n0, setting.n, ALPHA, setting.batch, seed=0)
     seconds = interleave(loops, setting.reps)
     samples = setting.n0 + setting.n
     rate = {k: samples / statistics.median(v) for k, v in seconds.items()}
     fastest = {k: samples / min(v) for k, v in seconds.items()}
-    return {
+    result = {
         "model": name, "input_shape": list(shape), "n0": setting.n0, "n": setting.n, "batch": setting.batch,
         "reps": setting.reps, "samples_per_s": {k: round(v, 1) for k, v in rate.items()},
         "seconds": {k: [round(s, 4) for s in v] for k, v in seconds.items()},
@@ -226,8 +275,13 @@ def bench_model(name: str, setting: Setting, device: torch.device, precision: st
                 "b/c2": round(fastest["b"] / fastest["c2"], 3)},
         "s_per_image_b": round(samples / rate["b"], 4),
         "s_per_image_b_at_n100000": round((100 + 100_000) / rate["b"], 3),
+        "limit": limit.status if graphed else "eager forward passes",
         "engine": smoothed.engine_report(),
     }
+    if sound:
+        result["sound_over_standard_time"] = round(rate["b"] / rate["b_sound"], 3)
+        result["sound_engine"] = sound_smoothed.engine_report()
+    return result
 
 
 def bench_packing(name: str, inputs: int, device, precision, channels_last, compile, reps: int,
@@ -254,35 +308,60 @@ def bench_packing(name: str, inputs: int, device, precision, channels_last, comp
             "speedup": round(rate["packed"] / rate["one_per_call"], 2)}
 
 
-SWEEP = [("fp32", False, False), ("fp32", True, False), ("bf16", False, False), ("bf16", True, False),
-         ("fp16", True, False), ("fp32", None, True)]
+#: The sweep's options: (precision, channels_last, compile, graphs); graphs None is automatic (on for
+#: CUDA), False the eager loop. The CUDA-only rows are skipped on CPU; compile rows with ``with_compile``.
+SWEEP = [("fp32", False, False, None), ("fp32", True, False, None), ("bf16", False, False, None),
+         ("bf16", True, False, None), ("fp16", True, False, None), ("fp32", None, True, None),
+         ("fp32", None, False, False), ("bf16", True, True, None)]
+CUDA_ONLY = {("fp32", None, False, False), ("bf16", True, True, None)}
+
+
+def sweep_label(precision: str, channels_last: bool | None, compile: bool, graphs: bool | None) -> str:
+    label = f"{precision}{'' if channels_last is None else ('+channels_last' if channels_last else '+contiguous')}"
+    return label + ("+compile" if compile else "") + ("+no_graphs" if graphs is False else "")
 
 
 def bench_sweep(name: str, setting: Setting, device, reps: int, with_compile: bool) -> dict:
-    """(b) under each engine option, interleaved: the measurements behind the defaults."""
+    """(b) under each engine option, interleaved: the measurements behind the defaults. Each option's
+    first certification (same seed, so the same noise) is compared with the default options' votes:
+    ``votes_vs_default`` is the number of votes that differ (0: the same base classifier on these
+    samples, e.g. compiled or graphed; bf16 is a different one)."""
     shape, num_classes = shape_and_classes(name)
     x = torch.rand(shape, device=device)
-    loops, failed = {}, {}
-    for precision, channels_last, compile in SWEEP:
-        if compile and not with_compile:
+    loops, failed, counts, sweep_options = {}, {}, {}, []
+    for precision, channels_last, compile, graphs in SWEEP:
+        if (compile and not with_compile) or (device.type != "cuda" and (precision, channels_last, compile, graphs)
+                                              in CUDA_ONLY):
             continue
         smoothed = Smooth(make_model(name, device), num_classes, SIGMA, device=device, input_shape=shape,
-                          precision=precision, channels_last=channels_last, compile=compile)
-        label = f"{precision}{'' if channels_last is None else ('+channels_last' if channels_last else '+contiguous')}"
-        label += "+compile" if compile else ""
+                          precision=precision, channels_last=channels_last, compile=compile, graphs=graphs)
+        label = sweep_label(precision, channels_last, compile, graphs)
         try:  # e.g. fp16 overflows to inf on deep random-weight networks: the engine refuses such outputs
-            smoothed.certify(x, setting.n0, min(setting.n, setting.batch), ALPHA, setting.batch, seed=0)
+            first = smoothed.certify(x, setting.n0, setting.n, ALPHA, setting.batch, seed=0)
         except ModelOutputError as exc:
             failed[label] = str(exc)
             continue
+        counts[label] = np.asarray(first.counts)
+        sweep_options.append((label, smoothed))
         loops[label] = (lambda s=smoothed: s.certify(x, setting.n0, setting.n, ALPHA, setting.batch, seed=0))
     seconds = interleave(loops, reps)
     samples = setting.n0 + setting.n
     rate = {k: samples / statistics.median(v) for k, v in seconds.items()}
     base = rate["fp32+contiguous"]
+    default = _default_counts(name, x, setting, device, num_classes)
     return {"model": name, "n0": setting.n0, "n": setting.n, "batch": setting.batch, "reps": reps,
             "samples_per_s": {k: round(v, 1) for k, v in rate.items()},
-            "vs_fp32_contiguous": {k: round(v / base, 2) for k, v in rate.items()}, "failed": failed}
+            "vs_fp32_contiguous": {k: round(v / base, 2) for k, v in rate.items()},
+            "s_per_image_at_n100000": {k: round((100 + 100_000) / v, 3) for k, v in rate.items()},
+            "votes_vs_default": {k: int(np.abs(c - default).sum() // 2) for k, c in counts.items()},
+            "engines": {label: smoothed.engine_report() for label, smoothed in sweep_options},
+            "failed": failed}
+
+
+def _default_counts(name, x, setting, device, num_classes) -> np.ndarray:
+    """The votes of one certification with the default engine options (the sweep's reference)."""
+    smoothed = Smooth(make_model(name, device), num_classes, SIGMA, device=device, input_shape=MODELS[name][0])
+    return np.asarray(smoothed.certify(x, setting.n0, setting.n, ALPHA, setting.batch, seed=0).counts)
 
 
 # --------------------------------------------------------------------------- the run
@@ -290,15 +369,16 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def options_label(precision: str, channels_last: bool | None, compile: bool) -> str:
+def options_label(precision: str, channels_last: bool | None, compile: bool, graphs: bool | None = None) -> str:
     layout = {None: "", True: "-cl", False: "-contiguous"}[channels_last]
-    return f"{precision}{layout}{'-compile' if compile else ''}"
+    return f"{precision}{layout}{'-compile' if compile else ''}{'-no-graphs' if graphs is False else ''}"
 
 
 def run_bench(models: list[str], device: torch.device, precision: str = "fp32", channels_last: bool | None = None,
               compile: bool = False, quick: bool = False, out_dir: Path | None = Path("robustcert-bench"),
               threads: int | None = None, sweep: bool = False, packing: bool = True, n: int | None = None,
-              reps: int | None = None, clock: str = "wall", tune_allocator: bool = True, log=print) -> dict:
+              reps: int | None = None, clock: str = "wall", tune_allocator: bool = True, log=print,
+              graphs: bool | None = None, sound: bool = False, sweep_compile: bool = False) -> dict:
     """Run the benchmark, print a table, write JSON + markdown into ``out_dir`` (None: don't write).
 
     The two files are checked before measuring (they replace only an earlier bench record,
@@ -306,11 +386,11 @@ def run_bench(models: list[str], device: torch.device, precision: str = "fp32", 
     writing the same files is refused)."""
     with contextlib.ExitStack() as hold:
         return _run_bench(models, device, precision, channels_last, compile, quick, out_dir, threads, sweep,
-                          packing, n, reps, clock, tune_allocator, log, hold)
+                          packing, n, reps, clock, tune_allocator, log, graphs, sound, sweep_compile, hold)
 
 
 def _run_bench(models, device, precision, channels_last, compile, quick, out_dir, threads, sweep, packing, n, reps,
-               clock, tune_allocator, log, hold: contextlib.ExitStack) -> dict:
+               clock, tune_allocator, log, graphs, sound, sweep_compile, hold: contextlib.ExitStack) -> dict:
     global _clock
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}")
@@ -325,7 +405,7 @@ def _run_bench(models, device, precision, channels_last, compile, quick, out_dir
         "device": device_name(device), "device_type": device.type, "torch": torch.__version__,
         "python": platform.python_version(), "threads": torch.get_num_threads(),
         "options": {"precision": precision, "channels_last": channels_last, "compile": compile, "quick": quick,
-                    "clock": clock, "cpu_allocator_tuned": allocator_tuned},
+                    "clock": clock, "cpu_allocator_tuned": allocator_tuned, "graphs": graphs, "sound": sound},
         "command": "robustcert " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name in ("robustcert", "__main__.py")
         else " ".join(sys.argv),
         "load_average_start": _load_average(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -335,7 +415,7 @@ def _run_bench(models, device, precision, channels_last, compile, quick, out_dir
     if out_dir is not None:  # checked and locked before measuring: a refusal at the end would lose the run
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = f"bench-{slug(device.type if device.type == 'cpu' else record['device'])}-" \
-               f"{options_label(precision, channels_last, compile)}{'-quick' if quick else ''}" \
+               f"{options_label(precision, channels_last, compile, graphs)}{'-quick' if quick else ''}" \
                f"{'-cpuclock' if clock == 'cpu' else ''}{'-malloc-default' if device.type == 'cpu' and not allocator_tuned else ''}"
         targets = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
         for target in targets:
@@ -349,7 +429,7 @@ def _run_bench(models, device, precision, channels_last, compile, quick, out_dir
         if reps is not None:
             setting = Setting(setting.n0, setting.n, setting.batch, reps)
         settings[name] = setting
-        result = bench_model(name, setting, device, precision, channels_last, compile)
+        result = bench_model(name, setting, device, precision, channels_last, compile, graphs, sound)
         record["models"].append(result)
         log(_model_line(result))
     if packing:
@@ -363,10 +443,10 @@ def _run_bench(models, device, precision, channels_last, compile, quick, out_dir
                     f"{result['inputs_per_s']['one_per_call']:.1f} one per call ({result['speedup']}x)")
     if sweep:
         for name in models:
-            if name not in ("digits", "cifar_resnet110") and device.type == "cpu":
+            if name not in ("digits", "mnist_cnn", "cifar_resnet110") and device.type == "cpu":
                 continue  # minutes per option on CPU
             result = bench_sweep(name, settings[name], device, min(3, settings[name].reps),
-                                 with_compile=(name == "digits"))  # compiling resnets takes minutes
+                                 with_compile=sweep_compile or name == "digits")  # resnets: minutes to compile
             record["sweep"].append(result)
             log(f"sweep {name}: " + ", ".join(f"{k} {v}x" for k, v in result["vs_fp32_contiguous"].items())
                 + "".join(f"; {k}: {v}" for k, v in result["failed"].items()))
@@ -403,7 +483,8 @@ def _model_line(r: dict) -> str:
     return (f"{r['model']:>16} n0={r['n0']} n={r['n']} batch={r['batch']}: (a) limit {rate['a']:.4g}/s  "
             f"(b) robustcert {rate['b']:.4g}/s  (c) baseline {rate['c']:.4g}/s  "
             f"(c2) same options {rate['c2']:.4g}/s  (b)/(a) {r['b/a']:.3f} [min {r['min']['b/a']:.3f}]  "
-            f"(b)/(c) {r['b/c']:.2f}  (b)/(c2) {r['b/c2']:.2f}  {r['s_per_image_b']:.3g} s/image")
+            f"(b)/(c) {r['b/c']:.2f}  (b)/(c2) {r['b/c2']:.2f}  {r['s_per_image_b']:.3g} s/image"
+            + (f"  sound/standard time {r['sound_over_standard_time']:.3f}" if "sound_over_standard_time" in r else ""))
 
 
 def markdown(record: dict) -> str:
@@ -436,6 +517,13 @@ def markdown(record: dict) -> str:
                      f"{rate['c']:.5g} | {rate['c2']:.5g} | {r['b/a']:.3f} [{r['min']['b/a']:.3f}] | "
                      f"{r['b/c']:.2f} [{r['min']['b/c']:.2f}] | {r['b/c2']:.2f} [{r['min']['b/c2']:.2f}] | "
                      f"{r['s_per_image_b']:.4g} | {r['s_per_image_b_at_n100000']:.4g} |")
+    lines.append("")
+    for r in record["models"]:
+        engine = r.get("engine", {})
+        lines.append(f"- {r['model']}: noise stream {engine.get('noise_stream', 'torch.Generator per input')}; "
+                     f"CUDA graphs {engine.get('cuda_graphs', 'off')}; (a) {r.get('limit', 'eager forward passes')}"
+                     + (f"; sound mode / standard mode time {r['sound_over_standard_time']:.3f}"
+                        if "sound_over_standard_time" in r else ""))
     if record["packing"]:
         lines += ["", "Cross-input packing: PREDICT (n = 100 samples per input) over many inputs, inputs packed "
                   "into shared batches as the CLI does, against one input per call.", "",
@@ -449,7 +537,13 @@ def markdown(record: dict) -> str:
         lines += ["", "Engine options, (b) samples/s relative to fp32 + contiguous layout "
                   "(fp32 with no layout given = the measured default layout):", ""]
         for r in record["sweep"]:
+            votes = r.get("votes_vs_default", {})
+            per_image = r.get("s_per_image_at_n100000", {})
             lines.append(f"- {r['model']} (n0={r['n0']}, n={r['n']}, batch {r['batch']}): " +
-                         ", ".join(f"{k} {v}x ({r['samples_per_s'][k]:.4g}/s)" for k, v in r["vs_fp32_contiguous"].items())
+                         ", ".join(f"{k} {v}x ({r['samples_per_s'][k]:.4g}/s"
+                                   + (f", {per_image[k]:.3g} s/image at n=1e5" if k in per_image else "")
+                                   + (f", votes {'equal to' if votes[k] == 0 else f'{votes[k]} different from'}"
+                                      " the default" if k in votes else "") + ")"
+                                   for k, v in r["vs_fp32_contiguous"].items())
                          + "".join(f"; {k}: {v}" for k, v in r.get("failed", {}).items()))
     return "\n".join(lines) + "\n"
