@@ -13,6 +13,7 @@ import torch
 
 from robustcert import Smooth
 from robustcert.engine import MonteCarloEngine, VoteCounter
+from robustcert.errors import ModelOutputError
 from robustcert.models import load_model
 
 pytestmark = [pytest.mark.cuda,
@@ -30,14 +31,17 @@ def test_the_sampling_loop_never_synchronises_with_the_host(digits_test):
     generators = [engine.generator(0, i, "s") for i in range(4)]
     counter = VoteCounter(4, 10, DEVICE)
     with torch.inference_mode():
-        engine.accumulate(xs, 300, counter, generators)  # warm-up: cuDNN plans, allocator
+        engine.accumulate(xs, 1200, counter, generators)  # warm-up: cuDNN plans, allocator, the graph capture
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            flag = engine.accumulate(xs, 1200, counter, generators)  # packed and unpacked batches
+            flag = engine.accumulate(xs, 1200, counter, generators)  # graphed full batches, packed eager ones
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    assert not bool(flag) and counter.result().sum() == 4 * 1500
+    assert not bool(flag) and counter.result().sum() == 4 * 2400
+    report = engine.report()
+    print("stream:", report["noise_stream"], "| graphs:", report["cuda_graphs"])
+    assert engine.stream == "counter" and report["cuda_graphs"].startswith("votes equal to eager")
 
 
 def test_same_seed_same_certificate_and_every_sample_counted(digits_test):
@@ -177,14 +181,15 @@ def test_sound_mode_on_cuda_samples_the_discretized_gaussian_and_is_one_base_cla
     generators = [engine.generator(0, i, "s") for i in range(4)]
     counter = VoteCounter(4, 10, DEVICE)
     with torch.inference_mode():
-        engine.accumulate(xs, 300, counter, generators)  # warm-up and the probe
+        engine.accumulate(xs, 1200, counter, generators)  # warm-up, the probe and the graph capture
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
             engine.accumulate(xs, 1200, counter, generators)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    assert counter.result().sum() == 4 * 1500 and engine.runner.probe.startswith("passed")
+    assert counter.result().sum() == 4 * 2400 and engine.runner.probe.startswith("passed")
+    print("sound mode stream:", engine.report()["noise_stream"], "| graphs:", engine.report()["cuda_graphs"])
 
     torch.manual_seed(0)
     resnet = build_model("cifar_resnet110").to(DEVICE).eval()
@@ -193,3 +198,98 @@ def test_sound_mode_on_cuda_samples_the_discretized_gaussian_and_is_one_base_cla
                                                                      seed=2, indices=[1])[0]
     packed = Smooth(resnet, 10, 0.25, sound_float=True).certify_batch(images, n0=50, n=1000, batch_size=400, seed=2)
     assert packed[1].counts == alone.counts and sum(alone.counts) == 1000
+
+
+# --------------------------------------------------------------------------- issue 26: counter streams, graphs
+def test_counter_kernels_on_cuda_equal_the_reference_and_ignore_batches(digits_test):
+    """The Triton kernels against the torch reference on the device (integers bit for bit), and an
+    input's certificate the same at every batch size and grouping (the counter stream's promise)."""
+    from robustcert.engine import DiscreteGaussianNoise, GaussianNoise
+    from robustcert.engine.counter_triton import check_against_reference
+
+    for noise in (GaussianNoise(0.25), DiscreteGaussianNoise(0.25, 16), DiscreteGaussianNoise(0.5, 255)):
+        assert check_against_reference(noise, DEVICE, count=64, width=3 * 32 * 32 + 1) is None, noise.name
+    smoothed = Smooth(digits_model(), 10, 0.25)
+    xs = digits_test[0][:6]
+    reference = smoothed.certify_batch(xs, n0=100, n=5000, batch_size=10_000, seed=3)
+    assert smoothed.engine_report()["noise_stream"].endswith("triton")
+    for batch_size, rows in ((777, [0, 1, 2, 3, 4, 5]), (2048, [4, 1]), (100, [5])):
+        certs = smoothed.certify_batch(xs[rows], n0=100, n=5000, batch_size=batch_size, seed=3, indices=rows)
+        for cert in certs:
+            assert cert.counts == reference[cert.index].counts
+            assert cert.details["selection_counts"] == reference[cert.index].details["selection_counts"]
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager-model", "compiled-model"])
+def test_cuda_graph_step_gives_the_eager_loop_votes(digits_test, compile):
+    from robustcert.models import build_model
+
+    torch.manual_seed(0)
+    resnet = build_model("cifar_resnet110").to(DEVICE).eval()
+    images = torch.rand(2, 3, 32, 32)
+    cases = [(digits_model(), digits_test[0][:3], 20_000, 4000)]
+    if not compile:  # compiling cifar_resnet110 takes minutes: the digits CNN checks the compiled path
+        cases.append((resnet, images, 3000, 1000))
+    for model, xs, n, batch in cases:
+        eager = Smooth(model, 10, 0.25, graphs=False, compile=compile)
+        graphed = Smooth(model, 10, 0.25, compile=compile)
+        expected = eager.certify_batch(xs, n0=100, n=n, batch_size=batch, seed=1)
+        got = graphed.certify_batch(xs, n0=100, n=n, batch_size=batch, seed=1)
+        assert [c.counts for c in got] == [c.counts for c in expected]
+        report = graphed.engine_report()
+        print(type(model).__name__, "compile", compile, "| graphs:", report["cuda_graphs"])
+        assert report["cuda_graphs"].startswith("votes equal to eager") and eager.engine_report()["cuda_graphs"] == "off"
+
+
+def test_cuda_graph_capture_failure_falls_back_to_the_same_votes(digits_test, monkeypatch):
+    import robustcert.engine.step as step_module
+
+    def broken(body, device, warmup=1):
+        raise RuntimeError("capture refused (test)")
+
+    xs = digits_test[0][:2]
+    expected = Smooth(digits_model(), 10, 0.25).certify_batch(xs, n0=100, n=6000, batch_size=2000, seed=5)
+    monkeypatch.setattr(step_module, "capture", broken)
+    smoothed = Smooth(digits_model(), 10, 0.25)
+    with pytest.warns(RuntimeWarning, match="CUDA graph of the sampling step failed"):
+        got = smoothed.certify_batch(xs, n0=100, n=6000, batch_size=2000, seed=5)
+    assert [c.counts for c in got] == [c.counts for c in expected]
+    assert smoothed.engine_report()["cuda_graphs"] == "failed: capture refused (test)"
+
+
+def test_nan_outputs_are_found_in_graph_replays():
+    class RareNaN(torch.nn.Module):
+        """NaN whenever a sample's first value exceeds ``threshold`` (a property of the noise, so it
+        happens inside graph replays too)."""
+
+        def __init__(self, threshold):
+            super().__init__()
+            self.threshold = threshold
+
+        def forward(self, x):
+            first = x.flatten(1)[:, :1]
+            out = torch.cat([first, -first], 1)
+            return torch.where(first > self.threshold, torch.full_like(out, float("nan")), out)
+
+    x = torch.zeros(1, 64, device=DEVICE)
+
+    def run(threshold):
+        engine = MonteCarloEngine(RareNaN(threshold), sigma=1.0, batch_size=500, device=DEVICE)
+        engine.run(x, 20_000, VoteCounter(1, 2, DEVICE), [engine.generator(0, 0, "s")])
+        return engine
+
+    assert run(100.0).report()["cuda_graphs"].startswith("votes equal")
+    with pytest.raises(ModelOutputError, match="NaN or infinite"):
+        run(3.3)  # about 5 samples in 10^4 above 3.3 sigma: in several of the 40 batches, most of them replays
+
+
+def test_sound_mode_cost_on_cuda_is_reported(digits_test):
+    """The sound mode's counter kernel and graph on CUDA: same votes alone and packed, graph used."""
+    smoothed = Smooth(digits_model(), 10, 0.25, sound_float=True, quantization=16)
+    xs = digits_test[0][:3]
+    packed = smoothed.certify_batch(xs, n0=100, n=20_000, batch_size=5000, seed=2)
+    alone = smoothed.certify_batch(xs[1:2], n0=100, n=20_000, batch_size=5000, seed=2, indices=[1])[0]
+    assert packed[1].counts == alone.counts
+    report = smoothed.engine_report()
+    print("sound:", report["noise_stream"], "|", report["cuda_graphs"])
+    assert report["noise_stream"].endswith("triton") and report["cuda_graphs"].startswith("votes equal")

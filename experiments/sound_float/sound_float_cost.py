@@ -54,7 +54,7 @@ def component_seconds(smoothed, xs, args, device, reps: int = 30) -> dict:
     generator = engine.generator(0, 0, "timing")
     medians = {}
     with torch.inference_mode():
-        for part, work in (("noise", lambda: engine.noise.perturb(flat, clean, generator)),
+        for part, work in (("noise", lambda: engine.perturb(flat, clean, generator)),
                            ("forward", lambda: engine.runner.outputs(buffer, 10))):
             work()
             times = []

@@ -168,6 +168,19 @@ class MonteCarloEngine:
             return CounterStream(derive_seed(seed, index, stage))
         return input_generator(self.device, seed, index, stage)
 
+    def perturb(self, out: torch.Tensor, clean: torch.Tensor, stream) -> None:
+        """Fill ``out`` (count, values per sample), contiguous, with the next ``count`` noisy copies
+        of the flat input ``clean`` (pixel values, in the buffers' memory order) from ``stream`` (from
+        :meth:`generator`): one draw of the sampling loop, for tools that time or inspect it."""
+        if self.stream == "generator":
+            self.noise.perturb(out, clean, stream)
+            return
+        if kind_of(self.noise) == "discrete-gaussian":
+            clean = grid_indices(clean, self.noise.levels, check=False).to(out.dtype)
+        keys = device_ints([stream.key, stream.position], self.device)
+        self._fill(out, clean, keys[0:1], keys[1:2], 0)
+        stream.position += out.shape[0]
+
     # ----------------------------------------------------------------- buffers and plans
     def _noise_buffer(self, input_shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
         """The preallocated noise batch; halves ``batch_size`` if it cannot be allocated."""

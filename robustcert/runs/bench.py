@@ -416,6 +416,7 @@ def _run_bench(models, device, precision, channels_last, compile, quick, out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = f"bench-{slug(device.type if device.type == 'cpu' else record['device'])}-" \
                f"{options_label(precision, channels_last, compile, graphs)}{'-quick' if quick else ''}" \
+               f"{'-sound' if sound else ''}" \
                f"{'-cpuclock' if clock == 'cpu' else ''}{'-malloc-default' if device.type == 'cpu' and not allocator_tuned else ''}"
         targets = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
         for target in targets:
