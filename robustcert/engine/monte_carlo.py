@@ -351,7 +351,8 @@ class MonteCarloEngine:
     def _graph_step(self, buffer, noise, accumulator, bounded: bool, clean_width: int) -> GraphedVoteStep | None:
         """The engine's graph step for this buffer, if graphs apply (CUDA, counter kernel, votes)."""
         if self.graphs_request is False or self.device.type not in GRAPH_DEVICES \
-                or not hasattr(accumulator, "add_votes"):
+                or not hasattr(accumulator, "add_votes") or (self.runner.forward_batch or buffer.shape[0]) < \
+                buffer.shape[0]:  # after an out-of-memory split the forward pass is no longer one call
             return None
         fixed = self.sound and bounded
         key = (buffer.data_ptr(), tuple(buffer.shape), accumulator.num_classes, fixed)
@@ -362,6 +363,10 @@ class MonteCarloEngine:
 
     def _build_step(self, step: GraphedVoteStep, key, first, clean, outputs) -> GraphedVoteStep | None:
         """Capture ``step`` after the eager batch that produced ``outputs``; None (eager) if it fails."""
+        if (self.runner.forward_batch or len(step.buffer)) < len(step.buffer):
+            self._steps = {k: None for k in self._steps}
+            self.graph_status = "off (forward passes split after running out of memory)"
+            return None
         captured, self.graph_status = try_graph_step(step, key, first, clean, outputs)
         if not captured:
             self._steps = {k: None for k in self._steps}  # do not try again on this engine

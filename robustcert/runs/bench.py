@@ -120,13 +120,17 @@ SIGMA, ALPHA = 0.25, 0.001
 
 
 def make_model(name: str, device: torch.device) -> torch.nn.Module:
-    """The bundled digits CNN (trained), or a registered architecture or zoo model with random weights
-    (mnist_cnn: its batch-norm layers in eval mode with their initial statistics)."""
-    if name.startswith(ZOO_PREFIXES):
-        found = random_zoo_model(name)
-        model = with_preprocessing(found.net, found.preprocessing)
-    else:
-        model = load_model("bundled:digits-0.25") if name == "digits" else build_model(name)
+    """The bundled digits CNN (trained), or a registered architecture or zoo model with random weights, the
+    same at every call (seed 0; mnist_cnn: its batch-norm layers in eval mode with their initial statistics)."""
+    if name == "digits":
+        return load_model("bundled:digits-0.25").to(device).eval()
+    with torch.random.fork_rng(devices=[]):  # the same weights every call: options compared on one model
+        torch.manual_seed(0)
+        if name.startswith(ZOO_PREFIXES):
+            found = random_zoo_model(name)
+            model = with_preprocessing(found.net, found.preprocessing)
+        else:
+            model = build_model(name)
     return model.to(device).eval()
 
 
@@ -444,8 +448,8 @@ def _run_bench(models, device, precision, channels_last, compile, quick, out_dir
                     f"{result['inputs_per_s']['one_per_call']:.1f} one per call ({result['speedup']}x)")
     if sweep:
         for name in models:
-            if name not in ("digits", "mnist_cnn", "cifar_resnet110") and device.type == "cpu":
-                continue  # minutes per option on CPU
+            if device.type == "cpu" and (name.startswith(ZOO_PREFIXES) or (name == "resnet50" and not quick)):
+                continue  # minutes per option on CPU at ImageNet sizes (resnet50 with --quick: a few)
             result = bench_sweep(name, settings[name], device, min(3, settings[name].reps),
                                  with_compile=sweep_compile or name == "digits")  # resnets: minutes to compile
             record["sweep"].append(result)
