@@ -23,7 +23,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -82,14 +81,8 @@ def main() -> None:
              "b-free": free_draw(certify, "normal_", lambda self, *a, **k: self),
              "c2-free": free_draw(published, "randn_like", lambda t, **k: torch.empty_like(t)),
              "draw": draws}
-    for loop in loops.values():
-        loop()
-    seconds = {name: [] for name in loops}
-    for _ in range(args.reps):
-        for name, loop in loops.items():
-            start = time.process_time()
-            loop()
-            seconds[name].append(time.process_time() - start)
+    bench._clock = bench.CLOCKS["cpu"]
+    seconds = bench.interleave(loops, args.reps)
     median = {k: statistics.median(v) for k, v in seconds.items()}
     fastest = {k: min(v) for k, v in seconds.items()}
     load = os.getloadavg()

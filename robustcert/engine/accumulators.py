@@ -47,11 +47,12 @@ class VoteCounter:
         """Add the votes of a whole batch: all of input ``row``, or (``row`` None) of the inputs
         ``sample_rows`` (int64, one per output row, on the device)."""
         predictions = outputs.argmax(dim=1)
+        count = predictions.shape[0]
         if row is not None:
-            self.counts[row].scatter_add_(0, predictions, ones(len(predictions), self.counts.device))
+            self.counts[row].scatter_add_(0, predictions, ones(count, self.counts.device))
             return
         cells = sample_rows * self.num_classes + predictions
-        self.counts.view(-1).scatter_add_(0, cells, ones(len(predictions), self.counts.device))
+        self.counts.view(-1).scatter_add_(0, cells, ones(count, self.counts.device))
 
     def add_votes(self, row: int, votes: torch.Tensor) -> None:
         """Add ``votes`` (num_classes,) int64, counted on the device, to input ``row``."""

@@ -320,8 +320,8 @@ class MonteCarloEngine:
             clean = self.runner.layout(clean).as_strided(flat_inputs.shape, flat_inputs.stride())
         else:
             clean = flat_inputs
-        keys = device_ints([s.key for s in streams], self.device)
-        bases = device_ints([s.position for s in streams], self.device)
+        keys, bases = device_ints([s.key for s in streams] + [s.position for s in streams], self.device).split(
+            len(streams))  # one copy to the device for both
         drawn = [0] * len(streams)
         update_batch = getattr(accumulator, "update_batch", None)
         step = self._graph_step(buffer, noise, accumulator, bounded, clean.shape[1])

@@ -75,6 +75,7 @@ class ModelRunner:
         self.precision = precision
         self.channels_last = resolve_channels_last(channels_last, self.device, precision)
         self.sigma = sigma
+        self.takes_sigma = bool(getattr(model, "takes_sigma", False))  # read once: Module.__getattr__ is slow
         self.forward_batch: int | None = None  # largest forward pass after out-of-memory retries
         self.oom_retries = 0
         self.fixed_batch = fixed_batch
@@ -112,7 +113,7 @@ class ModelRunner:
     def call(self, batch: torch.Tensor, model: Callable | None = None) -> torch.Tensor:
         """One call of ``model`` (default: the eager model), with sigma for conditioned models."""
         model = self.model if model is None else model
-        if getattr(self.model, "takes_sigma", False):
+        if self.takes_sigma:
             return model(batch, self.sigma)
         return model(batch)
 
