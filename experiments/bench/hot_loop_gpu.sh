@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 26 on a CUDA device: the sampling loop at the forward-pass limit (counter streams, CUDA graphs,
-# the fused sound-mode kernel) and the limit itself raised. Called by experiments/gpu_check.sh (step 2);
+# the fused sound-mode kernel) and the limit itself raised. Called by experiments/bench/gpu_check.sh (step 2);
 # runs alone too. Writes into $OUT (default results/bench):
 #
 #   A. bench-<gpu>-fp32-sound.{json,md}        digits, mnist_cnn at n = 100000 (batch 10000): (a) graphed,
@@ -19,6 +19,9 @@
 #   experiments/bench/hot_loop_gpu.sh            # on the CUDA machine
 #   experiments/bench/hot_loop_gpu.sh --dry-run  # on CPU, tiny sizes, into a temp dir (checks the commands)
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then  # the header comment is the help
+  awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0
+fi
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python}

@@ -46,7 +46,7 @@ def clock(device: torch.device) -> float:
 
 def component_seconds(smoothed, xs, args, device, reps: int = 30) -> dict:
     """Median seconds of the two parts of one batch of ``args.batch`` samples: drawing the noisy
-    copies of one input (noise.perturb) and one forward pass (the runner), each repeated ``reps`` times."""
+    copies of one input (engine.perturb: the noise stream the engine samples from) and one forward pass (the runner), each repeated ``reps`` times."""
     engine = smoothed.engine(args.batch)
     buffer = engine._noise_buffer(xs.shape[1:], torch.float32)
     flat = buffer.as_strided((buffer.numel(),), (1,)).view(args.batch, -1)
