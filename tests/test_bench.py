@@ -62,3 +62,36 @@ def test_published_baseline_loop_certifies_like_robustcert(digits_test):
     c_a, p_lower = baseline_certify(model, x.unsqueeze(0), 100, 2000, 0.25, 0.001, 500, 10, torch.device("cpu"))
     assert c_a == ours.details["selected_class"] == int(digits_test[1][0])
     assert abs(p_lower - ours.p_lower) < 0.02  # independent noise, same smoothed classifier
+
+
+def test_bench_sound_column_and_engine_lines(tmp_path, monkeypatch):
+    """--sound times (b) in the floating-point-sound mode beside the standard one; every row names
+    its noise stream and CUDA-graph status; the file name says the run had the sound column."""
+    monkeypatch.setattr(bench, "interleave", fixed_durations({"a": 0.2, "b": 0.25, "c": 0.5, "c2": 0.25,
+                                                              "b_sound": 0.275}))
+    result = CliRunner().invoke(main, ["bench", "--quick", "--models", "digits", "--n", "300", "--reps", "1",
+                                       "--no-packing", "--device", "cpu", "--sound", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "bench-cpu-fp32-quick-sound.json").read_text())
+    (row,) = record["models"]
+    assert row["sound_over_standard_time"] == 1.1 and record["options"]["sound"] is True
+    assert row["engine"]["noise_stream"].startswith("torch.Generator per input")
+    assert row["sound_engine"]["noise"] == "discrete-gaussian" and row["limit"] == "eager forward passes"
+    text = (tmp_path / "bench-cpu-fp32-quick-sound.md").read_text()
+    assert "sound mode / standard mode time 1.100" in text and "CUDA graphs off (cpu)" in text
+
+
+def test_sweep_compares_every_option_on_the_same_weights(monkeypatch):
+    """The sweep's votes are compared with the default options' votes on the same samples: the same
+    model (random weights are seeded) and the same layout give 0 differences; each option reports
+    its seconds per image at n = 100000."""
+    monkeypatch.setattr(bench, "interleave", fixed_durations({label: 0.1 for label in (
+        "fp32+contiguous", "fp32+channels_last", "bf16+contiguous", "bf16+channels_last", "fp16+channels_last")}))
+    monkeypatch.setattr(bench, "SWEEP", [("fp32", False, False, None), ("fp32", True, False, None)])
+    result = bench.bench_sweep("mnist_cnn", bench.Setting(10, 200, 100, 1), torch.device("cpu"), 1,
+                               with_compile=False)
+    assert result["votes_vs_default"]["fp32+channels_last"] == 0  # the default options, same weights
+    assert result["votes_vs_default"]["fp32+contiguous"] <= 2  # another kernel layout, same samples
+    assert result["s_per_image_at_n100000"]["fp32+channels_last"] == round(100_100 / 2100, 3)
+    assert torch.equal(next(iter(bench.make_model("mnist_cnn", torch.device("cpu")).state_dict().values())),
+                       next(iter(bench.make_model("mnist_cnn", torch.device("cpu")).state_dict().values())))

@@ -46,6 +46,7 @@ $PY -m robustcert bench --device cuda --quick --models cifar_resnet110,resnet50 
   --out-dir "$OUT" || status=$?
 if [ "$COMPILE_SECONDS" -gt 0 ]; then
   timeout "$COMPILE_SECONDS" $PY -m robustcert bench --device cuda --quick --models cifar_resnet110,resnet50 \
-    --compile --no-packing --out-dir "$OUT" || echo "compile bench stopped or failed (status $?; budget ${COMPILE_SECONDS} s)"
+    --compile --no-packing --out-dir "$OUT" \
+    || echo "compile bench stopped or failed (status $?; budget ${COMPILE_SECONDS} s)"
 fi
 exit "$status"
