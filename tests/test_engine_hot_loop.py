@@ -8,6 +8,7 @@
 * The CUDA-graph step's bookkeeping, run on CPU with a stand-in for graph capture (replay = the
   recorded step called again): same votes as the eager loop, fallbacks, NaN detection.
 """
+import json
 import math
 import os
 import subprocess
@@ -334,3 +335,13 @@ def test_nan_check_finds_inf_anywhere_and_accepts_huge_finite_outputs():
     for values in ([0, float("inf"), 0, 0], [0, 0, 0, float("-inf")], [float("inf"), float("-inf")]):
         with pytest.raises(ModelOutputError):
             run(values)
+
+
+def test_dataset_sidecar_records_the_noise_stream_and_graph_status(tmp_path):
+    from robustcert import certify_dataset
+
+    smoothed = Smooth(load_model("bundled:digits-0.25"), 10, 0.25)
+    certify_dataset(smoothed, "digits", tmp_path / "c.tsv", n0=20, n=200, max_inputs=2, progress=False)
+    run = json.loads((tmp_path / "c.tsv.json").read_text())["runs"][-1]
+    assert run["engine"]["noise_stream"].startswith("torch.Generator per input: derive_seed(seed, index, stage)")
+    assert run["engine"]["cuda_graphs"] == "off (cpu)"
