@@ -337,6 +337,8 @@ def bench_sweep(name: str, setting: Setting, device, reps: int, with_compile: bo
         if (compile and not with_compile) or (device.type != "cuda" and (precision, channels_last, compile, graphs)
                                               in CUDA_ONLY):
             continue
+        if compile:  # compile each model afresh: dynamo's shape history from other models would make it dynamic
+            torch._dynamo.reset()
         smoothed = Smooth(make_model(name, device), num_classes, SIGMA, device=device, input_shape=shape,
                           precision=precision, channels_last=channels_last, compile=compile, graphs=graphs)
         label = sweep_label(precision, channels_last, compile, graphs)
