@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # GPU check of the certification engine (issues 8, 26, 23): one script, results into results/bench/.
 #
-#   experiments/bench/gpu_check.sh            # on a CUDA machine: fits a 15-minute device session (10 min of steps)
+#   experiments/bench/gpu_check.sh            # on a CUDA machine: fits a 15-minute device session (9 min of steps)
 #   experiments/bench/gpu_check.sh --quick    # steps 1-2 only, no compile benchmark
 #   experiments/bench/gpu_check.sh --dry-run  # on CPU: runs every python step at tiny sizes into a temp dir
 #
-# The whole run has a deadline, GPU_CHECK_SECONDS (default 600: a 15-minute device session less the
-# machine's start and the copy back); each step has its own time limit, cut to what is left of the deadline,
+# The whole run has a deadline, GPU_CHECK_SECONDS (default 540: a 15-minute device session less the
+# machine's start and the copy back, and under a 10-minute command limit); each step has its own time limit, cut to what is left of the deadline,
 # and a step with less than 30 s left is skipped and said so in the log. Steps, most important first:
 #   1. the CUDA tests (pytest marker `cuda`: no host sync in the sampling loop (counter streams, CUDA
 #      graphs), counter kernels against the torch reference, the graph step's votes equal to the eager
@@ -59,7 +59,7 @@ fi
 
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA device')"
 OUT=${GPU_CHECK_OUT:-results/bench}
-DEADLINE=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-600} ))
+DEADLINE=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-540} ))
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check$( [ -n "$QUICK" ] && echo -quick ).log"
 {
