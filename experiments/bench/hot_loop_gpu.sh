@@ -31,8 +31,8 @@ if [ "${1:-}" = "--dry-run" ]; then
   echo "hot_loop_gpu dry run on CPU into $OUT"
   $PY -m robustcert bench --device cpu --quick --models digits,mnist_cnn --n 500 --reps 1 --sweep --sound \
     --out-dir "$OUT"
-  $PY -m robustcert bench --device cpu --quick --models cifar_resnet110 --n 50 --reps 1 --sweep --sound \
-    --no-packing --out-dir "$OUT"
+  $PY -m robustcert bench --device cpu --quick --models cifar_resnet110 --n 50 --reps 1 --sound \
+    --no-packing --out-dir "$OUT/resnets"
   ls "$OUT"
   exit 0
 fi
