@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from robustcert import Smooth
 from robustcert.runs import bench
 from robustcert.runs.bench import baseline_certify, bench_packing, markdown
+from robustcert.runs.provenance import cpu_model
 from robustcert.cli import main
 from robustcert.models import load_model
 
@@ -37,6 +38,7 @@ def test_bench_command_writes_json_and_markdown(tmp_path, monkeypatch):
     assert (row["b/a"], row["b/c"], row["b/c2"]) == (0.8, 2.0, 1.0)
     assert "| digits | 100 | 300 | 1000 |" in (tmp_path / "bench-cpu-fp32-quick-cpuclock.md").read_text()
     assert markdown(record).startswith("# Certification loop benchmark: cpu")
+    assert cpu_model() in record["device"]  # the CPU's model where the OS names it (figures name their CPU)
     bad = CliRunner().invoke(main, ["bench", "--models", "vgg", "--out-dir", str(tmp_path)])
     assert bad.exit_code == 2 and "unknown model" in bad.output
 

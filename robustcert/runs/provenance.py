@@ -27,9 +27,23 @@ def package_versions() -> dict:
 
 
 def device_name(device: torch.device) -> str:
+    """The device in words: the GPU's name, or the CPU's model (where the OS says it), architecture and cores."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    model = cpu_model()
+    return f"cpu ({model + ', ' if model else ''}{platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), or "" where there is none: speed figures name their CPU."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def python_command() -> str:
