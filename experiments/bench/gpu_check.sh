@@ -85,8 +85,9 @@ set +e
 step 150 python -m pytest -q -s -m cuda tests/test_engine_cuda.py -p no:cacheprovider
 TESTS=$?
 
-# 2. issue 26: the hot loop and the limit (bench JSON + markdown into $OUT)
-OUT="$OUT" HOT_LOOP_COMPILE_SECONDS=$( [ -n "$QUICK" ] && echo 0 || echo 90 ) step 330 experiments/bench/hot_loop_gpu.sh
+# 2. issue 26: the hot loop and the limit (bench JSON + markdown into $OUT). Its parts run under their own
+#    limits (150 + 120 + 90 s, nested timeouts are not reached by this one's signal): 360 s covers them.
+OUT="$OUT" HOT_LOOP_COMPILE_SECONDS=$( [ -n "$QUICK" ] && echo 0 || echo 90 ) step 360 experiments/bench/hot_loop_gpu.sh
 
 if [ -z "$QUICK" ]; then
   # 3. pretrained zoo models (issue 23)
