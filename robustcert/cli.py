@@ -702,10 +702,13 @@ def parse_float_list(text: str, name: str) -> list[float]:
 
 
 @main.command("certify-policy", interrupted=WRITES_AT_THE_END)
-@click.option("--env", "env_id", required=True, help="Gymnasium id (CartPole-v1, ...) or pong / freeway / an ALE id.")
+@click.option("--env", "env_id", required=True,
+              help="The seed paper's environments in its setting: cartpole, mountaincar, pong (one round), freeway; "
+                   "or a gymnasium id (CartPole-v1, ...) or an ALE id.")
 @click.option("--policy", "policy_spec", required=True,
-              help="Bundled policy (cartpole-0.2), built-in controller (cartpole-pd), .pt state_dict / "
-                   "TorchScript file, or stable-baselines3 .zip (needs --trust-checkpoint).")
+              help="Bundled policy (cartpole-0.2, mountaincar-0.2, pong-0.05, freeway-0.05, ...), built-in "
+                   "controller (noop: the environment's no-op action; cartpole-pd), .pt checkpoint / TorchScript "
+                   "file, or stable-baselines3 .zip (needs --trust-checkpoint).")
 @click.option("--sigma", type=float, required=True, help="Observation noise level (observation units).")
 @click.option("--episodes", type=int, default=1000, show_default=True, help="Smoothed episodes n.")
 @click.option("--budgets", required=True, help="Episode l2 budgets B: 0,0.1,0.2 or 0:0.8:0.1.")
@@ -716,8 +719,9 @@ def parse_float_list(text: str, name: str) -> list[float]:
 @click.option("--bound", type=click.Choice(["dkw", "clopper-pearson"]), default="dkw", show_default=True,
               help="Simultaneous lower band on P(R >= v): one-sided DKW, or Clopper-Pearson with alpha split over "
                    "the levels.")
-@click.option("--return-lower-bound", type=float, default=0.0, show_default=True,
-              help="A known lower bound on every episode's return (v_0).")
+@click.option("--return-lower-bound", type=float, default=None,
+              help="A known lower bound on every episode's return (v_0) [default: the named environment's "
+                   "(pong -1, cartpole / mountaincar / freeway 0), else 0].")
 @click.option("--quantiles", default="0.1,0.25,0.5", show_default=True,
               help="Certified quantiles q: columns certified_qXX with P_attacked(R >= value) >= 1 - q.")
 @click.option("--thresholds", default=None,

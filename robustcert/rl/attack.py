@@ -13,10 +13,13 @@ runs PGD in the l2 ball of that radius on the expectation over the agent's noise
     m(eps) = logit_{a*}(agent input) - max_{a != a*} logit_a(agent input),
 
 where a* is the action the policy takes on the clean, noise-free observation: minimising m
-pushes the smoothed agent away from the action it would otherwise take. The agent input is the
-frame stack of the previous noisy frames (known to an adaptive adversary) and the new frame
-o_t + eps + delta (padded with it at the start of an episode). Needs a differentiable policy whose
-module returns action logits (discrete actions).
+pushes the smoothed agent away from the action it would otherwise take. For continuous actions
+(``discrete=False``: the module returns the action itself, e.g. Mountain Car's force) the
+objective is the component of the action along the clean action's direction,
+m(eps) = <f(agent input), a* / ||a*||>, so that minimising it pushes the action the other way.
+The agent input is the frame stack of the previous noisy frames (known to an adaptive adversary)
+and the new frame o_t + eps + delta (padded with it at the start of an episode): frames of any
+shape (vectors, 84x84 Atari frames). Needs a differentiable policy module.
 """
 from __future__ import annotations
 
@@ -39,10 +42,11 @@ class GradientAttack:
         attack_steps: H, the number of steps the budget is spread over (from the episode start).
         iterations: PGD iterations per step; eot_samples: noise draws averaged per iteration.
         seed: seed of the attack's own noise draws.
+        discrete: the module returns action logits (True) or the continuous action itself (False).
     """
 
     def __init__(self, module: torch.nn.Module, sigma: float, budget: float, attack_steps: int = 200,
-                 iterations: int = 10, eot_samples: int = 8, seed: int = 0):
+                 iterations: int = 10, eot_samples: int = 8, seed: int = 0, discrete: bool = True):
         self.module = module.eval()
         self.sigma = check_sigma(sigma)
         self.budget = check_budget(budget)
@@ -51,6 +55,7 @@ class GradientAttack:
         self.eot_samples = check_count(eot_samples, "eot_samples")
         self.generator = torch.Generator().manual_seed(int(seed))
         self.device = model_device(module)
+        self.discrete = bool(discrete)
 
     def step_radius(self, remaining: np.ndarray, step: np.ndarray) -> np.ndarray:
         """min(remaining budget, B / sqrt(H)) during the first H steps, 0 afterwards."""
@@ -81,17 +86,16 @@ class GradientAttack:
         r = torch.as_tensor(radius[rows], dtype=torch.float32, device=self.device)
         view = (-1,) + (1,) * (x.ndim - 1)
         with torch.no_grad():
-            target = self.module(self._agent_input(x.unsqueeze(0), hist, begin)).argmax(dim=1)
+            clean_output = self.module(self._agent_input(x.unsqueeze(0), hist, begin))
+            target = clean_output.argmax(dim=1) if self.discrete else clean_output / clean_output.norm(
+                dim=1, keepdim=True).clamp_min(1e-12)
         delta = self.sigma * torch.randn((self.eot_samples, *x.shape), generator=self.generator).to(self.device)
         eps = torch.zeros_like(x)
         lr = 2.5 * r / self.iterations
         for _ in range(self.iterations):
             eps.requires_grad_(True)
-            logits = self.module(self._agent_input(x.unsqueeze(0) + eps.unsqueeze(0) + delta, hist, begin))
-            logits = logits.view(self.eot_samples, len(rows), -1)
-            chosen = logits.gather(2, target.view(1, -1, 1).expand(self.eot_samples, -1, 1)).squeeze(2)
-            others = logits.scatter(2, target.view(1, -1, 1).expand(self.eot_samples, -1, 1), float("-inf"))
-            margin = (chosen - others.max(dim=2).values).mean(dim=0)
+            outputs = self.module(self._agent_input(x.unsqueeze(0) + eps.unsqueeze(0) + delta, hist, begin))
+            margin = self._margin(outputs.view(self.eot_samples, len(rows), -1), target)
             (grad,) = torch.autograd.grad(margin.sum(), eps)
             with torch.no_grad():
                 norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
@@ -100,3 +104,12 @@ class GradientAttack:
                 eps = eps * scale.view(view)
         eps_out[rows] = eps.detach().cpu().numpy()
         return eps_out
+
+    def _margin(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """EOT mean of the objective the attack minimises, per row (see the module docstring)."""
+        if not self.discrete:
+            return (outputs * target.unsqueeze(0)).sum(dim=2).mean(dim=0)
+        index = target.view(1, -1, 1).expand(outputs.shape[0], -1, 1)
+        chosen = outputs.gather(2, index).squeeze(2)
+        others = outputs.scatter(2, index, float("-inf"))
+        return (chosen - others.max(dim=2).values).mean(dim=0)

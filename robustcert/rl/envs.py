@@ -15,12 +15,17 @@ of noisy observations), so every frame is noised exactly once.
   identical observations.
 * Environment factories return the *clean* per-step environment (``env_factory``); Atari games
   get ``AtariPreprocessing`` (84x84 grey frames scaled to [0,1], frame skip 4) before the noise.
+* The environments of the seed paper have names (:data:`PAPER_ENVS`: ``cartpole``,
+  ``mountaincar``, ``pong``, ``freeway``), each an :class:`EnvSpec` with the paper's setting
+  (time limit, Pong's one round, Freeway's difficulty, Mountain Car's goal reward) and a true
+  lower bound v_0 of every episode's return, which the certificate needs.
 
 Seeds: episode e of a run with seed s resets its environment with ``derive_seed(s, e, "env")``
 and draws its observation noise from ``numpy.random.default_rng(derive_seed(s, e, "noise"))``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import gymnasium as gym
@@ -30,7 +35,6 @@ from ..engine import derive_seed
 from ..errors import InvalidArgumentError, RobustCertError, check_sigma
 
 ENV_STREAM, NOISE_STREAM = "env", "noise"
-ATARI_GAMES = {"pong": "PongNoFrameskip-v4", "freeway": "FreewayNoFrameskip-v4"}
 
 
 class EnvironmentUnavailable(RobustCertError):
@@ -108,19 +112,95 @@ def _end_on_first_point(env):
     return FirstPoint(env)
 
 
+class GoalReward(gym.Wrapper):
+    """Reward 1 at the step that reaches the goal (the episode terminates there), 0 at every other.
+
+    Mountain Car as certified by Kumar et al. (2022): the return is 1 if the car reaches the flag
+    within the time limit, else 0, so it does not depend on the action cost of
+    MountainCarContinuous-v0 (-0.1 a^2 per step, on the unclipped action).
+    """
+
+    def step(self, action):
+        observation, _, terminated, truncated, info = self.env.step(action)
+        return observation, float(terminated), terminated, truncated, info
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """A named environment of the seed paper (Kumar, Levine and Feizi 2022), as certified here.
+
+    Attributes:
+        name: the short name (``--env NAME``).
+        gym_id: the gymnasium / ALE id it is built from; ``make_kwargs`` go to ``gym.make``.
+        max_episode_steps: the episode time limit in agent steps (after Atari frame skipping).
+        return_lower_bound: v_0, a lower bound of EVERY episode's return (attacked or not),
+            which the certificate starts from (``PolicySmooth.certify``).
+        one_round: Pong: the episode ends at the first point.
+        goal_reward: the return is 1 on reaching the goal, else 0 (:class:`GoalReward`).
+        noop_action: the action of the ``noop`` agent (doing nothing); None: the first action
+            (discrete) or zeros (continuous).
+        setting: the paper's setting and how this one differs (one line, for the run record).
+    """
+
+    name: str
+    gym_id: str
+    max_episode_steps: int
+    return_lower_bound: float
+    make_kwargs: dict = field(default_factory=dict)
+    one_round: bool = False
+    goal_reward: bool = False
+    noop_action: float | int | None = None
+    setting: str = ""
+
+    @property
+    def atari(self) -> bool:
+        return is_atari(self.gym_id)
+
+
+PAPER_ENVS: dict[str, EnvSpec] = {spec.name: spec for spec in (
+    EnvSpec("cartpole", "CartPole-v1", 200, 0.0,
+            setting="CartPole-v1, 200-step episodes, reward 1 per step; no no-op action (noop pushes left)"),
+    EnvSpec("mountaincar", "MountainCarContinuous-v0", 999, 0.0, goal_reward=True, noop_action=0.0,
+            setting="MountainCarContinuous-v0, 999 steps, return 1 if the car reaches the flag else 0; "
+                    "noop applies force 0"),
+    EnvSpec("pong", "PongNoFrameskip-v4", 1000, -1.0, one_round=True,
+            setting="Pong one round: the episode ends at the first point (+1 won, -1 lost), or at "
+                    "1000 agent steps with return 0 (a time limit the paper does not state)"),
+    EnvSpec("freeway", "ALE/Freeway-v5", 250, 0.0,
+            make_kwargs={"difficulty": 1, "repeat_action_probability": 0.25},
+            setting="Freeway 'hard' (difficulty 1), sticky actions 0.25, 250 agent steps, +1 per crossing"),
+)}
+
+
+def paper_env(env_id: str) -> EnvSpec | None:
+    """The :class:`EnvSpec` named ``env_id`` (case-insensitive), or None for any other id."""
+    return PAPER_ENVS.get(str(env_id).lower())
+
+
+def is_atari(env_id: str) -> bool:
+    return "NoFrameskip" in env_id or env_id.startswith("ALE/")
+
+
 def make_clean_env(env_id: str, max_episode_steps: int | None = None, one_round: bool = False):
     """The clean per-step environment: ``gym.make`` (plus AtariPreprocessing for Atari games).
 
-    ``env_id``: a gymnasium id (``CartPole-v1``, ``MountainCarContinuous-v0``, ...), an ALE id
-    (``PongNoFrameskip-v4``, ``ALE/Freeway-v5``) or a short Atari name (``pong``, ``freeway``).
-    ``one_round`` (Pong): end the episode at the first point. Raises EnvironmentUnavailable.
+    ``env_id``: a name of :data:`PAPER_ENVS` (``cartpole``, ``mountaincar``, ``pong``,
+    ``freeway``: the paper's setting, ``max_episode_steps`` overriding its time limit), a
+    gymnasium id (``CartPole-v1``, ``MountainCarContinuous-v0``, ...) or an ALE id
+    (``PongNoFrameskip-v4``, ``ALE/Freeway-v5``). ``one_round`` (Pong): end the episode at the
+    first point. Raises EnvironmentUnavailable.
     """
-    env_id = ATARI_GAMES.get(env_id.lower(), env_id)
-    atari = "NoFrameskip" in env_id or env_id.startswith("ALE/")
+    spec = paper_env(env_id)
+    kwargs: dict = {}
+    if spec is not None:
+        env_id, kwargs, one_round = spec.gym_id, dict(spec.make_kwargs), one_round or spec.one_round
+        max_episode_steps = spec.max_episode_steps if max_episode_steps is None else max_episode_steps
+    atari = is_atari(env_id)
     if atari:
         _register_atari()
     # Atari: the time limit counts agent steps (after frame skipping), so it is applied after preprocessing
-    kwargs = {} if max_episode_steps is None or atari else {"max_episode_steps": int(max_episode_steps)}
+    if max_episode_steps is not None and not atari:
+        kwargs["max_episode_steps"] = int(max_episode_steps)
     if atari and env_id.startswith("ALE/"):
         kwargs["frameskip"] = 1  # AtariPreprocessing does the frame skipping
     try:
@@ -138,6 +218,8 @@ def make_clean_env(env_id: str, max_episode_steps: int | None = None, one_round:
             env = gym.wrappers.TimeLimit(env, int(max_episode_steps))
     elif one_round:
         raise InvalidArgumentError("one_round is only defined for Atari Pong")
+    if spec is not None and spec.goal_reward:
+        env = GoalReward(env)
     return env
 
 

@@ -7,9 +7,12 @@ gymnasium's ``FrameStackObservation``: (k, *observation_shape), oldest frame fir
 Policy specifications (``load_policy``; CLI ``--policy``):
 
 * ``builtin:NAME`` / ``NAME`` of a hand-written controller (:data:`BUILTIN_CONTROLLERS`);
-* ``bundled:NAME`` / ``NAME`` of a policy shipped in ``robustcert/rl/weights/NAME.pt``;
-* a ``.pt`` file: our checkpoint ``{'arch': 'policy_mlp', 'state_dict', ...}`` or a plain
-  :class:`PolicyMLP` state_dict (read with ``torch.load(weights_only=True)``), or TorchScript;
+* ``bundled:NAME`` / ``NAME`` of a policy shipped in ``robustcert/rl/weights/NAME.pt``
+  (``cartpole-0.2``, ``mountaincar-0.2``, ``pong-0.05``, ...: :func:`bundled_policy_names`);
+* a ``.pt`` file: our checkpoint ``{'arch': NAME, 'state_dict', ...}`` with an architecture of
+  :data:`POLICY_ARCHITECTURES` (``policy_mlp``: :class:`PolicyMLP`, ``atari_cnn``:
+  :class:`AtariCNN`), or a plain :class:`PolicyMLP` state_dict (read with
+  ``torch.load(weights_only=True)``), or TorchScript;
 * a stable-baselines3 ``.zip`` (optional dependency ``stable-baselines3``). SB3 archives hold
   cloudpickled objects, so loading one runs code from the file: it needs ``trust_checkpoint``.
 """
@@ -32,7 +35,12 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 class PolicyMLP(nn.Module):
-    """A small MLP policy: flatten the (stacked) observation, hidden tanh layers, action logits."""
+    """A small MLP policy: flatten the (stacked) observation, hidden tanh layers, action logits.
+
+    With continuous actions the outputs are the actions themselves (``TorchPolicy(discrete=False)``).
+    """
+
+    arch = "policy_mlp"
 
     def __init__(self, input_dim: int, num_actions: int, hidden: tuple[int, ...] = (32,)):
         super().__init__()
@@ -60,11 +68,70 @@ class PolicyMLP(nn.Module):
         if not weights or any(w.ndim != 2 for w in weights):
             raise CheckpointError("state_dict is not a PolicyMLP (expected keys net.<i>.weight of Linear layers)")
         model = cls(int(weights[0].shape[1]), int(weights[-1].shape[0]), tuple(int(w.shape[0]) for w in weights[:-1]))
+        return _load_strict(model, state_dict)
+
+    @classmethod
+    def from_checkpoint(cls, payload: dict) -> "PolicyMLP":
+        return cls.from_state_dict(payload["state_dict"])
+
+
+class AtariCNN(nn.Module):
+    """A small convolutional policy on stacks of 84x84 frames (Atari after AtariPreprocessing).
+
+    The DQN torso of Mnih et al. (2015), narrowed so that a bundled policy stays ~0.3 MB:
+    conv 8x8/4 -> conv 4x4/2 -> conv 3x3/1 (ReLU), a hidden ReLU layer, one logit per action.
+    Input (N, k, 84, 84): a stack of k noisy frames in [0, 1] (plus noise), oldest first (a single
+    frame (N, 84, 84) is read as k = 1); it is standardised as (x - input_mean) / input_std
+    first: with PyTorch's default initialisation, raw [0, 1] frames whose objects differ from the
+    background by ~0.1 left the network predicting the majority action for many epochs.
+    """
+
+    arch = "atari_cnn"
+
+    def __init__(self, in_channels: int = 4, num_actions: int = 6, channels: tuple[int, int, int] = (16, 32, 16),
+                 hidden: int = 64, frame_size: int = 84, input_mean: float = 0.5, input_std: float = 0.125):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 8, stride=4), nn.ReLU(), nn.Conv2d(c1, c2, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(c2, c3, 3, stride=1), nn.ReLU(), nn.Flatten())
+        side = ((frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2
+        self.head = nn.Sequential(nn.Linear(c3 * side * side, hidden), nn.ReLU(), nn.Linear(hidden, num_actions))
+        self.in_channels, self.num_actions, self.channels = in_channels, num_actions, tuple(channels)
+        self.hidden, self.frame_size = hidden, frame_size
+        self.input_mean, self.input_std = float(input_mean), float(input_std)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        if observations.ndim == 3:
+            observations = observations.unsqueeze(1)
+        return self.head(self.features((observations - self.input_mean) / self.input_std))
+
+    def config(self) -> dict:
+        return {"in_channels": self.in_channels, "num_actions": self.num_actions, "channels": list(self.channels),
+                "hidden": self.hidden, "frame_size": self.frame_size, "input_mean": self.input_mean,
+                "input_std": self.input_std}
+
+    @classmethod
+    def from_checkpoint(cls, payload: dict) -> "AtariCNN":
         try:
-            model.load_state_dict(state_dict, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"state_dict does not fit PolicyMLP: {' '.join(str(exc).split())[:200]}") from None
-        return model
+            model = cls(int(payload["in_channels"]), int(payload["num_actions"]), tuple(payload["channels"]),
+                        int(payload["hidden"]), int(payload["frame_size"]), float(payload["input_mean"]),
+                        float(payload["input_std"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"atari_cnn checkpoint without a valid architecture ({exc!r})") from None
+        return _load_strict(model, payload["state_dict"])
+
+
+POLICY_ARCHITECTURES: dict[str, type[nn.Module]] = {cls.arch: cls for cls in (PolicyMLP, AtariCNN)}
+
+
+def _load_strict(model: nn.Module, state_dict: dict) -> nn.Module:
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"state_dict does not fit {type(model).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]}") from None
+    return model
 
 
 class TorchPolicy:
@@ -135,7 +202,30 @@ def constant_action(action: int = 0) -> Callable:
     return policy
 
 
-BUILTIN_CONTROLLERS: dict[str, Callable] = {"cartpole-pd": cartpole_pd, "noop": constant_action(0)}
+class NoopPolicy:
+    """The agent that does nothing, the floor a learned agent must beat: one fixed action, every step.
+
+    Unbound it plays discrete action 0 (NOOP in Atari games); :meth:`for_env` binds it to an
+    environment's action space: a discrete action or, for continuous actions, a constant vector
+    (zeros by default: no force in Mountain Car).
+    """
+
+    def __init__(self, action=0):
+        self.action = np.asarray(action)
+
+    def for_env(self, action_space, action=None) -> "NoopPolicy":
+        import gymnasium as gym
+
+        if isinstance(action_space, gym.spaces.Discrete):
+            return NoopPolicy(np.int64(int(action_space.start) if action is None else int(action)))
+        shape = action_space.shape or ()
+        return NoopPolicy(np.full(shape, 0.0 if action is None else action, dtype=action_space.dtype))
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.action, (len(observations), *self.action.shape)).copy()
+
+
+BUILTIN_CONTROLLERS: dict[str, Callable] = {"cartpole-pd": cartpole_pd, "noop": NoopPolicy()}
 
 
 # --------------------------------------------------------------------------- loading
@@ -233,9 +323,11 @@ def load_policy(spec: str | Path, device: torch.device | str = "cpu", trust_chec
     if isinstance(payload, nn.Module):
         module = payload
     elif isinstance(payload, dict) and "state_dict" in payload:
-        if payload.get("arch", "policy_mlp") != "policy_mlp":
-            raise CheckpointError(f"policy checkpoint {path} has unknown arch {payload.get('arch')!r} (expected policy_mlp)")
-        module = PolicyMLP.from_state_dict(payload["state_dict"])
+        architecture = POLICY_ARCHITECTURES.get(payload.get("arch", "policy_mlp"))
+        if architecture is None:
+            raise CheckpointError(f"policy checkpoint {path} has unknown arch {payload.get('arch')!r} "
+                                  f"(expected one of {', '.join(POLICY_ARCHITECTURES)})")
+        module = architecture.from_checkpoint(payload)
         metadata = {k: v for k, v in payload.items()
                     if k not in ("state_dict", "optimizer") and isinstance(v, (str, int, float, bool, list, dict))}
     elif isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
@@ -247,7 +339,37 @@ def load_policy(spec: str | Path, device: torch.device | str = "cpu", trust_chec
     return LoadedPolicy(TorchPolicy(module), spec, module, digest, int(frame_stack) if frame_stack else None, metadata)
 
 
-def save_policy(module: PolicyMLP, path: str | Path, **metadata) -> None:
-    """Save a :class:`PolicyMLP` as ``{'arch': 'policy_mlp', 'state_dict', **metadata}`` (weights_only-safe)."""
-    payload = {"arch": "policy_mlp", "state_dict": module.state_dict(), **module.config(), **metadata}
+def save_policy(module: nn.Module, path: str | Path, **metadata) -> None:
+    """Save a policy of :data:`POLICY_ARCHITECTURES` as ``{'arch', 'state_dict', **config, **metadata}``
+    (weights_only-safe: tensors, numbers, strings, lists and dicts only)."""
+    if getattr(module, "arch", None) not in POLICY_ARCHITECTURES:
+        raise CheckpointError(f"save_policy saves {', '.join(c.__name__ for c in POLICY_ARCHITECTURES.values())}, "
+                              f"got {type(module).__name__}")
+    payload = {"arch": module.arch, "state_dict": module.state_dict(), **module.config(), **metadata}
     atomic_write(path, lambda temporary: torch.save(payload, temporary))
+
+
+def check_policy_input(loaded: LoadedPolicy, env_name: str, observation_shape: tuple, action_space,
+                       frame_stack: int) -> None:
+    """Refuse, in one line, a policy made for another environment (observations, actions, frame stack).
+
+    A policy that records the per-step ``observation_shape`` it was trained on is checked against
+    the environment's; a torch module's number of outputs against the number of actions; and a
+    torch policy is run once on a zero input of the agent's shape, so that a mismatch fails here
+    and not in the middle of a run. Raises ShapeError.
+    """
+    import gymnasium as gym
+
+    expected = loaded.metadata.get("observation_shape")
+    trained_on = loaded.metadata.get("env", "another environment")
+    if expected is not None and tuple(expected) != tuple(observation_shape):
+        raise ShapeError(f"policy {loaded.source} was trained on {trained_on} observations of shape {tuple(expected)}; "
+                         f"{env_name} gives observations of shape {tuple(observation_shape)}")
+    outputs = getattr(loaded.module, "num_actions", None)
+    actions = int(action_space.n) if isinstance(action_space, gym.spaces.Discrete) else int(np.prod(action_space.shape))
+    if outputs is not None and int(outputs) != actions:
+        raise ShapeError(f"policy {loaded.source} has {outputs} action outputs ({trained_on}); "
+                         f"{env_name} has {actions} {'actions' if isinstance(action_space, gym.spaces.Discrete) else 'action dimensions'}")
+    if isinstance(loaded.policy, TorchPolicy):
+        shape = (1, frame_stack, *observation_shape) if frame_stack > 1 else (1, *observation_shape)
+        loaded.policy(np.zeros(shape, np.float32))

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from ..engine import as_device, configure_cpu
-from ..errors import check_alpha, check_count, check_sigma, require_extra
+from ..errors import InvalidArgumentError, check_alpha, check_count, check_sigma, require_extra
 from ..methods.policy import PolicySmooth, alpha_spending
 from ..files import check_output, ending_fields, output_lock, timestamp, write_sidecar, write_text_atomically
 from .provenance import device_name, package_versions, python_command
@@ -29,7 +29,7 @@ def certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str | 
 
 def _certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str | Path, *, episodes: int = 1000,
                         budgets: Sequence[float], alpha: float = 0.05, seed: int = 0, bound: str = "dkw",
-                        return_lower_bound: float = 0.0, quantiles: Sequence[float] = (0.1, 0.25, 0.5),
+                        return_lower_bound: float | None = None, quantiles: Sequence[float] = (0.1, 0.25, 0.5),
                         thresholds: Sequence[float] | None = None, frame_stack: int | None = None,
                         max_episode_steps: int | None = None, one_round: bool = False, num_envs: int = 64,
                         device="cpu", threads: int | None = None, trust_checkpoint: bool = False,
@@ -38,15 +38,18 @@ def _certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str |
 
     ``policy_spec``: a bundled policy (``cartpole-0.2``), a built-in controller (``cartpole-pd``),
     a ``.pt`` PolicyMLP state_dict or TorchScript file, or a stable-baselines3 ``.zip`` (needs
-    ``trust_checkpoint``: SB3 archives unpickle objects). ``progress(episodes_done)`` is called
+    ``trust_checkpoint``: SB3 archives unpickle objects); ``noop`` plays the environment's no-op
+    action. ``env_id``: a gymnasium id or a name of the seed paper's environments
+    (:data:`robustcert.rl.envs.PAPER_ENVS`), whose known lower bound of the return is the default
+    ``return_lower_bound`` (v_0; other environments: 0). ``progress(episodes_done)`` is called
     as episodes finish. ``threads``: torch threads for the run (None: the default rule of
     :func:`robustcert.engine.device.default_threads`), restored afterwards and recorded in the
     sidecar. Returns the table (one row per budget).
     """
     gym = require_extra("gymnasium", "rl", "certify-policy")
 
-    from ..rl.envs import env_factory
-    from ..rl.policies import TorchPolicy, load_policy
+    from ..rl.envs import env_factory, paper_env
+    from ..rl.policies import NoopPolicy, TorchPolicy, check_policy_input, load_policy
 
     out = Path(out)
     check_output(out, resume=False, kind="certify-policy")
@@ -61,13 +64,21 @@ def _certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str |
     frame_stack = check_count(frame_stack if frame_stack is not None else (loaded.frame_stack or 1), "frame_stack")
     if max_episode_steps is None:
         max_episode_steps = loaded.metadata.get("max_episode_steps")
+    spec = paper_env(env_id)
+    return_lower_bound = resolve_return_lower_bound(return_lower_bound, spec)
     env_fn = env_factory(env_id, max_episode_steps, one_round)
+    probe = env_fn()
+    probe.close()
     if isinstance(loaded.policy, TorchPolicy):  # a torch policy's outputs are logits only for discrete actions
-        probe = env_fn()
         loaded.policy.discrete = isinstance(probe.action_space, gym.spaces.Discrete)
-        probe.close()
+    if isinstance(loaded.policy, NoopPolicy):
+        loaded.policy = loaded.policy.for_env(probe.action_space, spec.noop_action if spec else None)
+    check_policy_input(loaded, env_id, probe.observation_space.shape, probe.action_space, frame_stack)
     agent = PolicySmooth(loaded.policy, sigma, frame_stack=frame_stack, num_envs=check_count(num_envs, "num_envs"))
-    parameters = {"env": env_id, "sigma": sigma, "episodes": episodes, "budgets": list(budgets), "alpha": alpha,
+    if spec is not None and max_episode_steps is None:
+        max_episode_steps = spec.max_episode_steps
+    parameters = {"env": env_id, "env_setting": spec.setting if spec else None, "sigma": sigma, "episodes": episodes,
+                  "budgets": list(budgets), "alpha": alpha,
                   "seed": seed, "bound": bound, "return_lower_bound": return_lower_bound,
                   "quantiles": quantiles, "thresholds": None if thresholds is None else list(thresholds),
                   "frame_stack": frame_stack, "max_episode_steps": max_episode_steps, "one_round": one_round,
@@ -97,3 +108,20 @@ def _certify_policy_file(env_id: str, policy_spec: str, sigma: float, out: str |
     write_text_atomically(out, table.to_csv(sep="\t", index=False))
     write_sidecar(out, record, resume=False)
     return table
+
+
+def resolve_return_lower_bound(value: float | None, spec) -> float:
+    """v_0 for a run: the environment's known lower bound of the return by default (else 0).
+
+    A value above a named environment's known bound is refused: the certificate holds only if
+    v_0 bounds every episode's return, attacked or not (Kumar et al. 2022, the expected-return
+    bound starts from v_0), and an episode that happens not to go below it proves nothing.
+    """
+    if value is None:
+        return spec.return_lower_bound if spec is not None else 0.0
+    value = float(value)
+    if spec is not None and value > spec.return_lower_bound:
+        raise InvalidArgumentError(
+            f"return lower bound {value:g} is above {spec.name}'s known lower bound {spec.return_lower_bound:g}: "
+            f"v_0 must bound every episode's return")
+    return value

@@ -1,0 +1,183 @@
+"""DAgger (Ross, Gordon and Bagnell 2011) of a scripted expert into a policy that sees only noisy observations.
+
+Shared by the training scripts of this folder. The expert reads the true state (the emulator's
+RAM, or Mountain Car's (position, velocity)); the learner sees what the smoothed agent sees at
+certification: its own stack of k noisy per-step observations z_t = o_t + delta_t,
+delta_t ~ N(0, sigma^2 I), padded with z_0 at the start of an episode (robustcert.rl.rollout).
+
+    for i = 0 .. iterations-1:
+        run episodes acting with the expert w.p. beta_i, else with the learner (beta_0 = 1)
+        record every visited clean observation o_t with the expert's action a*_t
+        train the learner on ALL records so far: loss(learner(noisy stack), a*) with fresh noise
+        at every epoch (the noise is independent of the clean frames, so this samples the same
+        inputs the agent gets)
+
+The certificate is about the learned policy alone: the expert is never used at certification.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from robustcert.rl import run_episodes
+from robustcert.rl.envs import make_clean_env
+from robustcert.rl.policies import TorchPolicy
+
+
+@dataclass
+class Demonstrations:
+    """Clean observations (stored as ``dtype``, times ``scale``) and expert actions, episode by episode."""
+
+    scale: float = 1.0
+    dtype: type = np.float32
+    observations: list = field(default_factory=list)
+    actions: list = field(default_factory=list)
+
+    def add_episode(self, observations: list, actions: list) -> None:
+        if observations:
+            stored = np.asarray(observations, dtype=np.float32) * self.scale
+            self.observations.append(np.rint(stored).astype(self.dtype) if self.dtype != np.float32 else stored)
+            self.actions.append(np.asarray(actions))
+
+    def __len__(self) -> int:
+        return sum(len(a) for a in self.actions)
+
+    def arrays(self):
+        """(observations, actions, offset of each record in its episode) over all episodes."""
+        offsets = np.concatenate([np.arange(len(a)) for a in self.actions])
+        return np.concatenate(self.observations), np.concatenate(self.actions), offsets
+
+
+def noisy_stacks(observations: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor, frame_stack: int,
+                 sigma: float, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """The agent inputs of records ``rows``: stacks of k noisy frames, padded with z_0 like the rollout loop.
+
+    Position j of the stack of record t holds frame t-k+1+j; positions before the episode start
+    repeat frame 0 WITH THE SAME noise draw (the loop copies z_0), hence the gather of the noise.
+    """
+    k = frame_stack
+    back = torch.arange(k - 1, -1, -1)                                   # k-1 .. 0 frames back
+    lag = torch.minimum(back.unsqueeze(0), offsets[rows].unsqueeze(1))  # no further back than frame 0
+    frames = observations[rows.unsqueeze(1) - lag].float() / scale       # (B, k, *shape)
+    noise = sigma * torch.randn(frames.shape, generator=generator)
+    first = (k - 1 - torch.minimum(offsets[rows], torch.tensor(k - 1))).view(-1, 1)  # position of frame 0
+    source = torch.maximum(torch.arange(k).unsqueeze(0), first)         # padded positions use frame 0's draw
+    noise = torch.gather(noise, 1, source.view(*source.shape, *([1] * (noise.ndim - 2))).expand_as(noise))
+    stacks = frames + noise
+    return stacks if k > 1 else stacks[:, 0]
+
+
+def collect(env_name: str, make_expert: Callable, learner: torch.nn.Module | None, sigma: float, frame_stack: int,
+            steps: int, beta: float, seed: int, num_envs: int, data: Demonstrations, discrete: bool = True) -> dict:
+    """Run episodes (expert w.p. beta at each step, else the learner on its noisy stack); record (o_t, a*_t).
+
+    Returns the mean return of the episodes finished and how many there were.
+    """
+    rng = np.random.default_rng(seed)
+    envs = [make_clean_env(env_name) for _ in range(num_envs)]
+    experts = [make_expert(env) for env in envs]
+    learner_policy = TorchPolicy(learner, discrete=discrete) if learner is not None else None
+    records = [([], []) for _ in envs]
+    returns, current = [], np.zeros(num_envs)
+    observations = [None] * num_envs
+    stacks = [None] * num_envs
+
+    def reset(i):
+        observation, _ = envs[i].reset(seed=int(rng.integers(2**31)))
+        experts[i].reset()
+        observations[i] = observation
+        noisy = observation + sigma * rng.standard_normal(observation.shape).astype(np.float32)
+        stacks[i] = np.repeat(noisy[None], frame_stack, axis=0)
+        current[i] = 0.0
+
+    for i in range(num_envs):
+        reset(i)
+    done_steps = 0
+    while done_steps < steps:
+        expert_actions = [expert() for expert in experts]
+        actions = list(expert_actions)
+        if learner_policy is not None and beta < 1:
+            inputs = np.stack(stacks) if frame_stack > 1 else np.stack(stacks)[:, 0]
+            learned = learner_policy(inputs)
+            actions = [a if rng.random() < beta else learned[i] for i, a in enumerate(expert_actions)]
+        for i, env in enumerate(envs):
+            records[i][0].append(observations[i])
+            records[i][1].append(expert_actions[i])
+            action = actions[i] if discrete else np.asarray(actions[i], np.float32).reshape(env.action_space.shape)
+            observation, reward, terminated, truncated, _ = env.step(action)
+            current[i] += reward
+            done_steps += 1
+            if terminated or truncated:
+                data.add_episode(*records[i])
+                records[i] = ([], [])
+                returns.append(current[i])
+                reset(i)
+            else:
+                observations[i] = observation
+                noisy = observation + sigma * rng.standard_normal(observation.shape).astype(np.float32)
+                stacks[i] = np.concatenate([stacks[i][1:], noisy[None]])
+    for i in range(num_envs):  # unfinished episodes still teach the learner
+        data.add_episode(*records[i])
+        envs[i].close()
+    return {"episodes": len(returns), "mean_return": float(np.mean(returns)) if returns else float("nan")}
+
+
+def train(model: torch.nn.Module, data: Demonstrations, loss_fn: Callable, sigma: float, frame_stack: int,
+          epochs: int, batch_size: int, lr: float, seed: int) -> float:
+    """Epochs of minibatch Adam on all records, fresh observation noise each epoch; returns the last epoch's loss."""
+    observations, actions, offsets = data.arrays()
+    observations, offsets = torch.as_tensor(observations), torch.as_tensor(offsets)
+    targets = torch.as_tensor(actions)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(targets), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            inputs = noisy_stacks(observations, offsets, rows, frame_stack, sigma, data.scale, generator)
+            loss = loss_fn(model(inputs), targets[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(rows)
+    model.eval()
+    return total / len(order)
+
+
+def evaluate(env_name: str, model: torch.nn.Module, sigma: float, frame_stack: int, episodes: int, seed: int,
+             discrete: bool = True) -> np.ndarray:
+    """Returns of ``episodes`` smoothed episodes of the learner alone, in the certification loop itself."""
+    from robustcert.rl import env_factory
+
+    return run_episodes(env_factory(env_name), TorchPolicy(model, discrete=discrete), sigma, episodes, seed=seed,
+                        frame_stack=frame_stack, num_envs=min(episodes, 32)).returns
+
+
+def dagger(env_name: str, make_expert: Callable, model: torch.nn.Module, loss_fn: Callable, *, sigma: float,
+           frame_stack: int, iterations: int, steps: int, epochs: int, batch_size: int, lr: float,
+           eval_episodes: int, seed: int, data: Demonstrations, num_envs: int = 8, discrete: bool = True,
+           log: Callable[[str], None] = print) -> list[dict]:
+    """The DAgger loop of the module docstring; beta_i = 0.5^i. Training seeds: seed + 1000 i (collection),
+    seed + 1000 i + 1 (noise), evaluation seed 10000 + seed + i: never the certification seed 0."""
+    history = []
+    for i in range(iterations):
+        start = time.time()
+        beta = 0.5 ** i
+        collected = collect(env_name, make_expert, model if i else None, sigma, frame_stack, steps, beta,
+                            seed + 1000 * i, num_envs, data, discrete)
+        loss = train(model, data, loss_fn, sigma, frame_stack, epochs, batch_size, lr, seed + 1000 * i + 1)
+        returns = evaluate(env_name, model, sigma, frame_stack, eval_episodes, 10_000 + seed + i, discrete)
+        row = {"iteration": i, "beta": beta, "records": len(data), "collect_episodes": collected["episodes"],
+               "collect_mean_return": collected["mean_return"], "loss": loss,
+               "learner_mean_return": float(returns.mean()), "seconds": time.time() - start}
+        history.append(row)
+        log(f"{env_name} sigma {sigma:g} iteration {i}: beta {beta:.3f}, {len(data)} records, collection mean return "
+            f"{collected['mean_return']:.2f} ({collected['episodes']} episodes), loss {loss:.4f}, learner alone "
+            f"{returns.mean():.2f} over {len(returns)} episodes ({time.time() - start:.0f} s)")
+    return history
