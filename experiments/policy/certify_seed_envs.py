@@ -4,10 +4,12 @@ For every bundled policy ``<env>-<sigma>`` (robustcert.rl.policies.bundled_polic
 
 1. Certificates: ``robustcert certify-policy`` run in-process (the same code path as the shell
    command), n smoothed episodes, alpha = 0.05, seed 0, the environment's setting and return
-   lower bound (robustcert.rl.envs.PAPER_ENVS), with the DKW band and with the Clopper-Pearson
-   band: results/policy/<env>-sigma<S>.tsv and <env>-sigma<S>-clopper-pearson.tsv (+ sidecars);
-   budgets B = sigma x --budget-factors. The noop agent under the same command (fewer episodes):
-   <env>-noop.tsv.
+   lower bound (robustcert.rl.envs.PAPER_ENVS), DKW band: results/policy/<env>-sigma<S>.tsv
+   (+ sidecar); budgets B = sigma x --budget-factors. The Clopper-Pearson band on the SAME
+   episodes (their returns are in the sidecar; robustcert.certify_returns, the function the
+   command calls): <env>-sigma<S>-clopper-pearson.tsv, so Atari episodes are played once. Each
+   table holds with probability >= 0.95 on its own; neither is chosen after seeing the other.
+   The noop agent under the same command (fewer episodes): <env>-noop.tsv.
 2. Attacks: robustcert.rl.GradientAttack on the smoothed agent (noise still added after the
    perturbation), budget B / sqrt(H) per step over the first H steps, for every attacked budget
    (sigma x --attack-factors) and horizon H in --horizons, --attack-episodes episodes each (seed 1,
@@ -23,6 +25,7 @@ For every bundled policy ``<env>-<sigma>`` (robustcert.rl.policies.bundled_polic
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -32,15 +35,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from robustcert import PolicySmooth
+from robustcert import PolicySmooth, certify_returns
 from robustcert.cli import main as cli
 from robustcert.rl import GradientAttack, env_factory, load_policy
 from robustcert.rl.envs import PAPER_ENVS
 from robustcert.rl.policies import bundled_policy_names
 
 DEFAULTS = {  # per environment: episodes, noop episodes, budget factors (x sigma), attack factors, horizons
-    "mountaincar": dict(episodes=1000, noop_episodes=100, budget_factors="0,0.5,1,1.5,2,2.5,3,4,5,8,16,32",
-                        attack_factors="1,2,4,8,16,32", horizons="50,200,999", attack_episodes=100),
+    "mountaincar": dict(episodes=1000, noop_episodes=100, budget_factors="0,0.5,1,1.5,2,2.5,3,4,5,8,16,64,256",
+                        attack_factors="4,16,64,256", horizons="200,999", attack_episodes=50),
     "freeway": dict(episodes=1000, noop_episodes=100, budget_factors="0,0.5,1,1.5,2,2.5,3,4,5,8,16,64,256",
                     attack_factors="2,16,64,256", horizons="25,250", attack_episodes=32),
     "pong": dict(episodes=500, noop_episodes=100, budget_factors="0,0.5,1,1.5,2,2.5,3,4,5,8,16,64,256",
@@ -57,12 +60,24 @@ def run_cli(args: list[str]) -> None:
     cli.main(args, standalone_mode=False, obj={"argv": args})
 
 
-def certify(out: Path, env: str, policy: str, sigma: float, episodes: int, budgets: list[float], bound: str) -> Path:
+def certify(out: Path, env: str, policy: str, sigma: float, episodes: int, budgets: list[float]) -> Path:
     for path in (out, out.with_name(out.name + ".json")):
         path.unlink(missing_ok=True)
     run_cli(["certify-policy", "--env", env, "--policy", policy, "--sigma", f"{sigma:g}", "--episodes", str(episodes),
-             "--budgets", ",".join(f"{b:g}" for b in budgets), "--alpha", "0.05", "--seed", "0", "--bound", bound,
+             "--budgets", ",".join(f"{b:g}" for b in budgets), "--alpha", "0.05", "--seed", "0", "--bound", "dkw",
              "--threads", "1", "--out", str(out), "--quiet"])
+    return out
+
+
+def clopper_pearson_from(dkw_out: Path, out: Path) -> Path:
+    """The Clopper-Pearson table on the episodes of a certify-policy run (returns from its sidecar)."""
+    record = json.loads(dkw_out.with_name(dkw_out.name + ".json").read_text())
+    parameters = record["parameters"]
+    returns = np.repeat([float(v) for v in record["returns_histogram"]], list(record["returns_histogram"].values()))
+    assert len(returns) == parameters["episodes"]
+    table = certify_returns(returns, parameters["budgets"], parameters["sigma"], parameters["alpha"],
+                            parameters["return_lower_bound"], "clopper-pearson", parameters["quantiles"])
+    table.to_csv(out, sep="\t", index=False)
     return out
 
 
@@ -132,7 +147,7 @@ def table(env: str, certificates: dict, strongest: pd.DataFrame, noop: pd.DataFr
                          f"{cp.certified_return[i]:.3f} | {dkw.certified_q10[i]:g} / {dkw.certified_q50[i]:g} | "
                          f"{attacked} |")
     lines.append("")
-    lines.append(f"Clean smoothed mean return (certification episodes): " + ", ".join(
+    lines.append("Clean smoothed mean return (certification episodes): " + ", ".join(
         f"sigma {s:g}: {certificates[(s, 'dkw')].clean_mean[0]:.3f} (n = {int(certificates[(s, 'dkw')].n[0])})"
         for s in sorted({s for s, _ in certificates})) + f"; noop agent: {noop.clean_mean[0]:.3f} "
         f"(n = {int(noop.n[0])}); return lower bound v_0 = {PAPER_ENVS[env].return_lower_bound:g}.")
@@ -162,16 +177,18 @@ def main():
     for name, sigma in sigmas.items():
         budgets = budgets_of(sigma, settings["budget_factors"])
         assert set(budgets_of(sigma, settings["attack_factors"])) <= set(budgets), "attack budgets are certified too"
-        for bound in ("dkw", "clopper-pearson"):
-            out = args.out_dir / f"{args.env}-sigma{sigma:g}{'' if bound == 'dkw' else '-' + bound}.tsv"
-            if not args.skip_certify:
-                certify(out, args.env, name, sigma, settings["episodes"], budgets, bound)
+        dkw = args.out_dir / f"{args.env}-sigma{sigma:g}.tsv"
+        cp = args.out_dir / f"{args.env}-sigma{sigma:g}-clopper-pearson.tsv"
+        if not args.skip_certify:
+            certify(dkw, args.env, name, sigma, settings["episodes"], budgets)
+            clopper_pearson_from(dkw, cp)
+        for bound, out in (("dkw", dkw), ("clopper-pearson", cp)):
             certificates[(sigma, bound)] = pd.read_csv(out, sep="\t")
             print(f"{out}: certified E[R] at B = 0: {certificates[(sigma, bound)].certified_return[0]:.3f} "
                   f"({time.time() - start:.0f} s)", flush=True)
     noop_out = args.out_dir / f"{args.env}-noop.tsv"
     if not args.skip_certify:
-        certify(noop_out, args.env, "noop", min(sigmas.values()), settings["noop_episodes"], [0.0], "dkw")
+        certify(noop_out, args.env, "noop", min(sigmas.values()), settings["noop_episodes"], [0.0])
     noop = pd.read_csv(noop_out, sep="\t")
     horizons = [int(h) for h in settings["horizons"].split(",")]
     attacks = pd.concat([attack(args.env, name, budgets_of(sigma, settings["attack_factors"]), horizons,

@@ -25,7 +25,8 @@ import torch
 
 from robustcert.rl import run_episodes
 from robustcert.rl.envs import make_clean_env
-from robustcert.rl.policies import TorchPolicy
+from robustcert.rl.envs import paper_env
+from robustcert.rl.policies import TorchPolicy, save_policy
 
 
 @dataclass
@@ -181,3 +182,16 @@ def dagger(env_name: str, make_expert: Callable, model: torch.nn.Module, loss_fn
             f"{collected['mean_return']:.2f} ({collected['episodes']} episodes), loss {loss:.4f}, learner alone "
             f"{returns.mean():.2f} over {len(returns)} episodes ({time.time() - start:.0f} s)")
     return history
+
+
+def validate_and_save(env_name: str, model: torch.nn.Module, path, *, sigma: float, frame_stack: int,
+                      observation_shape, training: str, history: list[dict], episodes: int, seed: int,
+                      discrete: bool = True, started: float) -> None:
+    """Validate the learner alone on fresh episodes (seed 20000 + seed), save it with its training record."""
+    check = evaluate(env_name, model, sigma, frame_stack, episodes, 20_000 + seed, discrete)
+    save_policy(model, path, env=env_name, observation_shape=list(observation_shape), frame_stack=frame_stack,
+                max_episode_steps=paper_env(env_name).max_episode_steps, sigma=sigma, training=training,
+                dagger_history=history, validation_mean_return=float(check.mean()), validation_episodes=len(check))
+    print(f"{env_name} sigma {sigma:g}: validation mean return {check.mean():.3f} over {len(check)} episodes "
+          f"(seed {20_000 + seed}); {time.time() - started:.0f} s; saved {path} ({path.stat().st_size} bytes)",
+          flush=True)

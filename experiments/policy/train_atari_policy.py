@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imitation import Demonstrations, collect, dagger, evaluate  # noqa: E402
+from imitation import Demonstrations, collect, dagger, validate_and_save  # noqa: E402
 
-from robustcert.rl.envs import make_clean_env, paper_env  # noqa: E402
-from robustcert.rl.policies import WEIGHTS_DIR, AtariCNN, save_policy  # noqa: E402
+from robustcert.rl.envs import make_clean_env  # noqa: E402
+from robustcert.rl.policies import WEIGHTS_DIR, AtariCNN  # noqa: E402
 
 FRAME_STACK = 4
 NOOP, PONG_UP, PONG_DOWN = 0, 2, 3        # Pong's RIGHT moves the paddle up the screen, LEFT down
@@ -141,7 +141,6 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    spec = paper_env(args.game)
     start = time.time()
     if args.expert_only:
         data = Demonstrations(scale=255.0, dtype=np.uint8)
@@ -158,19 +157,12 @@ def main():
                      frame_stack=FRAME_STACK, iterations=args.iterations, steps=args.steps, epochs=args.epochs,
                      batch_size=args.batch_size, lr=args.lr, eval_episodes=args.eval_episodes, seed=args.seed,
                      data=data, log=lambda line: print(line, flush=True))
-    check = evaluate(args.game, model, args.sigma, FRAME_STACK, args.validation_episodes, 20_000 + args.seed)
-    path = args.out_dir / f"{args.game}-{args.sigma:g}.pt"
-    save_policy(model, path, env=args.game, observation_shape=list(shape), frame_stack=FRAME_STACK,
-                max_episode_steps=spec.max_episode_steps, sigma=args.sigma,
-                training=(f"DAgger of a scripted RAM expert ({EXPERTS[args.game].__name__}), {args.iterations} "
-                          f"iterations x {args.steps} steps, {args.epochs} epochs each, Adam lr {args.lr}, batch "
-                          f"{args.batch_size}, seed {args.seed}; experiments/policy/train_atari_policy.py"),
-                dagger_history=history, validation_mean_return=float(check.mean()),
-                validation_episodes=len(check))
-    print(f"{args.game} sigma {args.sigma:g}: validation mean return {check.mean():.3f} over {len(check)} episodes "
-          f"(seed {20_000 + args.seed}); {time.time() - start:.0f} s; saved {path} ({path.stat().st_size} bytes)",
-          flush=True)
-
+    validate_and_save(
+        args.game, model, args.out_dir / f"{args.game}-{args.sigma:g}.pt", sigma=args.sigma, frame_stack=FRAME_STACK,
+        observation_shape=shape, history=history, episodes=args.validation_episodes, seed=args.seed, started=start,
+        training=(f"DAgger of a scripted RAM expert ({EXPERTS[args.game].__name__}), {args.iterations} iterations x "
+                  f"{args.steps} steps, {args.epochs} epochs each, Adam lr {args.lr}, batch {args.batch_size}, seed "
+                  f"{args.seed}; experiments/policy/train_atari_policy.py"))
 
 if __name__ == "__main__":
     main()

@@ -25,14 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imitation import Demonstrations, dagger, evaluate  # noqa: E402
+from imitation import Demonstrations, dagger, validate_and_save  # noqa: E402
 
-from robustcert.rl.envs import paper_env  # noqa: E402
-from robustcert.rl.policies import WEIGHTS_DIR, PolicyMLP, save_policy  # noqa: E402
+from robustcert.rl.policies import WEIGHTS_DIR, PolicyMLP  # noqa: E402
 
 ENV, FRAME_STACK, HIDDEN = "mountaincar", 10, (32, 32)
 
@@ -68,7 +66,6 @@ def main():
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    spec = paper_env(ENV)
     for sigma in (float(s) for s in args.sigmas.split(",")):
         start = time.time()
         torch.manual_seed(args.seed)
@@ -78,20 +75,13 @@ def main():
                          iterations=args.iterations, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, eval_episodes=args.eval_episodes, seed=args.seed, data=data, discrete=False,
                          log=lambda line: print(line, flush=True))
-        check = evaluate(ENV, model, sigma, FRAME_STACK, args.validation_episodes, 20_000 + args.seed, discrete=False)
-        path = args.out_dir / f"{ENV}-{sigma:g}.pt"
-        save_policy(model, path, env=ENV, observation_shape=[2], frame_stack=FRAME_STACK,
-                    max_episode_steps=spec.max_episode_steps, sigma=sigma,
-                    training=(f"DAgger of the energy-pumping controller (force = sign of the true velocity), "
-                              f"{args.iterations} iterations x {args.steps} steps, {args.epochs} epochs each, "
-                              f"logistic loss, Adam lr {args.lr}, batch {args.batch_size}, seed {args.seed}; "
-                              "experiments/policy/train_mountaincar_policy.py"),
-                    dagger_history=history, validation_mean_return=float(np.mean(check)),
-                    validation_episodes=len(check))
-        print(f"{ENV} sigma {sigma:g}: validation mean return {np.mean(check):.3f} over {len(check)} episodes "
-              f"(seed {20_000 + args.seed}); {time.time() - start:.0f} s; saved {path} ({path.stat().st_size} bytes)",
-              flush=True)
-
+        validate_and_save(
+            ENV, model, args.out_dir / f"{ENV}-{sigma:g}.pt", sigma=sigma, frame_stack=FRAME_STACK,
+            observation_shape=[2], history=history, episodes=args.validation_episodes, seed=args.seed,
+            discrete=False, started=start,
+            training=(f"DAgger of the energy-pumping controller (force = sign of the true velocity), {args.iterations} "
+                      f"iterations x {args.steps} steps, {args.epochs} epochs each, logistic loss, Adam lr {args.lr}, "
+                      f"batch {args.batch_size}, seed {args.seed}; experiments/policy/train_mountaincar_policy.py"))
 
 if __name__ == "__main__":
     main()
