@@ -12,6 +12,11 @@ delta_t ~ N(0, sigma^2 I), padded with z_0 at the start of an episode (robustcer
         at every epoch (the noise is independent of the clean frames, so this samples the same
         inputs the agent gets)
 
+An expert may also expose ``features``: numbers it read from the true state at the last call
+(Pong: ball and paddle positions and velocities). Then a linear auxiliary head on the learner's
+hidden layer is trained to predict them (mean squared error, beside the action loss) and thrown
+away afterwards: it shapes the hidden layer, the saved policy is the learner alone.
+
 The certificate is about the learned policy alone: the expert is never used at certification.
 """
 from __future__ import annotations
@@ -37,20 +42,23 @@ class Demonstrations:
     dtype: type = np.float32
     observations: list = field(default_factory=list)
     actions: list = field(default_factory=list)
+    features: list = field(default_factory=list)
 
-    def add_episode(self, observations: list, actions: list) -> None:
+    def add_episode(self, observations: list, actions: list, features: list) -> None:
         if observations:
             stored = np.asarray(observations, dtype=np.float32) * self.scale
             self.observations.append(np.rint(stored).astype(self.dtype) if self.dtype != np.float32 else stored)
             self.actions.append(np.asarray(actions))
+            self.features.append(np.asarray(features, dtype=np.float32).reshape(len(actions), -1))
 
     def __len__(self) -> int:
         return sum(len(a) for a in self.actions)
 
     def arrays(self):
-        """(observations, actions, offset of each record in its episode) over all episodes."""
+        """(observations, actions, expert features, offset of each record in its episode) over all episodes."""
         offsets = np.concatenate([np.arange(len(a)) for a in self.actions])
-        return np.concatenate(self.observations), np.concatenate(self.actions), offsets
+        return (np.concatenate(self.observations), np.concatenate(self.actions), np.concatenate(self.features),
+                offsets)
 
 
 def noisy_stacks(observations: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor, frame_stack: int,
@@ -82,7 +90,7 @@ def collect(env_name: str, make_expert: Callable, learner: torch.nn.Module | Non
     envs = [make_clean_env(env_name) for _ in range(num_envs)]
     experts = [make_expert(env) for env in envs]
     learner_policy = TorchPolicy(learner, discrete=discrete) if learner is not None else None
-    records = [([], []) for _ in envs]
+    records = [([], [], []) for _ in envs]
     returns, current = [], np.zeros(num_envs)
     observations = [None] * num_envs
     stacks = [None] * num_envs
@@ -108,13 +116,14 @@ def collect(env_name: str, make_expert: Callable, learner: torch.nn.Module | Non
         for i, env in enumerate(envs):
             records[i][0].append(observations[i])
             records[i][1].append(expert_actions[i])
+            records[i][2].append(getattr(experts[i], "features", ()))
             action = actions[i] if discrete else np.asarray(actions[i], np.float32).reshape(env.action_space.shape)
             observation, reward, terminated, truncated, _ = env.step(action)
             current[i] += reward
             done_steps += 1
             if terminated or truncated:
                 data.add_episode(*records[i])
-                records[i] = ([], [])
+                records[i] = ([], [], [])
                 returns.append(current[i])
                 reset(i)
             else:
@@ -128,13 +137,17 @@ def collect(env_name: str, make_expert: Callable, learner: torch.nn.Module | Non
 
 
 def train(model: torch.nn.Module, data: Demonstrations, loss_fn: Callable, sigma: float, frame_stack: int,
-          epochs: int, batch_size: int, lr: float, seed: int) -> float:
-    """Epochs of minibatch Adam on all records, fresh observation noise each epoch; returns the last epoch's loss."""
-    observations, actions, offsets = data.arrays()
+          epochs: int, batch_size: int, lr: float, seed: int, auxiliary: torch.nn.Module | None = None) -> float:
+    """Epochs of minibatch Adam on all records, fresh observation noise each epoch; returns the last epoch's loss.
+
+    ``auxiliary``: a head on ``model.embed`` trained to predict the expert's features (module docstring).
+    """
+    observations, actions, features, offsets = data.arrays()
     observations, offsets = torch.as_tensor(observations), torch.as_tensor(offsets)
-    targets = torch.as_tensor(actions)
+    targets, features = torch.as_tensor(actions), torch.as_tensor(features)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    parameters = list(model.parameters()) + (list(auxiliary.parameters()) if auxiliary is not None else [])
+    optimizer = torch.optim.Adam(parameters, lr=lr)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(targets), generator=generator)
@@ -142,7 +155,12 @@ def train(model: torch.nn.Module, data: Demonstrations, loss_fn: Callable, sigma
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             inputs = noisy_stacks(observations, offsets, rows, frame_stack, sigma, data.scale, generator)
-            loss = loss_fn(model(inputs), targets[rows])
+            if auxiliary is None:
+                loss = loss_fn(model(inputs), targets[rows])
+            else:
+                hidden = model.embed(inputs)
+                loss = loss_fn(model.head[-1](hidden), targets[rows]) + torch.nn.functional.mse_loss(
+                    auxiliary(hidden), features[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -163,16 +181,19 @@ def evaluate(env_name: str, model: torch.nn.Module, sigma: float, frame_stack: i
 def dagger(env_name: str, make_expert: Callable, model: torch.nn.Module, loss_fn: Callable, *, sigma: float,
            frame_stack: int, iterations: int, steps: int, epochs: int, batch_size: int, lr: float,
            eval_episodes: int, seed: int, data: Demonstrations, num_envs: int = 8, discrete: bool = True,
-           log: Callable[[str], None] = print) -> list[dict]:
+           auxiliary_features: int = 0, first_iteration: int = 0, log: Callable[[str], None] = print) -> list[dict]:
     """The DAgger loop of the module docstring; beta_i = 0.5^i. Training seeds: seed + 1000 i (collection),
-    seed + 1000 i + 1 (noise), evaluation seed 10000 + seed + i: never the certification seed 0."""
+    seed + 1000 i + 1 (noise), evaluation seed 10000 + seed + i: never the certification seed 0.
+    ``auxiliary_features`` > 0: the expert's number of features, predicted by an auxiliary head.
+    ``first_iteration`` > 0 continues a run (the model already trained): iterations i = first .. first+n-1."""
+    auxiliary = torch.nn.Linear(model.hidden, auxiliary_features) if auxiliary_features else None
     history = []
-    for i in range(iterations):
+    for i in range(first_iteration, first_iteration + iterations):
         start = time.time()
         beta = 0.5 ** i
         collected = collect(env_name, make_expert, model if i else None, sigma, frame_stack, steps, beta,
                             seed + 1000 * i, num_envs, data, discrete)
-        loss = train(model, data, loss_fn, sigma, frame_stack, epochs, batch_size, lr, seed + 1000 * i + 1)
+        loss = train(model, data, loss_fn, sigma, frame_stack, epochs, batch_size, lr, seed + 1000 * i + 1, auxiliary)
         returns = evaluate(env_name, model, sigma, frame_stack, eval_episodes, 10_000 + seed + i, discrete)
         row = {"iteration": i, "beta": beta, "records": len(data), "collect_episodes": collected["episodes"],
                "collect_mean_return": collected["mean_return"], "loss": loss,

@@ -101,10 +101,14 @@ class AtariCNN(nn.Module):
         self.hidden, self.frame_size = hidden, frame_size
         self.input_mean, self.input_std = float(input_mean), float(input_std)
 
-    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+    def embed(self, observations: torch.Tensor) -> torch.Tensor:
+        """The hidden layer's activations (what the action logits are a linear function of)."""
         if observations.ndim == 3:
             observations = observations.unsqueeze(1)
-        return self.head(self.features((observations - self.input_mean) / self.input_std))
+        return self.head[:-1](self.features((observations - self.input_mean) / self.input_std))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.head[-1](self.embed(observations))
 
     def config(self) -> dict:
         return {"in_channels": self.in_channels, "num_actions": self.num_actions, "channels": list(self.channels),
