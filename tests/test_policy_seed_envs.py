@@ -41,9 +41,13 @@ def test_paper_env_specs_follow_the_papers_setting():
         if spec.atari:  # AtariPreprocessing: 84x84 grey frames scaled to [0, 1]
             assert 0.0 <= observation.min() and observation.max() <= 1.0 and len(np.unique(observation)) > 2
         env.close()
-    freeway = make_clean_env("freeway").unwrapped
-    assert freeway._game_difficulty == 1  # the paper's "hard" Freeway
-    assert freeway.ale.getFloat("repeat_action_probability") == pytest.approx(0.25)
+    freeway = make_clean_env("freeway")
+    assert freeway.unwrapped._game_difficulty == 1  # the paper's "hard" Freeway
+    sticky = freeway
+    while not isinstance(sticky, gym.wrappers.StickyAction):  # sticky actions per emulator frame
+        sticky = sticky.env
+    assert sticky.repeat_action_probability == 0.25 and isinstance(sticky.env.unwrapped, type(freeway.unwrapped))
+    assert freeway.unwrapped.ale.getFloat("repeat_action_probability") == 0.0  # not drawn twice
     assert make_clean_env("mountaincar").spec.max_episode_steps == 999
 
 
@@ -91,6 +95,26 @@ def test_atari_noise_is_added_to_each_frame_before_stacking():
     assert np.all(np.abs(correlations) < 0.05)  # a fresh draw at every step
 
 
+def test_atari_episode_is_the_same_whatever_ran_before_it_in_the_emulator():
+    """A seeded reset restores the emulator instead of reloading the ROM (ReseedWithoutReload): episode 1
+    played after episode 0 in the same emulator gives the same frames as in a fresh one, sticky actions
+    included (Freeway draws them per frame)."""
+    def frames_of(num_envs):
+        seen = []
+
+        def policy(inputs):  # actions that vary, as a function of what the agent sees
+            seen.append(inputs.copy())
+            return (np.floor(inputs.reshape(len(inputs), -1).sum(axis=1) * 100) % 3).astype(np.int64)
+
+        run_episodes(env_factory("freeway", max_episode_steps=12), policy, 0.05, 2, seed=3, num_envs=num_envs)
+        return seen
+
+    sequential, parallel = frames_of(1), frames_of(2)
+    assert len(sequential) == 24 and len(parallel) == 12
+    np.testing.assert_array_equal(np.stack(sequential[12:])[:, 0], np.stack(parallel)[:, 1])
+    np.testing.assert_array_equal(np.stack(sequential[:12])[:, 0], np.stack(parallel)[:, 0])
+
+
 # --------------------------------------------------------------------------- bundled policies
 @pytest.mark.parametrize("env", SEED_ENVS)
 def test_bundled_policy_loads_with_its_setting(env):
@@ -100,7 +124,7 @@ def test_bundled_policy_loads_with_its_setting(env):
     assert loaded.metadata["env"] == env and float(name.split("-")[1]) == loaded.metadata["sigma"]
     assert loaded.metadata["max_episode_steps"] == spec.max_episode_steps
     assert tuple(loaded.metadata["observation_shape"]) == make_clean_env(env).observation_space.shape
-    assert "DAgger" in loaded.metadata["training"] and loaded.metadata["validation_mean_return"] > 0
+    assert "DAgger" in loaded.metadata["training"] and loaded.metadata["validation_mean_return"] > spec.return_lower_bound
     assert (Path(load_policy.__code__.co_filename).parent / "weights" / f"{name}.pt").stat().st_size < 400_000
     if spec.atari:
         assert isinstance(loaded.module, AtariCNN) and loaded.frame_stack == 4

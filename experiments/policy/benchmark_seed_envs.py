@@ -11,6 +11,8 @@ For each seed-paper environment and its bundled policy:
 
 Each configuration is timed --repeats times, best kept; the clock is the process CPU time by
 default (the machine is shared, and everything runs on one thread), or wall time (--clock wall).
+Atari games: also the cost of one seeded reset (every episode has one), ale-py's own (which
+reloads the ROM) against robustcert.rl.envs.ReseedWithoutReload (which reseeds without reloading).
 
     python experiments/policy/benchmark_seed_envs.py --out results/policy/benchmark-seed-envs.md
 """
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from robustcert.rl import env_factory, load_policy, make_env, run_episodes
-from robustcert.rl.envs import episode_seeds
+from robustcert.rl.envs import ReseedWithoutReload, episode_seeds, make_clean_env
 from robustcert.rl.policies import bundled_policy_names
 
 EPISODES = {"mountaincar": 64, "freeway": 16, "pong": 8}
@@ -49,6 +51,23 @@ def plain_loop(env_name: str, policy, sigma: float, frame_stack: int, episodes: 
             done = terminated or truncated
     env.close()
     return returns, steps
+
+
+def seeded_reset_seconds(env_name: str, resets: int, clock) -> tuple[float, float]:
+    """Mean seconds of a seeded reset of the emulator: ale-py's own, and through ReseedWithoutReload."""
+    env = make_clean_env(env_name)
+    wrapper = env
+    while not isinstance(wrapper, ReseedWithoutReload):
+        wrapper = wrapper.env
+    env.reset(seed=0)
+    seconds = []
+    for reset in (lambda seed: wrapper.env.reset(seed=seed), lambda seed: wrapper.reset(seed=seed)):
+        start = clock()
+        for seed in range(1, resets + 1):
+            reset(seed)
+        seconds.append((clock() - start) / resets)
+    env.close()
+    return seconds[0], seconds[1]
 
 
 def timed(function, repeats: int, clock):
@@ -94,7 +113,13 @@ def main():
             lines.append(f"| {env_name} | {name} | {episodes} | run_episodes, num_envs={num_envs} | {rate:.0f} | "
                          f"{rate / base:.1f}x |")
             print(lines[-1], flush=True)
-    lines += ["", "Both loops play the same episodes (same seeds): their returns are identical, checked by the script."]
+    lines += ["", "Both loops play the same episodes (same seeds): their returns are identical, checked by the script.",
+              "", "| game | seeded reset, ale-py (reloads the ROM) | seeded reset, ReseedWithoutReload | ratio |",
+              "|---|---|---|---|"]
+    for env_name in (e for e in args.envs.split(",") if make_clean_env(e).unwrapped.__class__.__name__ == "AtariEnv"):
+        reload, reseed = seeded_reset_seconds(env_name, 10, clock)
+        lines.append(f"| {env_name} | {reload * 1000:.0f} ms | {reseed * 1000:.0f} ms | {reload / reseed:.1f}x |")
+        print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)

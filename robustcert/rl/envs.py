@@ -101,6 +101,30 @@ def _register_atari():
     return gym
 
 
+class ReseedWithoutReload(gym.Wrapper):
+    """An ALE game reset with a seed at the cost of a plain reset (~0.04 s instead of ~0.4 s).
+
+    ale-py reloads the ROM at every seeded reset, and the rollout loop seeds every episode. Here
+    a seeded reset after the first one only reseeds (``seed_game``: the emulator's generator and
+    the environment's own, from which the no-op starts and the sticky actions draw, exactly as
+    a seeded reset does) and resets the game. With the emulator's own sticky actions off
+    (``make_clean_env`` moves them into ``StickyAction``), an episode is the same, frame for
+    frame, as after a fresh ``reset(seed)``, whatever ran before it in the emulator
+    (tests/test_policy_seed_envs.py; without the reseeding it is not).
+    """
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.loaded = False
+
+    def reset(self, *, seed=None, options=None):
+        if seed is None or not self.loaded:
+            self.loaded = self.loaded or seed is not None
+            return self.env.reset(seed=seed, options=options)
+        self.env.unwrapped.seed_game(seed)
+        return self.env.reset(options=options)
+
+
 def _end_on_first_point(env):
     """Pong "one round" (Kumar et al. 2022): the episode ends at the first point scored (return +-1)."""
 
@@ -201,15 +225,22 @@ def make_clean_env(env_id: str, max_episode_steps: int | None = None, one_round:
     # Atari: the time limit counts agent steps (after frame skipping), so it is applied after preprocessing
     if max_episode_steps is not None and not atari:
         kwargs["max_episode_steps"] = int(max_episode_steps)
-    if atari and env_id.startswith("ALE/"):
+    sticky = 0.0
+    if atari:
         kwargs["frameskip"] = 1  # AtariPreprocessing does the frame skipping
+        registered = gym.spec(env_id).kwargs if env_id in gym.registry else {}
+        sticky = float(kwargs.pop("repeat_action_probability", registered.get("repeat_action_probability", 0.0)))
+        kwargs["repeat_action_probability"] = 0.0  # drawn by StickyAction below, from the episode's seed
     try:
         env = gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
         raise EnvironmentUnavailable(f"cannot make environment {env_id!r}: {exc}") from None
     if atari:
-        from gymnasium.wrappers import AtariPreprocessing
+        from gymnasium.wrappers import AtariPreprocessing, StickyAction
 
+        env = ReseedWithoutReload(env)
+        if sticky > 0:
+            env = StickyAction(env, sticky)  # per emulator frame, like ALE's own sticky actions
         env = AtariPreprocessing(env, frame_skip=4, screen_size=84, grayscale_obs=True, scale_obs=True,
                                  noop_max=30)
         if one_round:

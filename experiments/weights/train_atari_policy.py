@@ -13,7 +13,7 @@ The expert that labels the visited states reads the emulator and is never part o
 * Freeway: UP unless a short look-ahead in a copy of the emulator (UP for 3 agent steps) ends
   in a collision; then NOOP if waiting one step is safe, else DOWN.
 
-DAgger (experiments/policy/imitation.py): iteration 0 is pure expert play; iteration i acts with
+DAgger (robustcert.rl.imitation): iteration 0 is pure expert play; iteration i acts with
 the expert w.p. 0.5^i, else with the learner; every visited state is labelled by the expert and
 the CNN is trained (cross-entropy, Adam) on all records so far, with fresh noise each epoch.
 Pong adds an auxiliary head (discarded after training) that predicts the expert's RAM readings
@@ -21,26 +21,23 @@ Pong adds an auxiliary head (discarded after training) that predicts the expert'
 without it the learner lost almost every point after 4 iterations (results/policy/train_pong.log).
 Training seeds never overlap the certification seed 0.
 
-    python experiments/policy/train_atari_policy.py --game pong --sigma 0.05 > results/policy/train_pong.log
-    python experiments/policy/train_atari_policy.py --game freeway --sigma 0.05 > results/policy/train_freeway.log
+    python experiments/weights/train_atari_policy.py --game pong --sigma 0.05 > results/policy/train_pong.log
+    python experiments/weights/train_atari_policy.py --game freeway --sigma 0.05 > results/policy/train_freeway.log
 
 Writes robustcert/rl/weights/<game>-<sigma>.pt (arch atari_cnn, with the training record).
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imitation import Demonstrations, collect, dagger, validate_and_save  # noqa: E402
-
-from robustcert.rl.envs import make_clean_env  # noqa: E402
-from robustcert.rl.policies import WEIGHTS_DIR, AtariCNN, load_policy  # noqa: E402
+from robustcert.rl.envs import make_clean_env
+from robustcert.rl.imitation import Demonstrations, collect, dagger, validate_and_save
+from robustcert.rl.policies import WEIGHTS_DIR, AtariCNN, load_policy
 
 FRAME_STACK = 4
 NOOP, PONG_UP, PONG_DOWN = 0, 2, 3        # Pong's RIGHT moves the paddle up the screen, LEFT down
@@ -128,7 +125,7 @@ class FreewayExpert:
 
 
 EXPERTS = {"pong": PongExpert, "freeway": FreewayExpert}
-AUXILIARY_FEATURES = {"pong": 10, "freeway": 0}  # what the expert's ``features`` hold (imitation.py)
+AUXILIARY_FEATURES = {"pong": 10, "freeway": 0}  # what the expert's ``features`` hold
 
 
 def main():
@@ -171,13 +168,17 @@ def main():
                      batch_size=args.batch_size, lr=args.lr, eval_episodes=args.eval_episodes, seed=args.seed,
                      data=data, auxiliary_features=AUXILIARY_FEATURES[args.game], first_iteration=args.first_iteration,
                      log=lambda line: print(line, flush=True))
-    validate_and_save(
-        args.game, model, args.out_dir / f"{args.game}-{args.sigma:g}.pt", sigma=args.sigma, frame_stack=FRAME_STACK,
-        observation_shape=shape, history=history, episodes=args.validation_episodes, seed=args.seed, started=start,
+    path = args.out_dir / f"{args.game}-{args.sigma:g}.pt"
+    check = validate_and_save(
+        args.game, model, path, sigma=args.sigma, frame_stack=FRAME_STACK, observation_shape=shape, history=history,
+        episodes=args.validation_episodes, seed=args.seed,
         training=(f"DAgger of a scripted RAM expert ({EXPERTS[args.game].__name__}), {args.iterations} iterations x "
                   f"{args.steps} steps, {args.epochs} epochs each, Adam lr {args.lr}, batch {args.batch_size}, seed "
-                  f"{args.seed}; experiments/policy/train_atari_policy.py"
+                  f"{args.seed}; experiments/weights/train_atari_policy.py"
                   + (f", continuing {args.init.name} from DAgger iteration {args.first_iteration}" if args.init else "")))
+    print(f"{args.game} sigma {args.sigma:g}: validation mean return {check.mean():.3f} over {len(check)} episodes "
+          f"(seed {20_000 + args.seed}); {time.time() - start:.0f} s; saved {path} ({path.stat().st_size} bytes)",
+          flush=True)
 
 if __name__ == "__main__":
     main()

@@ -11,26 +11,23 @@ flag in our trials, with k = 5 it needed ~3x longer than with k = 10).
 
 Expert (reads the true state, never part of the agent): push in the direction of motion,
 a* = +1 if velocity >= 0 else -1, which pumps energy into the swing and reaches the flag in
-~100-120 steps. DAgger (experiments/policy/imitation.py) with the logistic loss
+~100-120 steps. DAgger (robustcert.rl.imitation) with the logistic loss
 log(1 + exp(-a* f(stack))), so f is a logit of the direction and its sign is the force's.
 
-    python experiments/policy/train_mountaincar_policy.py > results/policy/train_mountaincar.log
+    python experiments/weights/train_mountaincar_policy.py > results/policy/train_mountaincar.log
 
 Writes robustcert/rl/weights/mountaincar-<sigma>.pt (arch policy_mlp, with the training record).
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imitation import Demonstrations, dagger, validate_and_save  # noqa: E402
-
-from robustcert.rl.policies import WEIGHTS_DIR, PolicyMLP  # noqa: E402
+from robustcert.rl.imitation import Demonstrations, dagger, validate_and_save
+from robustcert.rl.policies import WEIGHTS_DIR, PolicyMLP
 
 ENV, FRAME_STACK, HIDDEN = "mountaincar", 10, (32, 32)
 
@@ -75,13 +72,16 @@ def main():
                          iterations=args.iterations, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, eval_episodes=args.eval_episodes, seed=args.seed, data=data, discrete=False,
                          log=lambda line: print(line, flush=True))
-        validate_and_save(
-            ENV, model, args.out_dir / f"{ENV}-{sigma:g}.pt", sigma=sigma, frame_stack=FRAME_STACK,
-            observation_shape=[2], history=history, episodes=args.validation_episodes, seed=args.seed,
-            discrete=False, started=start,
+        path = args.out_dir / f"{ENV}-{sigma:g}.pt"
+        check = validate_and_save(
+            ENV, model, path, sigma=sigma, frame_stack=FRAME_STACK, observation_shape=[2], history=history,
+            episodes=args.validation_episodes, seed=args.seed, discrete=False,
             training=(f"DAgger of the energy-pumping controller (force = sign of the true velocity), {args.iterations} "
                       f"iterations x {args.steps} steps, {args.epochs} epochs each, logistic loss, Adam lr {args.lr}, "
-                      f"batch {args.batch_size}, seed {args.seed}; experiments/policy/train_mountaincar_policy.py"))
+                      f"batch {args.batch_size}, seed {args.seed}; experiments/weights/train_mountaincar_policy.py"))
+        print(f"{ENV} sigma {sigma:g}: validation mean return {check.mean():.3f} over {len(check)} episodes "
+              f"(seed {20_000 + args.seed}); {time.time() - start:.0f} s; saved {path} ({path.stat().st_size} bytes)",
+              flush=True)
 
 if __name__ == "__main__":
     main()

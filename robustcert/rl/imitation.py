@@ -1,8 +1,8 @@
 """DAgger (Ross, Gordon and Bagnell 2011) of a scripted expert into a policy that sees only noisy observations.
 
-Shared by the training scripts of this folder. The expert reads the true state (the emulator's
-RAM, or Mountain Car's (position, velocity)); the learner sees what the smoothed agent sees at
-certification: its own stack of k noisy per-step observations z_t = o_t + delta_t,
+How the bundled Mountain Car, Pong and Freeway policies were trained (experiments/weights/).
+The expert reads the true state (the emulator's RAM, or Mountain Car's (position, velocity));
+the learner sees what the smoothed agent sees at certification: its own stack of k noisy per-step observations z_t = o_t + delta_t,
 delta_t ~ N(0, sigma^2 I), padded with z_0 at the start of an episode (robustcert.rl.rollout).
 
     for i = 0 .. iterations-1:
@@ -18,6 +18,9 @@ hidden layer is trained to predict them (mean squared error, beside the action l
 away afterwards: it shapes the hidden layer, the saved policy is the learner alone.
 
 The certificate is about the learned policy alone: the expert is never used at certification.
+
+An expert is a callable built from an environment (``make_expert(env)``) with ``reset()`` at
+every episode start and ``expert()`` -> its action in the environment's current state.
 """
 from __future__ import annotations
 
@@ -28,10 +31,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from robustcert.rl import run_episodes
-from robustcert.rl.envs import make_clean_env
-from robustcert.rl.envs import paper_env
-from robustcert.rl.policies import TorchPolicy, save_policy
+from .envs import env_factory, make_clean_env, paper_env
+from .policies import TorchPolicy, save_policy
+from .rollout import run_episodes
 
 
 @dataclass
@@ -82,9 +84,17 @@ def noisy_stacks(observations: torch.Tensor, offsets: torch.Tensor, rows: torch.
 
 def collect(env_name: str, make_expert: Callable, learner: torch.nn.Module | None, sigma: float, frame_stack: int,
             steps: int, beta: float, seed: int, num_envs: int, data: Demonstrations, discrete: bool = True) -> dict:
-    """Run episodes (expert w.p. beta at each step, else the learner on its noisy stack); record (o_t, a*_t).
+    """Play ``steps`` agent steps in ``num_envs`` environments and record every (o_t, a*_t) in ``data``.
 
-    Returns the mean return of the episodes finished and how many there were.
+    Args:
+        make_expert: builds an expert from an environment (module docstring).
+        learner: acts (on its own noisy stack, noise drawn here) where the expert does not; None: expert only.
+        beta: probability that the expert's action is played at a step (the learner's otherwise).
+        seed: seeds the environments' resets, the noise and the choices between expert and learner.
+        discrete: the learner's outputs are logits (else continuous actions).
+
+    Returns:
+        ``{"episodes": finished episodes, "mean_return": their mean return}``.
     """
     rng = np.random.default_rng(seed)
     envs = [make_clean_env(env_name) for _ in range(num_envs)]
@@ -138,9 +148,14 @@ def collect(env_name: str, make_expert: Callable, learner: torch.nn.Module | Non
 
 def train(model: torch.nn.Module, data: Demonstrations, loss_fn: Callable, sigma: float, frame_stack: int,
           epochs: int, batch_size: int, lr: float, seed: int, auxiliary: torch.nn.Module | None = None) -> float:
-    """Epochs of minibatch Adam on all records, fresh observation noise each epoch; returns the last epoch's loss.
+    """Epochs of minibatch Adam on all records of ``data``, with fresh observation noise at every epoch.
 
-    ``auxiliary``: a head on ``model.embed`` trained to predict the expert's features (module docstring).
+    Args:
+        loss_fn: ``loss_fn(model outputs, expert actions)``.
+        auxiliary: a head on ``model.embed`` trained to predict the expert's features (module docstring).
+
+    Returns:
+        The mean loss of the last epoch.
     """
     observations, actions, features, offsets = data.arrays()
     observations, offsets = torch.as_tensor(observations), torch.as_tensor(offsets)
@@ -172,8 +187,6 @@ def train(model: torch.nn.Module, data: Demonstrations, loss_fn: Callable, sigma
 def evaluate(env_name: str, model: torch.nn.Module, sigma: float, frame_stack: int, episodes: int, seed: int,
              discrete: bool = True) -> np.ndarray:
     """Returns of ``episodes`` smoothed episodes of the learner alone, in the certification loop itself."""
-    from robustcert.rl import env_factory
-
     return run_episodes(env_factory(env_name), TorchPolicy(model, discrete=discrete), sigma, episodes, seed=seed,
                         frame_stack=frame_stack, num_envs=min(episodes, 32)).returns
 
@@ -182,10 +195,21 @@ def dagger(env_name: str, make_expert: Callable, model: torch.nn.Module, loss_fn
            frame_stack: int, iterations: int, steps: int, epochs: int, batch_size: int, lr: float,
            eval_episodes: int, seed: int, data: Demonstrations, num_envs: int = 8, discrete: bool = True,
            auxiliary_features: int = 0, first_iteration: int = 0, log: Callable[[str], None] = print) -> list[dict]:
-    """The DAgger loop of the module docstring; beta_i = 0.5^i. Training seeds: seed + 1000 i (collection),
-    seed + 1000 i + 1 (noise), evaluation seed 10000 + seed + i: never the certification seed 0.
-    ``auxiliary_features`` > 0: the expert's number of features, predicted by an auxiliary head.
-    ``first_iteration`` > 0 continues a run (the model already trained): iterations i = first .. first+n-1."""
+    """The DAgger loop of the module docstring, training ``model`` in place; beta_i = 0.5^i.
+
+    Seeds: seed + 1000 i (collection), seed + 1000 i + 1 (training noise), 10000 + seed + i
+    (evaluation of the learner alone): never the certification seed 0.
+
+    Args:
+        steps, epochs: agent steps collected and training epochs over all records, per iteration.
+        data: the records (new ones are appended).
+        auxiliary_features: > 0: the number of the expert's features, predicted by an auxiliary head.
+        first_iteration: > 0 continues a run (``model`` already trained): iterations first .. first + n - 1.
+        log: receives one line per iteration.
+
+    Returns:
+        One dict per iteration (beta, records, collection and evaluation returns, loss, seconds).
+    """
     auxiliary = torch.nn.Linear(model.hidden, auxiliary_features) if auxiliary_features else None
     history = []
     for i in range(first_iteration, first_iteration + iterations):
@@ -207,12 +231,19 @@ def dagger(env_name: str, make_expert: Callable, model: torch.nn.Module, loss_fn
 
 def validate_and_save(env_name: str, model: torch.nn.Module, path, *, sigma: float, frame_stack: int,
                       observation_shape, training: str, history: list[dict], episodes: int, seed: int,
-                      discrete: bool = True, started: float) -> None:
-    """Validate the learner alone on fresh episodes (seed 20000 + seed), save it with its training record."""
+                      discrete: bool = True) -> np.ndarray:
+    """Validate the learner alone on fresh episodes, save it with its training record (``save_policy``).
+
+    Args:
+        env_name: a name of :data:`robustcert.rl.envs.PAPER_ENVS` (its time limit is recorded).
+        path: the checkpoint to write; ``training``, ``history``: the training record.
+        episodes, seed: validation episodes, run with seed 20000 + ``seed``.
+
+    Returns:
+        The validation episodes' returns (their mean is recorded in the checkpoint).
+    """
     check = evaluate(env_name, model, sigma, frame_stack, episodes, 20_000 + seed, discrete)
     save_policy(model, path, env=env_name, observation_shape=list(observation_shape), frame_stack=frame_stack,
                 max_episode_steps=paper_env(env_name).max_episode_steps, sigma=sigma, training=training,
                 dagger_history=history, validation_mean_return=float(check.mean()), validation_episodes=len(check))
-    print(f"{env_name} sigma {sigma:g}: validation mean return {check.mean():.3f} over {len(check)} episodes "
-          f"(seed {20_000 + seed}); {time.time() - started:.0f} s; saved {path} ({path.stat().st_size} bytes)",
-          flush=True)
+    return check
