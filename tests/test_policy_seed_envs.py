@@ -222,7 +222,8 @@ def test_continuous_attack_pushes_the_action_against_its_direction():
     clean = np.array([[0.5, 0.01]], np.float32)
     history = np.array([[[0.4, 0.0], [0.45, 0.01]]], np.float32)
     eps = attack.perturb(clean, history, np.array([False]), np.array([0.3]), np.array([0]))
-    force = float(module(torch.as_tensor(np.concatenate([history[0], clean]).reshape(1, 3, 2))))
+    with torch.no_grad():
+        force = float(module(torch.as_tensor(np.concatenate([history[0], clean]).reshape(1, 3, 2))))
     expected = -np.sign(force) * 0.3 * w_last.numpy() / np.linalg.norm(w_last.numpy())
     np.testing.assert_allclose(eps[0], expected, rtol=1e-4, atol=1e-6)
 

@@ -126,11 +126,12 @@ def plot(out: Path, env: str, certificates: dict, strongest: pd.DataFrame, noop_
                     markersize=4, capsize=2, label="strongest attack (mean, 2 s.e.)")
         ax.axhline(noop_mean, color="grey", linewidth=0.8, linestyle=":", label="noop agent")
         ax.set_xscale("symlog", linthresh=sigma)
-        ax.set_title(f"{env}, sigma = {sigma:g}, n = {int(frame.n[0])}, alpha = {frame.alpha[0]:g}")
+        ax.set_xlim(0, 1.5 * frame.budget.max())  # budgets are >= 0: no negative half of the symlog axis
+        ax.set_title(f"{env}, sigma = {sigma:g}, n = {int(frame.n[0])}, alpha = {frame.alpha[0]:g}", fontsize="medium")
         ax.set_xlabel("episode budget B (l2 over all steps)")
         ax.set_ylabel("return")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="lower left")
     figure.savefig(out, dpi=150)
 
 
@@ -164,6 +165,7 @@ def main():
     parser.add_argument("--iterations", type=int, default=5, help="PGD iterations per attacked step")
     parser.add_argument("--eot-samples", type=int, default=4, help="noise draws averaged per PGD iteration")
     parser.add_argument("--skip-certify", action="store_true", help="reuse the certificate TSVs already there")
+    parser.add_argument("--skip-attack", action="store_true", help="reuse <env>-attack-all.tsv (redraw the figure)")
     args = parser.parse_args()
     settings = {key: getattr(args, key) if getattr(args, key) is not None else value
                 for key, value in DEFAULTS[args.env].items()}
@@ -191,10 +193,14 @@ def main():
         certify(noop_out, args.env, "noop", min(sigmas.values()), settings["noop_episodes"], [0.0])
     noop = pd.read_csv(noop_out, sep="\t")
     horizons = [int(h) for h in settings["horizons"].split(",")]
-    attacks = pd.concat([attack(args.env, name, budgets_of(sigma, settings["attack_factors"]), horizons,
-                                settings["attack_episodes"], args.iterations, args.eot_samples)
-                         for name, sigma in sigmas.items()])
-    attacks.to_csv(args.out_dir / f"{args.env}-attack-all.tsv", sep="\t", index=False, float_format="%.5g")
+    attacks_out = args.out_dir / f"{args.env}-attack-all.tsv"
+    if args.skip_attack:
+        attacks = pd.read_csv(attacks_out, sep="\t")
+    else:
+        attacks = pd.concat([attack(args.env, name, budgets_of(sigma, settings["attack_factors"]), horizons,
+                                    settings["attack_episodes"], args.iterations, args.eot_samples)
+                             for name, sigma in sigmas.items()])
+        attacks.to_csv(attacks_out, sep="\t", index=False, float_format="%.5g")
     strongest = (attacks.sort_values("attacked_mean").groupby(["sigma", "budget"], as_index=False).first()
                  .sort_values(["sigma", "budget"]))
     strongest.to_csv(args.out_dir / f"{args.env}-attack.tsv", sep="\t", index=False, float_format="%.5g")
