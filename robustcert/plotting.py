@@ -268,3 +268,25 @@ CERTIFIED_RETURN = register_curve(CurveKind(
     ylabel="certified expected return",
     ylim=None,
 ))
+
+
+def draw_certificate_against_attack(ax, certificates: dict[str, pd.DataFrame], attacked: pd.DataFrame) -> None:
+    """One panel in the form of Kumar et al. (2022)'s figures: certified return beside attacked return.
+
+    Args:
+        ax: the matplotlib axes to draw on.
+        certificates: bound name (``dkw``, ``clopper-pearson``) -> certify-policy table (columns
+            ``budget``, ``certified_return``): the certified expected return against the episode
+            budget B, one line per bound (DKW solid, the others dashed).
+        attacked: the strongest attack per budget (columns ``budget``, ``attacked_mean``,
+            ``attacked_sem``): its mean return with 2 standard errors, which must stay above the
+            certificate.
+    """
+    for bound, frame in certificates.items():
+        ax.plot(frame["budget"], frame["certified_return"], "-" if bound == "dkw" else "--", marker="o",
+                markersize=3, label=f"certified E[R] ({bound})")
+    ax.errorbar(attacked["budget"], attacked["attacked_mean"], yerr=2 * attacked["attacked_sem"], fmt="s",
+                color="C3", markersize=4, capsize=2, label="strongest attack (mean, 2 s.e.)")
+    ax.set_xlabel("episode budget B (l2 over all steps)")
+    ax.set_ylabel("return")
+    ax.grid(alpha=0.3)

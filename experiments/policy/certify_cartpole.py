@@ -27,6 +27,7 @@ import torch
 
 from robustcert import PolicySmooth
 from robustcert.cli import main as cli
+from robustcert.plotting import draw_certificate_against_attack
 from robustcert.rl import GradientAttack, env_factory, load_policy
 
 # the certified range, then larger budgets where the attack bites (there the certificate is ~0)
@@ -76,18 +77,11 @@ def plot(out: Path, certificates: dict, strongest: pd.DataFrame) -> None:
 
     figure = Figure(figsize=(9, 3.6), layout="constrained")
     for ax, sigma in zip(figure.subplots(1, 2), sorted(BUDGETS)):
-        for bound, style in (("dkw", "-"), ("clopper-pearson", "--")):
-            frame = certificates[(sigma, bound)]
-            ax.plot(frame.budget, frame.certified_return, style, marker="o", markersize=3,
-                    label=f"certified E[R] ({bound})")
-        attacked = strongest[strongest.sigma == sigma]
-        ax.errorbar(attacked.budget, attacked.attacked_mean, yerr=2 * attacked.attacked_sem, fmt="s", color="C3",
-                    markersize=4, capsize=2, label="strongest attack (mean, 2 s.e.)")
+        bounds = {bound: certificates[(sigma, bound)] for bound in ("dkw", "clopper-pearson")}
+        draw_certificate_against_attack(ax, bounds, strongest[strongest.sigma == sigma])
+        frame = certificates[(sigma, "dkw")]
         ax.set_title(f"CartPole, sigma = {sigma:g}, n = {int(frame.n[0])}, alpha = {frame.alpha[0]:g}")
-        ax.set_xlabel("episode budget B (l2 over all steps)")
-        ax.set_ylabel("return")
         ax.set_ylim(0, 205)
-        ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="upper right")
     figure.savefig(out, dpi=150)
 

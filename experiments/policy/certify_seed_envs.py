@@ -37,6 +37,7 @@ import torch
 
 from robustcert import PolicySmooth, certify_returns
 from robustcert.cli import main as cli
+from robustcert.plotting import draw_certificate_against_attack
 from robustcert.rl import GradientAttack, env_factory, load_policy
 from robustcert.rl.envs import PAPER_ENVS
 from robustcert.rl.policies import bundled_policy_names
@@ -117,20 +118,14 @@ def plot(out: Path, env: str, certificates: dict, strongest: pd.DataFrame, noop_
     figure = Figure(figsize=(4.6 * len(sigmas), 3.6), layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(sigmas)))
     for ax, sigma in zip(axes, sigmas):
-        for bound, style in (("dkw", "-"), ("clopper-pearson", "--")):
-            frame = certificates[(sigma, bound)]
-            ax.plot(frame.budget, frame.certified_return, style, marker="o", markersize=3,
-                    label=f"certified E[R] ({bound})")
-        attacked = strongest[strongest.sigma == sigma]
-        ax.errorbar(attacked.budget, attacked.attacked_mean, yerr=2 * attacked.attacked_sem, fmt="s", color="C3",
-                    markersize=4, capsize=2, label="strongest attack (mean, 2 s.e.)")
+        bounds = {bound: certificates[(sigma, bound)] for bound in ("dkw", "clopper-pearson")}
+        draw_certificate_against_attack(ax, bounds, strongest[strongest.sigma == sigma])
+        frame = certificates[(sigma, "dkw")]
         ax.axhline(noop_mean, color="grey", linewidth=0.8, linestyle=":", label="noop agent")
         ax.set_xscale("symlog", linthresh=sigma)
         ax.set_xlim(0, 1.5 * frame.budget.max())  # budgets are >= 0: no negative half of the symlog axis
-        ax.set_title(f"{env}, sigma = {sigma:g}, n = {int(frame.n[0])}, alpha = {frame.alpha[0]:g}", fontsize="medium")
-        ax.set_xlabel("episode budget B (l2 over all steps)")
-        ax.set_ylabel("return")
-        ax.grid(alpha=0.3)
+        ax.set_title(f"{env}, sigma = {sigma:g}, n = {int(frame.n[0])}, alpha = {frame.alpha[0]:g}",
+                     fontsize="medium")
         ax.legend(fontsize="small", loc="lower left")
     figure.savefig(out, dpi=150)
 
