@@ -18,11 +18,15 @@ the expert w.p. 0.5^i, else with the learner; every visited state is labelled by
 the CNN is trained (cross-entropy, Adam) on all records so far, with fresh noise each epoch.
 Pong adds an auxiliary head (discarded after training) that predicts the expert's RAM readings
 (ball and paddle positions and velocities, the predicted crossing) from the CNN's hidden layer:
-without it the learner lost almost every point after 4 iterations (results/policy/train_pong.log).
+without it the learner's validation mean return was -0.50 after 4 iterations, with it -0.44 after
+5 and 0.00 after 3 more (results/policy/train_pong-0.05.log, runs 1-3: the bundled pong-0.05).
 Training seeds never overlap the certification seed 0.
 
-    python experiments/weights/train_atari_policy.py --game pong --sigma 0.05 > results/policy/train_pong.log
-    python experiments/weights/train_atari_policy.py --game freeway --sigma 0.05 > results/policy/train_freeway.log
+    python experiments/weights/train_atari_policy.py --game pong --sigma 0.05 --iterations 5 --epochs 4 \
+        --validation-episodes 50 --out-dir /tmp/pong-run2
+    python experiments/weights/train_atari_policy.py --game pong --sigma 0.05 --iterations 3 --epochs 4 \
+        --validation-episodes 50 --init /tmp/pong-run2/pong-0.05.pt --first-iteration 5
+    python experiments/weights/train_atari_policy.py --game freeway --sigma 0.05 > results/policy/train_freeway-0.05.log
 
 Writes robustcert/rl/weights/<game>-<sigma>.pt (arch atari_cnn, with the training record).
 """
