@@ -126,7 +126,7 @@ def plot(out: Path, env: str, certificates: dict, strongest: pd.DataFrame, noop_
         ax.set_xlim(0, 1.5 * frame.budget.max())  # budgets are >= 0: no negative half of the symlog axis
         ax.set_title(f"{env}, sigma = {sigma:g}, n = {int(frame.n[0])}, alpha = {frame.alpha[0]:g}",
                      fontsize="medium")
-        ax.legend(fontsize="small", loc="lower left")
+        ax.legend(fontsize="small", loc="best")
     figure.savefig(out, dpi=150)
 
 
