@@ -453,7 +453,8 @@ def attack(eps, steps, m, n, alpha, batch_size, seed, noise, **options):
         help="Training data: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or "
              "npz:PATH (its train split; per-epoch accuracy on its val split).", section=MODEL_AND_DATA)
 @option("--sigma", type=float, default=None,
-        help="Noise level to train at (pixel units, [0,1] space). Required, except with --keep.", section=TRAINING)
+        help="Noise level to train at (pixel units, [0,1] space); 0: clean images (a classifier for certify "
+             "--denoiser). Required, except with --keep.", section=TRAINING)
 @option("--noise", type=click.Choice(list(NOISES)), default=None,
         help="The noise to train with: the one certify --noise will certify with (--sigma is its per-coordinate "
              "standard deviation) [default: gaussian].", section=TRAINING)
@@ -537,6 +538,57 @@ def train(data_spec, sigma, noise, keep, arch, epochs, batch_size, lr, momentum,
                    f"(--resume --epochs N with N > {len(result.history)} trains it further); nothing was written")
     else:
         click.echo(f"wrote {out_path} ({result.arch}, {len(result.history)} epochs) and {sidecar_path(out_path).name}")
+
+
+@main.command("train-denoiser")
+@option("--data", "data_spec", required=True,
+        help="Training images: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or npz:PATH "
+             "(its train split; denoising error on its val split).", section=MODEL_AND_DATA)
+@option("--sigma", "sigmas", default="0.5", show_default=True,
+        help="The certification sigma(s) the denoiser is for, comma-separated (pixel units).", section=TRAINING)
+@option("--timesteps", type=click.Choice(["around", "full"]), default="around", show_default=True,
+        help="around: train on t within 1 +- --window of each sigma's t* (one-shot denoising asks nothing "
+             "else); full: all timesteps (needed by --denoiser-steps).", section=TRAINING)
+@option("--window", type=float, default=0.25, show_default=True, help="--timesteps around: relative width.",
+        section=TRAINING)
+@option("--channels", default="16,32,64", show_default=True,
+        help="UNet block widths, one per level (each level halves the image).", section=TRAINING)
+@option("--steps", type=int, default=4000, show_default=True, help="AdamW steps.", section=TRAINING)
+@option("--batch", "batch_size", type=int, default=128, show_default=True, help="Images per step.", section=TRAINING)
+@option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate (warm-up, cosine decay).",
+        section=TRAINING)
+@option("--ema", type=float, default=0.999, show_default=True, help="Decay of the saved moving average.",
+        section=TRAINING)
+@option("--seed", type=int, default=0, show_default=True, help="Initial weights, data, timesteps and noise.",
+        section=TRAINING)
+@option("--save-every", type=int, default=250, show_default=True,
+        help="Write the folder (and the resume state) every so many steps.", section=OUTPUT)
+@option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.", section=ENGINE)
+@option("--threads", type=int, default=None, help=THREADS_HELP, section=ENGINE)
+@option("--out", "out_path", type=click.Path(file_okay=False, path_type=Path), required=True,
+        help="Folder to write (unet/, scheduler/, training.json): what certify --denoiser reads.", section=OUTPUT)
+@option("--resume", is_flag=True, help="Continue an interrupted run from its last save.", section=OUTPUT)
+@option("--quiet", is_flag=True, help="No progress bar and no per-save lines.", section=OUTPUT)
+def train_denoiser(data_spec, sigmas, timesteps, window, channels, steps, batch_size, lr, ema, seed, save_every,
+                   device, threads, out_path, resume, quiet):
+    """Train a DDPM denoiser (diffusers UNet2DModel + DDPMScheduler) for certify --denoiser
+    (denoised smoothing, Carlini et al. 2023) on your own images.
+
+    One-shot denoising asks the model about one timestep, t* of --sigma, so by default it trains
+    only around it. Writes the folder every --save-every steps, with training.json (the command,
+    the loss and the validation denoising error at t*).
+    """
+    from .runs.denoiser import train_denoiser as run
+
+    try:
+        widths = [int(v) for v in channels.split(",")]
+    except ValueError:
+        raise CLIError(f"bad --channels {channels!r}: use block widths such as 16,32,64") from None
+    result = run(data_spec, out_path, sigmas=parse_float_list(sigmas, "--sigma"), timesteps=timesteps,
+                 window=window, channels=widths, steps=steps, batch_size=batch_size, lr=lr, ema=ema, seed=seed,
+                 save_every=save_every, device=device, threads=threads, resume=resume, progress=not quiet,
+                 log=None if quiet else click.echo, command=invocation_command())
+    click.echo(f"wrote {out_path} ({result.parameters['steps']} steps): certify with --denoiser {out_path}")
 
 
 # --------------------------------------------------------------------------- tables, plots, demo

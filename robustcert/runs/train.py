@@ -72,6 +72,26 @@ from .provenance import device_name, package_versions, python_command
 DEFAULT_ATTACK_STEPS = 2  # SmoothAdv's PGD steps per training step (Salman et al. train with 1 to 10)
 
 
+class NoNoise:
+    """sigma = 0: the clean images themselves (the engine noise interface, adding nothing).
+
+    The off-the-shelf classifier of denoised smoothing (Carlini et al. 2023) is trained without
+    noise; ``train_model(sigma=0)`` (``robustcert train --sigma 0``) trains it on the clean batch.
+    """
+
+    name = "none"
+    sigma = 0.0
+
+    def sample_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(input_shape)
+
+    def draw(self, out: torch.Tensor, generator: torch.Generator) -> None:
+        out.zero_()
+
+    def perturb(self, out: torch.Tensor, clean: torch.Tensor, generator: torch.Generator) -> None:
+        out.copy_(clean.expand_as(out))
+
+
 @dataclass
 class TrainingResult:
     """What :func:`train_model` returns: the trained model (eval mode) and its history."""
@@ -122,7 +142,7 @@ def recipe_parameters(*, sigma, arch, epochs, batch_size, lr, momentum, weight_d
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return {
-        "sigma": None if sigma is None else check_sigma(sigma), "noise": noise_name, "arch": arch, "epochs": epochs,
+        "sigma": None if sigma is None else 0.0 if _is_zero(sigma) else check_sigma(sigma), "noise": noise_name, "arch": arch, "epochs": epochs,
         "batch": check_count(batch_size, "batch_size"), "noise_copies": copies,
         "loss": "gaussian" if consistency is None else "consistency",
         "consistency_lambda": consistency, "consistency_eta": None if consistency is None else
@@ -138,6 +158,14 @@ def recipe_parameters(*, sigma, arch, epochs, batch_size, lr, momentum, weight_d
         f"SmoothAdv PGD (Salman et al. 2019): {attack_steps} steps of 2*eps/steps on the soft smoothed classifier of "
         f"the current model (eval mode), the batch's noise_copies draws fixed over the steps and reused for the loss",
     }
+
+
+def _is_zero(sigma) -> bool:
+    """sigma == 0 (clean training), without raising on what check_sigma rejects with a clear error."""
+    try:
+        return float(sigma) == 0.0
+    except (TypeError, ValueError):
+        return False
 
 
 def _autocast(device: torch.device, precision: str):
@@ -437,7 +465,9 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
         data: the training data: a specification (``"digits"``, ``"fashion-mnist:ROOT"``, ...; its
             ``train`` split is used) or a dataset from :func:`robustcert.load_dataset`.
         out: the checkpoint to write (and ``out.json``), or None to train in memory only.
-        sigma: the noise level (pixel units), the one the model will be certified at.
+        sigma: the noise level (pixel units), the one the model will be certified at; 0 trains on
+            the clean images (:class:`NoNoise`: the off-the-shelf classifier that denoised
+            smoothing puts behind a denoiser, ``certify --denoiser``).
         arch: a registered architecture; default: the one for the input shape
             (:data:`robustcert.models.DEFAULT_ARCHITECTURES`).
         epochs, batch_size, lr, momentum, weight_decay, lr_step, lr_gamma: SGD and its step
@@ -486,6 +516,8 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
     elif sigma is None and (noise is None or isinstance(noise, str)):
         raise InvalidArgumentError("training needs a noise level (sigma, --sigma) or, for randomized ablation, "
                                    "keep (--keep)")
+    elif _is_zero(sigma) and noise in (None, "gaussian"):
+        noise = NoNoise()  # the off-the-shelf classifier: trained on clean images
     elif noise is None or isinstance(noise, str):
         noise = noise_model(noise or "gaussian").sampler(check_sigma(sigma))
     parameters_in = dict(sigma=sigma, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
