@@ -38,7 +38,7 @@ def training_table(out_dir: Path) -> str:
     for sidecar in sorted(keep.glob("*.pt.json")):
         record = json.loads(sidecar.read_text())
         p, epochs = record["parameters"], record["epochs"]
-        loss = "gaussian" if p["loss"] == "gaussian" else f"consistency (lambda {p['consistency_lambda']:g}, " \
+        loss = "clean images (no noise)" if not p["sigma"] else "gaussian" if p["loss"] == "gaussian" else f"consistency (lambda {p['consistency_lambda']:g}, " \
                                                             f"eta {p['consistency_eta']:g})"
         if p.get("adversarial_eps"):
             loss += f" + SmoothAdv (eps {p['adversarial_eps']:g}, {p['attack_steps']} PGD steps)"
@@ -145,13 +145,51 @@ def target_table(out_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Denoised smoothing against the noise-trained models at the same radii: (label, {r: TSV stem}); a
+#: fixed-n run answers every radius, a sequential target-radius run only its own.
+AT_RADII = [
+    ("denoised (DDPM + clean classifier), sequential", {0.5: "denoised-0.50", 1.0: "denoised-0.50-r1.0"}),
+    ("clean classifier alone, sequential", {0.5: "noiseless-0.50", 1.0: "noiseless-0.50-r1.0"}),
+    ("gaussian, sequential", {0.5: "target-gaussian-0.50-r0.5", 1.0: "target-gaussian-0.50-r1.0"}),
+    ("gaussian, fixed n", {0.5: "cohen-gaussian-0.50", 1.0: "cohen-gaussian-0.50"}),
+    ("consistency, sequential", {0.5: "target-consistency-0.50-r0.5", 1.0: "target-consistency-0.50-r1.0"}),
+    ("consistency, fixed n", {0.5: "cohen-consistency-0.50", 1.0: "cohen-consistency-0.50"}),
+    ("smoothadv, fixed n", {0.5: "cohen-smoothadv-0.50", 1.0: "cohen-smoothadv-0.50"}),
+]
+
+
+def radii_table(out_dir: Path) -> str:
+    """Certified accuracy at r = 0.5 and 1 (correct and radius >= r) at sigma 0.5, with the mean samples
+    per image and the CPU time of each run (times.txt), for the rows of AT_RADII whose files exist."""
+    times = cpu_times(out_dir)
+    lines = ["| model, certification | images | certified acc. r=0.5 | certified acc. r=1 | mean samples r=0.5 / r=1 "
+             "| CPU s r=0.5 / r=1 |", "|---|---:|---:|---:|---|---|"]
+    for label, files in AT_RADII:
+        cells, samples, cpu, images = [], [], [], set()
+        for r, stem in files.items():
+            tsv = out_dir / f"{stem}.tsv"
+            if not tsv.is_file():
+                cells.append("-"), samples.append("-"), cpu.append("-")
+                continue
+            frame = read_results(tsv)
+            images.add(len(frame))
+            cells.append(f"{((frame['correct'] == 1) & (frame['radius'] >= r)).mean():.3f}")
+            record = json.loads(Path(f"{tsv}.json").read_text())
+            samples.append(f"{record['runs'][-1]['samples_used']['mean_per_input']:,.0f}")
+            cpu.append(f"{times[stem][0]:.0f}" if stem in times else "-")
+        if images:
+            lines.append(f"| {label} | {'/'.join(str(i) for i in sorted(images))} | {cells[0]} | {cells[1]} | "
+                         f"{' / '.join(samples)} | {' / '.join(cpu)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", type=Path, default=Path("results/fashion-mnist"))
     args = parser.parse_args()
     (args.out_dir / "training.md").write_text(training_table(args.out_dir))
     (args.out_dir / "runs.md").write_text(runs_table(args.out_dir) + "\n" + paired_table(args.out_dir) + "\n"
-                                          + target_table(args.out_dir))
+                                          + target_table(args.out_dir) + "\n" + radii_table(args.out_dir))
     print((args.out_dir / "training.md").read_text())
     print((args.out_dir / "runs.md").read_text())
 
