@@ -540,7 +540,8 @@ def train(data_spec, sigma, noise, keep, arch, epochs, batch_size, lr, momentum,
         click.echo(f"wrote {out_path} ({result.arch}, {len(result.history)} epochs) and {sidecar_path(out_path).name}")
 
 
-@main.command("train-denoiser")
+@main.command("train-denoiser", interrupted="the folder of the last save, if any, is kept with its resume state; "
+              "--resume continues")
 @option("--data", "data_spec", required=True,
         help="Training images: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, imagefolder:ROOT or npz:PATH "
              "(its train split; denoising error on its val split).", section=MODEL_AND_DATA)

@@ -484,6 +484,8 @@ def test_bench_replaces_only_its_own_records(tmp_path):
 
 @pytest.mark.parametrize("command,locked_name", [
     (["train", "--sigma", "0.25", "--epochs", "1", "--quiet", "--out", "{dir}/m.pt"], "m.pt"),
+    (["train-denoiser", "--data", "digits", "--channels", "8,16", "--steps", "1", "--batch", "4", "--quiet", "--out",
+      "{dir}/ddpm"], "ddpm"),
     (["predict", "--model", "bundled:digits-0.25", "--sigma", "0.25", "--max", "1", "--out", "{dir}/p.tsv"], "p.tsv"),
     (["attack", "--model", "bundled:digits-0.25", "--sigma", "0.25", "--eps", "0.5", "--max", "1", "--out",
       "{dir}/a.tsv"], "a.tsv"),

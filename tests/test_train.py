@@ -318,7 +318,8 @@ def test_cifar10_binary_training_uses_crop_flip_and_the_resnet(tmp_path, one_thr
 
 # --------------------------------------------------------------------------- bad input
 TRAIN_ERRORS = [
-    (["--sigma", "0"], "sigma must be a finite number > 0"),
+    (["--sigma", "-0.25"], "sigma must be a finite number > 0"),  # 0 is allowed: clean training (Gaussian only)
+    (["--sigma", "0", "--noise", "laplace"], "sigma must be a finite number > 0"),
     (["--epochs", "0"], "epochs must be >= 1"),
     (["--batch", "-3"], "batch_size must be >= 1"),
     (["--lr", "nan"], "lr must be a finite number > 0"),

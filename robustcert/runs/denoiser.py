@@ -33,6 +33,7 @@ resumed run trains the same model as an uninterrupted one (same device and threa
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -47,14 +48,14 @@ import torch.nn.functional as F
 
 from ..data import CertDataset, load_dataset
 from ..engine import as_device, configure_cpu, input_generator
-from ..errors import CheckpointError, InvalidArgumentError, RunError, check_count, check_sigma
+from ..errors import CheckpointError, InvalidArgumentError, RunError, check_count, check_sigma, note_interruption
 from ..methods.diffusion import (
     DEFAULT_CHANNELS, DiffusionDenoiser, as_alphas_cumprod, import_diffusers, new_ddpm, select_timestep,
 )
+from ..files import output_lock, timestamp, write_text_atomically
 from ..models.checkpoint import torch_load_safely
-from ..results import write_text_atomically
-from .dataset import as_dataset, progress_bar
-from .files import timestamp
+from .dataset import as_dataset
+from .progress import progress_bar
 from .provenance import device_name, package_versions, python_command
 
 TIMESTEP_MODES = ("around", "full")
@@ -325,35 +326,55 @@ def train_denoiser(data, out: str | Path | None = None, *, sigmas: float | Seque
     out = None if out is None else Path(out)
     if resume and out is None:
         raise InvalidArgumentError("resume needs the folder to continue (out)")
-    resuming = _check_folder(out, resume) if out is not None else False  # before loading anything
-    import_diffusers()  # fail fast without diffusers
-    device = as_device(device)
-    train = as_dataset(data, "train")
-    validation_set = None
-    if validation == "auto":
-        validation_set = load_dataset(str(data), "val") if isinstance(data, (str, Path)) else None
-    elif validation is not None:
-        validation_set = as_dataset(validation, "val")
-    images = None
-    if validation_set is not None and parameters["validation_images"] > 0:
-        count = min(len(validation_set), parameters["validation_images"])
-        images = validation_set.batch(range(count))[0].float()
-    record = {"command": command or python_command(), "kind": "train-denoiser", "parameters": parameters,
-              "data": {"spec": train.name, "split": train.split, "inputs": len(train),
-                       "input_shape": list(train.input_shape),
-                       **({"validation": {"spec": validation_set.name, "split": validation_set.split,
-                                          "inputs": 0 if images is None else len(images)}}
-                          if validation_set is not None else {})},
-              "runs": []}
-    if resuming:
-        earlier = json.loads((out / RECORD_NAME).read_text())
-        for key in ("parameters", "data"):
-            if earlier.get(key) != json.loads(json.dumps(record[key], default=str)):
-                raise RunError(f"cannot resume {out}: this run's {key} differ from the interrupted run's "
-                               f"({RECORD_NAME})")
-        record["runs"], record["history"] = earlier.get("runs", []), earlier.get("history", [])
-    record["runs"].append({"started": timestamp(), "command": record["command"], "device": device_name(device),
-                           "versions": package_versions()})
+    with contextlib.ExitStack() as hold:
+        if out is not None:
+            hold.enter_context(output_lock(out, "denoiser folder"))  # one writer per folder, for the whole run
+        resuming = _check_folder(out, resume) if out is not None else False  # before loading anything
+        import_diffusers()  # fail fast without diffusers
+        device = as_device(device)
+        train = as_dataset(data, "train")
+        validation_set = None
+        if validation == "auto":
+            validation_set = load_dataset(str(data), "val") if isinstance(data, (str, Path)) else None
+        elif validation is not None:
+            validation_set = as_dataset(validation, "val")
+        images = None
+        if validation_set is not None and parameters["validation_images"] > 0:
+            count = min(len(validation_set), parameters["validation_images"])
+            images = validation_set.batch(range(count))[0].float()
+        record = _new_record(command, parameters, train, validation_set, images, device)
+        if resuming:
+            _continue_record(record, out)
+        trainer = _train(train, images, parameters, device, out, record, resuming, threads, progress, log)
+    trainer.average.eval()
+    return DenoiserTrainingResult(trainer.average, trainer.scheduler, pd.DataFrame(trainer.history), out, parameters)
+
+
+def _new_record(command, parameters, train, validation_set, images, device) -> dict:
+    """training.json of a new run: command, parameters, data and this run's provenance."""
+    return {"command": command or python_command(), "kind": "train-denoiser", "parameters": parameters,
+            "data": {"spec": train.name, "split": train.split, "inputs": len(train),
+                     "input_shape": list(train.input_shape),
+                     **({"validation": {"spec": validation_set.name, "split": validation_set.split,
+                                        "inputs": 0 if images is None else len(images)}}
+                        if validation_set is not None else {})},
+            "runs": [{"started": timestamp(), "command": command or python_command(), "device": device_name(device),
+                      "versions": package_versions()}]}
+
+
+def _continue_record(record: dict, out: Path) -> None:
+    """Resume: the interrupted run's parameters and data must be this run's; its runs and history go on."""
+    earlier = json.loads((out / RECORD_NAME).read_text())
+    for key in ("parameters", "data"):
+        if earlier.get(key) != json.loads(json.dumps(record[key], default=str)):
+            raise RunError(f"cannot resume {out}: this run's {key} differ from the interrupted run's ({RECORD_NAME})")
+    record["runs"] = earlier.get("runs", []) + record["runs"]
+    record["history"] = earlier.get("history", [])
+
+
+def _train(train, images, parameters, device, out, record, resuming, threads, progress, log) -> _DenoiserTrainer:
+    """The step loop on the configured CPU threads; on an interruption the record says so (the last
+    save and its resume state stay)."""
     threads_before = torch.get_num_threads()
     try:
         cpu = configure_cpu(threads) if device.type == "cpu" else {}
@@ -370,6 +391,8 @@ def train_denoiser(data, out: str | Path | None = None, *, sigmas: float | Seque
             if out is not None and (out / STATE_NAME).is_file():
                 record["runs"][-1].update(interrupted=timestamp(), reason=type(exc).__name__)
                 trainer.write_record()
+                note_interruption(exc, f"{out} holds the save of step {trainer.history[-1]['step']} of "
+                                       f"{parameters['steps']}; --resume continues")
             raise
         if out is not None:
             record["runs"][-1]["finished"] = timestamp()
@@ -377,5 +400,4 @@ def train_denoiser(data, out: str | Path | None = None, *, sigmas: float | Seque
             (out / STATE_NAME).unlink(missing_ok=True)
     finally:
         torch.set_num_threads(threads_before)
-    trainer.average.eval()
-    return DenoiserTrainingResult(trainer.average, trainer.scheduler, pd.DataFrame(trainer.history), out, parameters)
+    return trainer

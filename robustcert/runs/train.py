@@ -142,7 +142,8 @@ def recipe_parameters(*, sigma, arch, epochs, batch_size, lr, momentum, weight_d
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return {
-        "sigma": None if sigma is None else 0.0 if _is_zero(sigma) else check_sigma(sigma), "noise": noise_name, "arch": arch, "epochs": epochs,
+        "sigma": None if sigma is None else 0.0 if _is_zero(sigma) else check_sigma(sigma), "noise": noise_name,
+        "arch": arch, "epochs": epochs,
         "batch": check_count(batch_size, "batch_size"), "noise_copies": copies,
         "loss": "gaussian" if consistency is None else "consistency",
         "consistency_lambda": consistency, "consistency_eta": None if consistency is None else
