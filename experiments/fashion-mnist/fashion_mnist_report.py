@@ -38,8 +38,12 @@ def training_table(out_dir: Path) -> str:
     for sidecar in sorted(keep.glob("*.pt.json")):
         record = json.loads(sidecar.read_text())
         p, epochs = record["parameters"], record["epochs"]
-        loss = "clean images (no noise)" if not p["sigma"] else "gaussian" if p["loss"] == "gaussian" else f"consistency (lambda {p['consistency_lambda']:g}, " \
-                                                            f"eta {p['consistency_eta']:g})"
+        if not p["sigma"]:
+            loss = "clean images (no noise)"
+        elif p["loss"] == "gaussian":
+            loss = "gaussian"
+        else:
+            loss = f"consistency (lambda {p['consistency_lambda']:g}, eta {p['consistency_eta']:g})"
         if p.get("adversarial_eps"):
             loss += f" + SmoothAdv (eps {p['adversarial_eps']:g}, {p['attack_steps']} PGD steps)"
         if p.get("dual_split"):
@@ -146,9 +150,10 @@ def target_table(out_dir: Path) -> str:
 
 
 #: Denoised smoothing against the noise-trained models at the same radii: (label, {r: TSV stem}); a
-#: fixed-n run answers every radius, a sequential target-radius run only its own.
+#: fixed-n run answers every radius, a sequential target-radius run only its own. The denoised r = 1
+#: run covers the first 100 images only (the whole run did not fit the shared CPU).
 AT_RADII = [
-    ("denoised (DDPM + clean classifier), sequential", {0.5: "denoised-0.50", 1.0: "denoised-0.50-r1.0"}),
+    ("denoised (DDPM + clean classifier), sequential", {0.5: "denoised-0.50", 1.0: "denoised-0.50-r1.0-first100"}),
     ("clean classifier alone, sequential", {0.5: "noiseless-0.50", 1.0: "noiseless-0.50-r1.0"}),
     ("gaussian, sequential", {0.5: "target-gaussian-0.50-r0.5", 1.0: "target-gaussian-0.50-r1.0"}),
     ("gaussian, fixed n", {0.5: "cohen-gaussian-0.50", 1.0: "cohen-gaussian-0.50"}),
@@ -158,12 +163,30 @@ AT_RADII = [
 ]
 
 
+def mean_samples(record: dict, images: int) -> str:
+    """The mean samples per image of a run's sidecar (its last run: a resumed run counts only the
+    images it certified, said in brackets)."""
+    used = record["runs"][-1].get("samples_used")
+    if used is None:
+        return "-"
+    return f"{used['mean_per_input']:,.0f}" + ("" if used["inputs"] == images else f" (last {used['inputs']} images)")
+
+
 def radii_table(out_dir: Path) -> str:
     """Certified accuracy at r = 0.5 and 1 (correct and radius >= r) at sigma 0.5, with the mean samples
-    per image and the CPU time of each run (times.txt), for the rows of AT_RADII whose files exist."""
+    per image and the CPU time of each run (times.txt), for the rows of AT_RADII whose files exist.
+
+    At each radius every row is scored on the images of the denoised run at that radius (the first
+    row of AT_RADII), so that all rows compare on the same images; the samples and CPU time are
+    those of each whole run."""
     times = cpu_times(out_dir)
-    lines = ["| model, certification | images | certified acc. r=0.5 | certified acc. r=1 | mean samples r=0.5 / r=1 "
-             "| CPU s r=0.5 / r=1 |", "|---|---:|---:|---:|---|---|"]
+    scope = {r: set(read_results(out_dir / f"{stem}.tsv")["idx"]) for r, stem in AT_RADII[0][1].items()
+             if (out_dir / f"{stem}.tsv").is_file()}
+    radii = list(AT_RADII[0][1])
+    lines = ["| model, certification | images (whole run) | "
+             + " | ".join(f"certified acc. r={r:g}, {len(scope[r]) if r in scope else 'all'} images" for r in radii)
+             + " | mean samples per image r=0.5 / r=1 | CPU s r=0.5 / r=1 |",
+             "|---|---:|" + "---:|" * len(radii) + "---|---|"]
     for label, files in AT_RADII:
         cells, samples, cpu, images = [], [], [], set()
         for r, stem in files.items():
@@ -173,43 +196,47 @@ def radii_table(out_dir: Path) -> str:
                 continue
             frame = read_results(tsv)
             images.add(len(frame))
-            cells.append(f"{((frame['correct'] == 1) & (frame['radius'] >= r)).mean():.3f}")
             record = json.loads(Path(f"{tsv}.json").read_text())
-            samples.append(f"{record['runs'][-1]['samples_used']['mean_per_input']:,.0f}")
+            samples.append(mean_samples(record, len(frame)))
             cpu.append(f"{times[stem][0]:.0f}" if stem in times else "-")
+            if r in scope:
+                frame = frame[frame["idx"].isin(scope[r])]
+            cells.append(f"{((frame['correct'] == 1) & (frame['radius'] >= r)).mean():.3f}"
+                         + ("" if r not in scope or len(frame) == len(scope[r]) else f" ({len(frame)} images)"))
         if images:
-            lines.append(f"| {label} | {'/'.join(str(i) for i in sorted(images))} | {cells[0]} | {cells[1]} | "
+            lines.append(f"| {label} | {'/'.join(str(i) for i in sorted(images))} | {' | '.join(cells)} | "
                          f"{' / '.join(samples)} | {' / '.join(cpu)} |")
     return "\n".join(lines) + "\n"
 
 
 def denoised_cost_table(out_dir: Path, images: int = 500, n: int = 100_100) -> str:
     """The CPU cost of certifying the denoised classifier on the benchmark: fixed n (n0 + n = 100100
-    samples per image) against the sequential target-radius run, both measured on a subset
-    (denoised-cost/, times.txt) and extrapolated to 500 images: fixed n by its CPU seconds per sample
-    (the work per sample does not depend on n), sequential by its CPU seconds per image; the full
-    sequential run's measured CPU time beside it."""
+    samples per image) against the sequential target-radius mode, measured on subsets and
+    extrapolated to 500 images: fixed n by its CPU seconds per sample (the work per sample does not
+    depend on n: batches of 1000), sequential by its CPU seconds per image. Sequential is measured
+    twice: the subset job (the first 20 images, start-up included) and the resumed part of the main
+    run (``denoised-0.50-resumed-308-images`` in times.txt: the first part's time was not recorded)."""
     times, cost = cpu_times(out_dir), out_dir / "denoised-cost"
-    runs = {"cost-fixed": cost / "fixed-n10000-first4.tsv", "cost-sequential": cost / "sequential-r0.5-first20.tsv"}
+    runs = {"cost-fixed": cost / "fixed-n10000-first4.tsv", "cost-sequential": cost / "sequential-r0.5-first20.tsv",
+            "denoised-0.50-resumed-308-images": out_dir / "denoised-0.50.tsv"}
     if not all(path.is_file() for path in runs.values()) or not all(job in times for job in runs):
         return ""
     used = {job: json.loads(Path(f"{path}.json").read_text())["runs"][-1]["samples_used"] for job, path in runs.items()}
     per_sample = times["cost-fixed"][0] / used["cost-fixed"]["total"]
     fixed = per_sample * images * n
-    per_image = times["cost-sequential"][0] / used["cost-sequential"]["inputs"]
-    sequential = per_image * images
-    full = f"{times['denoised-0.50'][0]:,.0f}" if "denoised-0.50" in times else "-"
-    return "\n".join([
-        "| certification of the denoised classifier, 500 images | measured on | CPU s measured | extrapolated CPU s "
-        "(h) |", "|---|---|---:|---:|",
-        f"| fixed n: n0 + n = {n:,} samples per image | {used['cost-fixed']['inputs']} images x "
-        f"{used['cost-fixed']['total'] // used['cost-fixed']['inputs']:,} samples ({per_sample * 1e3:.2f} ms per "
-        f"sample) | {times['cost-fixed'][0]:,.0f} | {fixed:,.0f} ({fixed / 3600:.1f}) |",
-        f"| sequential, target r = 0.5 | {used['cost-sequential']['inputs']} images "
-        f"({used['cost-sequential']['mean_per_input']:,.0f} samples per image) | {times['cost-sequential'][0]:,.0f} | "
-        f"{sequential:,.0f} ({sequential / 3600:.1f}) |",
-        f"| sequential, target r = 0.5: the whole run (`denoised-0.50`) | 500 images | {full} | |",
-        f"| ratio fixed / sequential | | | {fixed / sequential:.0f}x |"]) + "\n"
+    lines = ["| certification of the denoised classifier, 500 images | measured on | CPU s measured | "
+             "extrapolated CPU s (h) | fixed n / this |", "|---|---|---:|---:|---:|",
+             f"| fixed n: n0 + n = {n:,} samples per image | {used['cost-fixed']['inputs']} images x "
+             f"{used['cost-fixed']['total'] // used['cost-fixed']['inputs']:,} samples ({per_sample * 1e3:.2f} ms "
+             f"per sample) | {times['cost-fixed'][0]:,.0f} | {fixed:,.0f} ({fixed / 3600:.1f}) | 1 |"]
+    for job, what in (("cost-sequential", "the first 20 images (`cost-sequential`)"),
+                      ("denoised-0.50-resumed-308-images", "the main run's last 308 images (resumed part)")):
+        sequential = times[job][0] / used[job]["inputs"] * images
+        lines.append(f"| sequential, target r = 0.5: {what} | {used[job]['inputs']} images "
+                     f"({used[job]['mean_per_input']:,.0f} samples per image, {used[job]['total']:,} in all) | "
+                     f"{times[job][0]:,.0f} | {sequential:,.0f} ({sequential / 3600:.2f}) | "
+                     f"{fixed / sequential:.0f}x |")
+    return "\n".join(lines) + "\n"
 
 
 def main():
