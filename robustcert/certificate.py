@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ABSTAIN = -1
+"""The predicted class of an abstention (the reference format's -1); its radius is 0.0 and it counts as wrong."""
 
 
 def _jsonable(value: Any) -> Any:

@@ -144,22 +144,29 @@ def method_sections() -> list[str]:
 HELP_SECTIONS = (MODEL_AND_DATA, CERTIFICATION, ATTACK, TRAINING, *method_sections(), DENOISER, ENGINE, OUTPUT)
 
 
+def help_sections(command: click.Command, ctx: click.Context) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The options of ``command`` as its ``--help`` lists them: (section, [(option, help), ...])
+    in :data:`HELP_SECTIONS` order, then new sections, then "Other options" (plain click options).
+    The documentation's command-line reference is generated from this too."""
+    sections: dict[str, list] = {}
+    for param in command.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record is not None:
+            sections.setdefault(getattr(param, "section", None) or "Other options", []).append(record)
+    if list(sections) == ["Other options"]:  # a command without sections: click's usual "Options"
+        sections = {"Options": sections["Other options"]}
+    order = [name for name in HELP_SECTIONS if name in sections]
+    order += [name for name in sections if name not in HELP_SECTIONS and name != "Other options"]
+    return [(name, sections[name]) for name in order + (["Other options"] if "Other options" in sections else [])]
+
+
 class SectionedCommand(click.Command):
     """A command whose ``--help`` lists its options by section (:func:`option`)."""
 
     def format_options(self, ctx, formatter):
-        sections: dict[str, list] = {}
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is not None:
-                sections.setdefault(getattr(param, "section", None) or "Other options", []).append(record)
-        if list(sections) == ["Other options"]:  # a command without sections: click's usual "Options"
-            sections = {"Options": sections["Other options"]}
-        order = [name for name in HELP_SECTIONS if name in sections]
-        order += [name for name in sections if name not in HELP_SECTIONS and name != "Other options"]
-        for name in order + (["Other options"] if "Other options" in sections else []):
+        for name, records in help_sections(self, ctx):
             with formatter.section(name):
-                formatter.write_dl(sections[name])
+                formatter.write_dl(records)
 
 
 class SectionedGroup(ErrorReportingGroup):

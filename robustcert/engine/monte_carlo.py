@@ -60,7 +60,10 @@ class MonteCarloEngine:
         sigma: standard deviation of the Gaussian noise, in input (pixel) units.
         batch_size: noisy samples per batch (a whole number; ``"auto"`` is resolved before an
             engine is built, see :func:`robustcert.engine.device.auto_batch_size`).
-        device, precision, channels_last, compile: see :class:`ModelRunner`.
+        device: see :class:`ModelRunner`.
+        precision: see :class:`ModelRunner`.
+        channels_last: see :class:`ModelRunner`.
+        compile: see :class:`ModelRunner`.
         noise: the noise distribution (default :class:`GaussianNoise` of level ``sigma``): any object
             with ``sample_shape`` and ``perturb`` (:mod:`robustcert.engine.sampling`), e.g.
             Laplace, uniform or randomized-ablation noise, or the floating-point-sound

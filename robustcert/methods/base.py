@@ -297,7 +297,8 @@ class SmoothedClassifier(abc.ABC):
         samples fit in one batch (:func:`robustcert.engine.inputs_per_call`).
 
         Args:
-            n0, n: selection and estimation samples per input.
+            n0: selection samples per input.
+            n: estimation samples per input.
             batch_size: the resolved batch size.
             certify_options: the call's method options (``sequential=True``, ...).
 
@@ -326,7 +327,11 @@ class SmoothedClassifier(abc.ABC):
 
         Args:
             x: one input (no batch dimension, [0,1] pixel space).
-            n0, n, alpha, batch_size, seed: as for :meth:`certify_batch`.
+            n0: as for :meth:`certify_batch`.
+            n: as for :meth:`certify_batch`.
+            alpha: as for :meth:`certify_batch`.
+            batch_size: as for :meth:`certify_batch`.
+            seed: as for :meth:`certify_batch`.
             index: the input's index for seeding.
             options: the method's certify options (e.g. ``sequential=True``).
 
@@ -341,7 +346,10 @@ class SmoothedClassifier(abc.ABC):
 
         Args:
             x: one input (no batch dimension).
-            n, alpha, batch_size, seed: as for :meth:`predict_batch`.
+            n: as for :meth:`predict_batch`.
+            alpha: as for :meth:`predict_batch`.
+            batch_size: as for :meth:`predict_batch`.
+            seed: as for :meth:`predict_batch`.
             index: the input's index for seeding.
 
         Returns:
@@ -377,9 +385,12 @@ class SmoothedClassifier(abc.ABC):
         """PREDICT at a batch of inputs (may abstain).
 
         Args:
-            xs, batch_size, seed, indices: as for :meth:`certify_batch`.
+            xs: as for :meth:`certify_batch`.
             n: samples per input.
             alpha: the probability of returning a class other than the smoothed classifier's.
+            batch_size: as for :meth:`certify_batch`.
+            seed: as for :meth:`certify_batch`.
+            indices: as for :meth:`certify_batch`.
 
         Returns:
             One :class:`~robustcert.Prediction` per input.

@@ -193,8 +193,10 @@ class Smooth(SequentialCertification, VoteSmoothing):
     """Randomized smoothing of a hard classifier (Cohen et al. 2019). See the module docstring.
 
     Args:
-        model, num_classes, sigma, device, input_shape, precision, channels_last, compile: as for
-            :class:`~robustcert.SmoothedClassifier`.
+        model: as for :class:`~robustcert.SmoothedClassifier` (so are the keyword arguments
+            ``device``, ``input_shape``, ``precision``, ``channels_last``, ``compile``).
+        num_classes: as for :class:`~robustcert.SmoothedClassifier`.
+        sigma: as for :class:`~robustcert.SmoothedClassifier`.
         noise: a name in :data:`robustcert.methods.noises.NOISES`: "gaussian" (l2 radii),
             "laplace" or "uniform" (l1 radii); ``sigma`` is the noise's per-coordinate standard
             deviation whichever it is.

@@ -107,12 +107,17 @@ class DualSmooth(SequentialCertification, SmoothedClassifier):
     ``sigma_b`` are accepted with a FutureWarning.
 
     Args:
-        model: base classifier of sub-image a; model2: of sub-image b (compact sub-images of the
-            shape ``split.sub_shapes(image_shape)``, in [0,1] pixel space) -> (B, num_classes) scores.
+        model: base classifier of sub-image a (compact sub-images of the shape
+            ``split.sub_shapes(image_shape)``, in [0,1] pixel space) -> (B, num_classes) scores.
+        model2: base classifier of sub-image b, likewise.
         num_classes: number of classes (both branches).
-        sigma: noise level of branch a (pixel units); sigma2: of branch b (default sigma).
+        sigma: noise level of branch a (pixel units).
+        sigma2: noise level of branch b (default sigma).
         split: a name in :data:`robustcert.splits.SPLITS` ("checkerboard", "rows", "columns") or a Split.
-        device, input_shape (of the full image), precision, channels_last: as for SmoothedClassifier.
+        device: as for SmoothedClassifier.
+        input_shape: of the full image, as for SmoothedClassifier.
+        precision: as for SmoothedClassifier.
+        channels_last: as for SmoothedClassifier.
 
     Certificates: ``n`` is the number of estimation samples *per branch* (2n forward passes in
     all, plus 2 n0 for selection); ``sigma`` records sigma_a; ``p_lower`` records

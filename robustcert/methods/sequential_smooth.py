@@ -16,10 +16,19 @@ class SequentialSmooth(Smooth):
     """:class:`~robustcert.Smooth` whose ``certify`` / ``certify_batch`` run SEQUENTIAL-CERTIFY by default.
 
     Args:
-        model, num_classes, sigma: as for :class:`~robustcert.Smooth` (Gaussian noise only).
-        target_radius, tolerance, n_max, growth, n_first, final_share, stop_alpha, stop_test,
-            selection_lead_votes: the sequential options
-            (:func:`robustcert.methods.sequential.certify_sequential`), checked now.
+        model: as for :class:`~robustcert.Smooth` (Gaussian noise only).
+        num_classes: as for :class:`~robustcert.Smooth`.
+        sigma: as for :class:`~robustcert.Smooth`.
+        target_radius: a sequential option (:func:`robustcert.methods.sequential.certify_sequential`
+            documents them all), checked now; so are the next eight.
+        tolerance: a sequential option.
+        n_max: a sequential option.
+        growth: a sequential option.
+        n_first: a sequential option.
+        final_share: a sequential option.
+        stop_alpha: a sequential option.
+        stop_test: a sequential option.
+        selection_lead_votes: a sequential option.
         smooth_options: the other options of :class:`~robustcert.Smooth`.
     """
 

@@ -54,11 +54,14 @@ def attack_dataset(smoothed, data, out: str | Path | None = None, *, eps: float,
     Args:
         smoothed: a :class:`robustcert.Smooth` (additive noise; not the floating-point-sound mode,
             whose inputs must stay on a grid).
-        eps, steps, m, step_size: the attack (l2 radius, k steps, m noise draws per input, default
-            step 2 eps / k).
-        n, alpha, batch_size, seed: PREDICT's samples and test level; the seed also seeds the
-            attack's own draws (stage "attack", independent of PREDICT's).
-        Other arguments as for :func:`robustcert.certify_dataset`.
+        eps: the attack's l2 radius.
+        steps: its number of steps k.
+        m: noise draws per input.
+        step_size: the step (default 2 eps / k).
+        n: PREDICT's samples.
+        alpha: PREDICT's test level.
+        batch_size: as for :func:`robustcert.certify_dataset` (so are the other arguments).
+        seed: seeds PREDICT and the attack's own draws (stage "attack", independent of PREDICT's).
 
     Returns:
         A DataFrame: the TSV's columns, ``p_value_clean``, ``p_value_adv`` and ``samples_used``.

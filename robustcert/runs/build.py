@@ -440,7 +440,8 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
         method: a registered method (:data:`METHODS`).
         model: the base model's specification (``bundled:NAME``, a file; ``--model``).
         sigma: the noise level (None for a method without one, e.g. ablation).
-        data, split: the dataset (a specification or a loaded dataset) and its split.
+        data: the dataset (a specification or a loaded dataset).
+        split: its split.
         arch: the architecture of a plain state_dict.
         weights: the weights of a ``torchvision:`` / ``timm:`` model (``--weights``).
         num_classes: the class count where neither the model nor the labels tell (npz data with a
@@ -448,8 +449,11 @@ def build_smoothed(method: str, model: str, *, sigma: float | None = None, data=
         trust_checkpoint: allow full unpickling (checkpoints load with
             ``torch.load(weights_only=True)`` otherwise).
         device: where to run.
-        denoiser, denoiser_steps: a diffusion denoiser in front of the model.
-        precision, channels_last, compile: engine options.
+        denoiser: a diffusion denoiser in front of the model.
+        denoiser_steps: its DDIM steps (1: one-shot denoising).
+        precision: an engine option.
+        channels_last: an engine option.
+        compile: an engine option.
         selection_run: with ``lvm_select_on="SPLIT[:COUNT]"`` (lvm), the run's ``n0, n, alpha,
             batch_size, seed, skip, max_inputs``: the (map, temperature) pair is chosen on COUNT
             held-out inputs of that split, none of them one the run certifies

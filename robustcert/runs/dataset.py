@@ -268,9 +268,12 @@ def certify_dataset(smoothed, data, out: str | Path | None = None, *, n0: int = 
         data: a dataset from :func:`robustcert.load_dataset`, or its specification (``"digits"``,
             ``"npz:PATH"``, ...) loaded with ``split``.
         out: the certify TSV to write (with the sidecar ``out.json``), or None for no files.
-        n0, n, alpha, batch_size, seed: as for ``certify_batch`` (``batch_size="auto"`` is resolved
-            once, before sampling). Each input is seeded by (seed, its dataset index), so a resumed
-            or sharded run certifies it with the same samples.
+        n0: as for ``certify_batch``.
+        n: as for ``certify_batch``.
+        alpha: as for ``certify_batch``.
+        batch_size: as for ``certify_batch`` (``batch_size="auto"`` is resolved once, before sampling).
+        seed: as for ``certify_batch``. Each input is seeded by (seed, its dataset index), so a
+            resumed or sharded run certifies it with the same samples.
         resume: continue an interrupted run of ``out`` (same parameters, model and data).
         progress: a progress bar on stderr (when it is a terminal).
         threads: torch threads on CPU for the run (None: one when the load average shows other

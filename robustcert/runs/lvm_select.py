@@ -133,15 +133,22 @@ def select_lvm(model, num_classes: int, sigma: float, data, *, maps: Sequence[st
     """Choose one (map, temperature) pair of a grid on held-out inputs (module docstring).
 
     Args:
-        model, num_classes, sigma: as for :class:`LipschitzSmooth`.
+        model: as for :class:`LipschitzSmooth`.
+        num_classes: as for :class:`LipschitzSmooth`.
+        sigma: as for :class:`LipschitzSmooth`.
         data: a dataset from :func:`robustcert.load_dataset`, or its specification loaded with ``split``
             (default the train split: disjoint from a test-split certification).
-        maps, temperatures: the grid (default: softmax and sparsemax at t in 0.25..2, and hardmax).
+        maps: the grid's maps (default: softmax and sparsemax, and hardmax).
+        temperatures: the grid's temperatures (default: 0.25..2 for softmax and sparsemax).
         max_inputs: held-out inputs, spread evenly over the split (minus ``exclude``).
         exclude: indices of ``data`` that are certified: give them when selecting on the split you
             certify, so that the held-out inputs are disjoint from them. :func:`certify_dataset`
             refuses to certify an input (by content) that the choice was made on.
-        n0, n, alpha, batch_size, seed: the held-out certifications (use the values of the run).
+        n0: of the held-out certifications (use the values of the run; so for the next four).
+        n: of the held-out certifications.
+        alpha: of the held-out certifications.
+        batch_size: of the held-out certifications.
+        seed: of the held-out certifications.
         lvm_options: the other LipschitzSmooth options (lipschitz, formulas, bound, selection,
             device, input_shape, precision, channels_last, compile), kept by the chosen classifier.
 

@@ -471,8 +471,13 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
             smoothing puts behind a denoiser, ``certify --denoiser``).
         arch: a registered architecture; default: the one for the input shape
             (:data:`robustcert.models.DEFAULT_ARCHITECTURES`).
-        epochs, batch_size, lr, momentum, weight_decay, lr_step, lr_gamma: SGD and its step
-            schedule; ``batch_size`` counts images (each with ``noise_copies`` noisy copies).
+        epochs: epochs of SGD.
+        batch_size: images per step (each with ``noise_copies`` noisy copies).
+        lr: the learning rate.
+        momentum: SGD's momentum.
+        weight_decay: SGD's weight decay.
+        lr_step: epochs between learning-rate decays.
+        lr_gamma: the decay factor.
         seed: initial weights, order, augmentation and noise (see the module docstring).
         consistency: lambda of consistency regularization (None: Gaussian augmentation);
             ``eta`` its entropy weight; ``noise_copies`` M (default 2 with consistency, else 1).
@@ -480,13 +485,16 @@ def train_model(data="digits", out: str | Path | None = None, *, sigma: float | 
             radius ``adversarial`` (eps) of each image instead of the image (see
             :meth:`_Trainer.adversarial_noisy_batch`); ``attack_steps`` PGD steps (default 2), on
             the ``noise_copies`` draws the loss then uses (default 1; Salman et al. use 1 to 8).
-        dual_split, branch: train the dual smoothing branch model of ``branch`` ("a" or "b") of
-            ``dual_split`` (checkerboard, rows, columns); recorded as ``dual_split`` / ``dual_branch``.
+        dual_split: train a dual smoothing branch model of this split (checkerboard, rows, columns);
+            recorded as ``dual_split``.
+        branch: which branch ("a" or "b"); recorded as ``dual_branch``.
         augment: "none", "crop-flip" (random 4-pixel crop and flip) or "auto" (crop-flip for
             3x32x32 inputs, the CIFAR-10 recipe; none otherwise).
         validation: data for the per-epoch clean and noisy accuracy; "auto": the ``val`` split of
             ``data`` when it is a specification; None: no validation.
-        device, threads, precision: where and how to run (precision bf16/fp16: autocast).
+        device: where to run.
+        threads: CPU threads.
+        precision: fp32, or bf16/fp16 (autocast).
         resume: continue the interrupted run that wrote ``out`` (same parameters and data).
         progress: a progress bar with ETA on stderr (when it is a terminal); ``log`` receives one
             line per finished epoch.
