@@ -103,3 +103,21 @@ def test_the_cli_reference_lists_every_option_of_every_command():
                 if option.startswith("-") and not param.hidden:
                     assert option in reference, f"robustcert {name} {option}"
     assert "--target-radius" in reference
+
+
+def test_the_readme_is_a_landing_page_whose_links_work_on_github():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 150
+    links = [target for target in load_hook("repository").LINK.findall(readme)]
+    relative = [target for _, target, _, _ in links if "://" not in target]
+    assert len(relative) >= 14  # the documentation, the capability table, soundness, design, results
+    missing = [target for target in relative if not (ROOT / target).exists()]
+    assert not missing, f"README links to missing files: {missing}"
+
+
+def test_the_readme_set_up_commands_are_two_and_ci_runs_the_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    set_up = [line for line in readme.splitlines() if line.startswith("python3 -m venv")]
+    assert len(set_up) == 2 and set_up[0].endswith("robustcert demo") and set_up[1].endswith("python -m pytest -q")
+    test_command = set_up[1].split(" && ", 2)[2]   # after creating and activating the venv
+    assert test_command in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
