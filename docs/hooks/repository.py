@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import html
 import logging
 import os
 import posixpath
@@ -24,6 +25,7 @@ FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg")
 LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s#]+)(#[^)\s]*)?(\s+\"[^\"]*\")?\)")
 # A command written in backticks: the CLI, a script of experiments/, or torchrun.
 COMMAND_SPAN = re.compile(r"`((?:[A-Z_]+=\S+ )*(?:robustcert|python3?|bash|torchrun|DEVICE=\S+ bash) [^`]+)`")
+COMMAND_START = re.compile(r"(?:[A-Z_]+=\S+ )*(?:robustcert|python3?|bash|torchrun) ")
 BASH_BLOCK = re.compile(r"^```(?:bash|sh)[ \t]*\n(.*?)^```", re.S | re.M)
 
 log = logging.getLogger("mkdocs.hooks.repository")
@@ -59,12 +61,27 @@ def results_files() -> list[str]:
 
 
 # --------------------------------------------------------------------------- the gallery
+def joined_lines(lines: list[str]) -> list[str]:
+    """Shell lines with their backslash continuations joined."""
+    out: list[str] = []
+    for line in lines:
+        if out and out[-1].endswith("\\"):
+            out[-1] = out[-1][:-1].rstrip() + " " + line.strip()
+        else:
+            out.append(line.strip())
+    return out
+
+
 def commands_in(text: str) -> list[str]:
-    """The commands a Markdown text shows: lines of its bash blocks, then commands in backticks
-    (those with an option or a path: a bare ``robustcert certify`` is a mention, not a command)."""
+    """The commands a Markdown text shows: lines of its bash blocks and of its indented code blocks
+    that start with a command, then commands in backticks (those with an option or a path: a bare
+    ``robustcert certify`` is a mention, not a command)."""
     commands = []
     for block in BASH_BLOCK.findall(text):
-        commands += [line.strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+        commands += [line for line in joined_lines(block.splitlines()) if line and not line.startswith("#")]
+    outside_fences = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    indented = [line for line in outside_fences.splitlines() if line.startswith("    ")]
+    commands += [line for line in joined_lines(indented) if COMMAND_START.match(line) and line not in commands]
     for span in COMMAND_SPAN.findall(text):
         span = " ".join(span.split())
         if (" -" in span or "/" in span) and span not in commands:
@@ -90,10 +107,10 @@ def item_command(item: Path, readme_text: str, folder: Path) -> list[str]:
         own = commands_in(item.read_text(encoding="utf-8"))
         if own:
             return own
-    names = {item.relative_to(folder).as_posix(), item.name}
-    for paragraph in re.split(r"\n\s*\n", readme_text):
-        if any(name in paragraph for name in names):
-            found = commands_in(paragraph)
+    paragraphs = re.split(r"\n\s*\n", readme_text)
+    for name in dict.fromkeys([item.relative_to(folder).as_posix(), item.name]):  # the path first
+        for paragraph in paragraphs:
+            found = commands_in(paragraph) if name in paragraph else []
             if found:
                 return found
     return []
@@ -125,6 +142,11 @@ def title_of(readme: Path) -> str:
     return readme.parent.name
 
 
+def code(command: str) -> str:
+    """A command as inline code inside a Markdown table cell."""
+    return "<code>" + html.escape(command).replace("|", "&#124;") + "</code>"
+
+
 def gallery() -> str:
     """The results gallery page (Markdown, at the site's root): one section per results folder."""
     items = gallery_items()
@@ -137,19 +159,24 @@ def gallery() -> str:
         topic = folder.relative_to(REPO).as_posix()
         mine = [item for item in items if item["topic"] == topic]
         readme_commands = commands_in((folder / "README.md").read_text(encoding="utf-8"))
-        lines += [f"## [{title_of(folder / 'README.md')}]({topic}/README.md)", "",
-                  f"Folder `{topic}/`."]
+        lines += [f"## [{title_of(folder / 'README.md')}]({topic}/README.md)", "", f"Folder `{topic}/`.", ""]
         if readme_commands:
-            lines += ["", "Commands in its README:", "", "```bash", *readme_commands, "```"]
-        lines.append("")
-        for item in mine:
-            name = item["path"]
-            shown = item["commands"] if item["specific"] else ["(the README's commands above)"]
-            if item["kind"] == "figure":
-                lines += [f"![{name}]({name})", "", f"`{name}`, made by:", ""]
+            lines += ['??? note "The commands in its README"', "", "    ```bash",
+                      *[f"    {command}" for command in readme_commands], "    ```", ""]
+        for item in (item for item in mine if item["kind"] == "figure"):
+            lines += [f"![{item['path']}]({item['path']})", ""]
+            if item["specific"]:
+                lines += [f"`{item['path']}`, made by:", "", "```bash", *item["commands"], "```", ""]
             else:
-                lines += [f"[`{name}`]({name}), made by:", ""]
-            lines += ["```bash", *shown, "```", ""]
+                lines += [f"`{item['path']}`, made by the README's commands.", ""]
+        tables = [item for item in mine if item["kind"] == "table"]
+        if tables:
+            lines += ["| table | made by |", "|---|---|"]
+            for item in tables:
+                made_by = "<br>".join(code(c) for c in item["commands"]) if item["specific"] else "the README's commands"
+                name = item["path"][len(topic) + 1:]
+                lines.append(f"| [`{name}`]({item['path']}) | {made_by} |")
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
