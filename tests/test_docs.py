@@ -105,6 +105,16 @@ def test_the_cli_reference_lists_every_option_of_every_command():
     assert "--target-radius" in reference
 
 
+def test_the_api_reference_has_every_module_of_runs_methods_and_engine():
+    entries = {line.split(":::", 1)[1].strip() for page in (DOCS / "reference").glob("*.md")
+               for line in page.read_text(encoding="utf-8").splitlines() if line.startswith(":::")}
+    modules = {f"robustcert.{path.parent.name}.{path.stem}" for layer in ("runs", "methods", "engine")
+               for path in (ROOT / "robustcert" / layer).glob("*.py") if not path.name.startswith("_")}
+    assert len(modules) >= 30
+    assert not modules - entries, f"modules without an API reference entry: {sorted(modules - entries)}"
+    assert {"robustcert", "robustcert.stats", "robustcert.radius"} <= entries
+
+
 def test_the_readme_is_a_landing_page_whose_links_work_on_github():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 150
