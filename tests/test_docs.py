@@ -105,12 +105,12 @@ def test_the_cli_reference_lists_every_option_of_every_command():
     assert "--target-radius" in reference
 
 
-def test_the_api_reference_has_every_module_of_runs_methods_and_engine():
+def test_the_api_reference_has_every_module_of_runs_methods_engine_and_rl():
     entries = {line.split(":::", 1)[1].strip() for page in (DOCS / "reference").glob("*.md")
                for line in page.read_text(encoding="utf-8").splitlines() if line.startswith(":::")}
-    modules = {f"robustcert.{path.parent.name}.{path.stem}" for layer in ("runs", "methods", "engine")
+    modules = {f"robustcert.{path.parent.name}.{path.stem}" for layer in ("runs", "methods", "engine", "rl")
                for path in (ROOT / "robustcert" / layer).glob("*.py") if not path.name.startswith("_")}
-    assert len(modules) >= 30
+    assert len(modules) >= 34
     assert not modules - entries, f"modules without an API reference entry: {sorted(modules - entries)}"
     assert {"robustcert", "robustcert.stats", "robustcert.radius"} <= entries
 
