@@ -201,7 +201,8 @@ def dagger(env_name: str, make_expert: Callable, model: torch.nn.Module, loss_fn
     (evaluation of the learner alone): never the certification seed 0.
 
     Args:
-        steps, epochs: agent steps collected and training epochs over all records, per iteration.
+        steps: agent steps collected per iteration.
+        epochs: training epochs over all records, per iteration.
         data: the records (new ones are appended).
         auxiliary_features: > 0: the number of the expert's features, predicted by an auxiliary head.
         first_iteration: > 0 continues a run (``model`` already trained): iterations first .. first + n - 1.
@@ -236,8 +237,11 @@ def validate_and_save(env_name: str, model: torch.nn.Module, path, *, sigma: flo
 
     Args:
         env_name: a name of :data:`robustcert.rl.envs.PAPER_ENVS` (its time limit is recorded).
-        path: the checkpoint to write; ``training``, ``history``: the training record.
-        episodes, seed: validation episodes, run with seed 20000 + ``seed``.
+        path: the checkpoint to write.
+        training: how the policy was trained, recorded in the checkpoint.
+        history: the DAgger history (:func:`dagger`'s rows), recorded in the checkpoint.
+        episodes: validation episodes.
+        seed: the validation episodes run with seed 20000 + ``seed``.
 
     Returns:
         The validation episodes' returns (their mean is recorded in the checkpoint).
