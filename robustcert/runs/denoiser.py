@@ -304,18 +304,24 @@ def train_denoiser(data, out: str | Path | None = None, *, sigmas: float | Seque
             divisible by 2^(levels - 1).
         out: the folder to write (``--denoiser DIR`` reads it), or None to train in memory only.
         sigmas: the certification noise level(s) the denoiser is for (pixel units).
-        timesteps, window: ``around`` (t within a factor 1 +- window of each sigma's t*) or ``full``.
+        timesteps: ``around`` (t within a factor 1 +- ``window`` of each sigma's t*) or ``full``.
+        window: the relative half-width of ``around``'s timestep ranges.
         channels: the block widths of the UNet (:func:`robustcert.methods.diffusion.unet_config`).
-        steps, batch_size, lr, ema: AdamW steps of ``batch_size`` images, peak learning rate
-            (:func:`learning_rate_factor`), decay of the saved moving average.
+        steps: AdamW steps.
+        batch_size: images per step.
+        lr: peak learning rate (:func:`learning_rate_factor`: warm-up, cosine decay).
+        ema: decay of the saved moving average of the weights.
         seed: initial weights and every step's data, timesteps and noise.
         save_every: write the folder and the resume state every so many steps (and at the end).
-        validation, validation_images: images for the denoising error at each save ("auto": the
-            first ``validation_images`` of the ``val`` split of ``data`` when it is a
-            specification; None or 0: none).
-        device, threads: where to train.
+        validation: images for the denoising error at each save ("auto": the ``val`` split of
+            ``data`` when it is a specification; None: none).
+        validation_images: how many of them (the first ones; 0: none).
+        device: where to train.
+        threads: CPU threads.
         resume: continue the interrupted run that wrote ``out`` (same parameters and data).
-        progress, log, command: progress bar, one line per save, the command recorded.
+        progress: a progress bar on stderr (when it is a terminal).
+        log: receives one line per save.
+        command: recorded in ``training.json`` (default: this Python process's arguments).
 
     Returns:
         A :class:`DenoiserTrainingResult`.
