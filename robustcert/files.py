@@ -45,7 +45,8 @@ from .errors import ResultsError, RunError
 Content = str | bytes | Callable[[Path], object]
 
 
-def atomic_write(path: str | Path, content: Content, encoding: str = "utf-8") -> Path:
+def atomic_write(path: str | Path, content: Content, encoding: str = "utf-8",
+                 before_replace: Callable[[Path], None] | None = None) -> Path:
     """Write ``content`` to ``path`` through a temporary file beside it and one ``os.replace``.
 
     The one implementation of the temporary-file-and-rename promise: readers see the old file or
@@ -58,6 +59,9 @@ def atomic_write(path: str | Path, content: Content, encoding: str = "utf-8") ->
             writes the file at the temporary path it is given (``figure.savefig``,
             ``torch.save``, ``shutil.copyfile``).
         encoding: the encoding of a text.
+        before_replace: called with the complete temporary file just before it moves in (the
+            folder record notes the new file's digest there, so a crash in between leaves the
+            new file recognised as robustcert's own).
 
     Returns:
         ``path`` as a Path.
@@ -71,6 +75,8 @@ def atomic_write(path: str | Path, content: Content, encoding: str = "utf-8") ->
             temporary.write_bytes(content)
         else:
             temporary.write_text(content, encoding=encoding)
+        if before_replace is not None:
+            before_replace(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -660,21 +666,18 @@ class FileRecord:
         (other processes writing into the folder wait for it).
         """
         path = Path(path)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
         with output_lock(self.path, "the record of written files", wait=True):
-            try:
-                atomic_write(temporary, content)
-                digest = file_sha256(temporary)
-                files, kinds = self.read()
-                files[path.name] = sorted(set(files.get(path.name, [])) | {digest})
+            files, kinds = self.read()
+
+            def record_both(temporary: Path) -> None:
+                files[path.name] = sorted(set(files.get(path.name, [])) | {file_sha256(temporary)})
                 if kind:
                     kinds[path.name] = kind
                 self.write(files, kinds)  # both digests while the new file moves in
-                os.replace(temporary, path)
-                files[path.name] = [digest]
-                self.write(files, kinds)
-            finally:
-                temporary.unlink(missing_ok=True)
+
+            atomic_write(path, content, before_replace=record_both)
+            files[path.name] = [file_sha256(path)]
+            self.write(files, kinds)
         return path
 
 

@@ -123,3 +123,29 @@ def test_public_api_is_one_all_list_of_existing_names():
         assert hasattr(robustcert, name), name
     for name in ("Smooth", "certify_dataset", "predict_dataset", "load_model", "load_dataset", "RobustCertError"):
         assert name in robustcert.__all__
+
+
+def functions_moving_a_file_over_its_target(package: Path) -> set[str]:
+    """Functions that call os.replace/os.rename or a one-argument .replace/.rename (Path's)."""
+    found = set()
+    for path in sorted(package.rglob("*.py")):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr in ("replace", "rename") and not node.keywords
+                        and ((isinstance(node.func.value, ast.Name) and node.func.value.id == "os")
+                             or len(node.args) == 1)):
+                    found.add(f"{path.relative_to(package).as_posix()}:{function.name}")
+    return found
+
+
+def test_one_function_moves_a_file_over_its_target():
+    # the temporary-file-and-rename promise has one implementation; others write through it
+    assert functions_moving_a_file_over_its_target(PACKAGE) == {"files.py:atomic_write"}
+
+
+def test_the_atomic_write_check_finds_a_second_implementation(tmp_path):
+    (tmp_path / "saver.py").write_text("import os\n\ndef save(tmp, path):\n    os.replace(tmp, path)\n")
+    assert functions_moving_a_file_over_its_target(tmp_path) == {"saver.py:save"}

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,7 @@ from ..errors import CheckpointError, InvalidArgumentError, RunError, check_coun
 from ..methods.diffusion import (
     DEFAULT_CHANNELS, DiffusionDenoiser, as_alphas_cumprod, import_diffusers, new_ddpm, select_timestep,
 )
-from ..files import output_lock, timestamp, write_text_atomically
+from ..files import atomic_write, output_lock, timestamp, write_json_atomically
 from ..models.checkpoint import torch_load_safely
 from .dataset import as_dataset
 from .progress import progress_bar
@@ -223,18 +222,13 @@ class _DenoiserTrainer:
         diffusers.DDPMPipeline(unet=self.average, scheduler=self.scheduler).save_pretrained(self.out)
         state = {"step": self.step, "unet": self.unet.state_dict(), "average": self.average.state_dict(),
                  "optimizer": self.optimizer.state_dict()}
-        temporary = self.out / f".{STATE_NAME}.{os.getpid()}.tmp"
-        try:
-            torch.save(state, temporary)
-            os.replace(temporary, self.out / STATE_NAME)
-        finally:
-            temporary.unlink(missing_ok=True)
+        atomic_write(self.out / STATE_NAME, lambda temporary: torch.save(state, temporary))
         self.write_record()
 
     def write_record(self) -> None:
         self.record["history"] = self.history
         self.record["runs"][-1]["steps_done"] = self.step
-        write_text_atomically(self.out / RECORD_NAME, json.dumps(self.record, indent=2, default=str) + "\n")
+        write_json_atomically(self.out / RECORD_NAME, self.record)
 
     def resume(self) -> None:
         state = torch_load_safely(self.out / STATE_NAME, trust_checkpoint=False)
