@@ -67,7 +67,7 @@ def test_train_denoiser_writes_a_folder_that_certify_reads(tmp_path):
     assert record["timestep_ranges"] == [[194, 324]]
     assert [row["step"] for row in record["history"]] == [2, 4]
     assert record["history"][-1]["validation"]["0.5"]["t_star"] == 259
-    assert "finished" in record["runs"][-1]
+    assert record["runs"][-1]["status"] == "finished" and "finished" in record["runs"][-1]
     denoiser = load_denoiser(str(out), sigma=0.5)
     assert denoiser.t_star == 259
     # the saved model is the returned one (the moving average)
@@ -92,7 +92,7 @@ def test_an_interrupted_run_resumes_to_the_same_model(tmp_path):
         train_denoiser("digits", out, sigmas=0.25, steps=4, save_every=2, seed=3, threads=1,
                        log=stop_after_first_save, **TINY)
     assert (out / STATE_NAME).is_file()
-    assert json.loads((out / RECORD_NAME).read_text())["runs"][-1]["reason"] == "KeyboardInterrupt"
+    assert json.loads((out / RECORD_NAME).read_text())["runs"][-1]["status"] == "interrupted"
     with pytest.raises(RunError, match="parameters differ"):
         train_denoiser("digits", out, sigmas=0.25, steps=5, save_every=2, seed=3, resume=True, **TINY)
     resumed = train_denoiser("digits", out, sigmas=0.25, steps=4, save_every=2, seed=3, threads=1, resume=True,

@@ -51,7 +51,7 @@ from ..errors import CheckpointError, InvalidArgumentError, RunError, check_coun
 from ..methods.diffusion import (
     DEFAULT_CHANNELS, DiffusionDenoiser, as_alphas_cumprod, import_diffusers, new_ddpm, select_timestep,
 )
-from ..files import atomic_write, output_lock, timestamp, write_json_atomically
+from ..files import atomic_write, ending_fields, output_lock, timestamp, write_json_atomically
 from ..models.checkpoint import torch_load_safely
 from .dataset import as_dataset
 from .progress import progress_bar
@@ -389,13 +389,13 @@ def _train(train, images, parameters, device, out, record, resuming, threads, pr
             trainer.run(progress, log)
         except BaseException as exc:
             if out is not None and (out / STATE_NAME).is_file():
-                record["runs"][-1].update(interrupted=timestamp(), reason=type(exc).__name__)
+                record["runs"][-1].update(ending_fields(exc))
                 trainer.write_record()
                 note_interruption(exc, f"{out} holds the save of step {trainer.history[-1]['step']} of "
                                        f"{parameters['steps']}; --resume continues")
             raise
         if out is not None:
-            record["runs"][-1]["finished"] = timestamp()
+            record["runs"][-1].update(ending_fields(None))
             trainer.write_record()
             (out / STATE_NAME).unlink(missing_ok=True)
     finally:
